@@ -1,0 +1,265 @@
+//! Configuration, read from the environment in one place into typed values. A bad variable is an
+//! error that names it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// How a worker runs jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// Jobs run at once by one process.
+    pub concurrency: usize,
+    /// How long a claim holds a job without a heartbeat.
+    pub lease: Duration,
+    /// How often a running job renews its lease.
+    pub heartbeat: Duration,
+    /// A job's timeout when its request gave none.
+    pub default_timeout: Duration,
+    /// On shutdown, how long running jobs may take to finish before their leases are released.
+    pub shutdown_grace: Duration,
+    /// How long one blocking pop waits for work before checking for shutdown.
+    pub poll: Duration,
+    /// Names this process in leases and attempt history.
+    pub worker_id: String,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 8,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            default_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            worker_id: default_worker_id(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// How often the maintenance services run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceConfig {
+    pub promote_interval: Duration,
+    pub reap_interval: Duration,
+    pub repair_interval: Duration,
+    /// A pending job whose due time is this far past is pushed to Redis again, in case its id was lost.
+    pub repair_after: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            promote_interval: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(1),
+            repair_interval: Duration::from_secs(5),
+            repair_after: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Every Redis key starts with `{namespace}:`; the braces make it a Redis Cluster hash tag.
+    pub namespace: String,
+    pub pg_pool_size: usize,
+    /// How long a caller waits for Postgres before it is reported unavailable.
+    pub pg_timeout: Duration,
+    pub worker: WorkerConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/jobq";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env(&lookup);
+        let worker_defaults = WorkerConfig::default();
+        let maint = MaintenanceConfig::default();
+        let retry_defaults = RetryPolicy::default();
+
+        let lease = env.millis("JOBQ_LEASE_MS", worker_defaults.lease)?;
+        let heartbeat = env.millis("JOBQ_HEARTBEAT_MS", lease / 3)?;
+        if heartbeat >= lease {
+            return Err(ConfigError {
+                var: "JOBQ_HEARTBEAT_MS",
+                problem: "must be shorter than JOBQ_LEASE_MS".into(),
+            });
+        }
+        let jitter: f64 = env.parse("JOBQ_RETRY_JITTER", retry_defaults.jitter)?;
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError {
+                var: "JOBQ_RETRY_JITTER",
+                problem: "must be between 0 and 1".into(),
+            });
+        }
+        let factor: f64 = env.parse("JOBQ_RETRY_FACTOR", retry_defaults.factor)?;
+        if !(1.0..=100.0).contains(&factor) {
+            return Err(ConfigError {
+                var: "JOBQ_RETRY_FACTOR",
+                problem: "must be between 1 and 100".into(),
+            });
+        }
+        let namespace = env.string("JOBQ_NAMESPACE", "jobq")?;
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(ConfigError {
+                var: "JOBQ_NAMESPACE",
+                problem: "must be non-empty and contain no braces".into(),
+            });
+        }
+        Ok(Config {
+            database_url: env.string("DATABASE_URL", DEFAULT_DATABASE_URL)?,
+            redis_url: env.string("REDIS_URL", DEFAULT_REDIS_URL)?,
+            namespace,
+            pg_pool_size: env.positive("JOBQ_PG_POOL_SIZE", 16)?,
+            pg_timeout: env.millis("JOBQ_PG_TIMEOUT_MS", Duration::from_secs(5))?,
+            worker: WorkerConfig {
+                concurrency: env.parse("JOBQ_WORKER_CONCURRENCY", worker_defaults.concurrency)?,
+                lease,
+                heartbeat,
+                default_timeout: env.millis("JOBQ_JOB_TIMEOUT_MS", worker_defaults.default_timeout)?,
+                shutdown_grace: env.millis("JOBQ_SHUTDOWN_GRACE_MS", worker_defaults.shutdown_grace)?,
+                poll: env.millis("JOBQ_POLL_MS", worker_defaults.poll)?,
+                worker_id: env.string("JOBQ_WORKER_ID", &worker_defaults.worker_id)?,
+                retry: RetryPolicy {
+                    base: env.millis("JOBQ_RETRY_BASE_MS", retry_defaults.base)?,
+                    factor,
+                    cap: env.millis("JOBQ_RETRY_CAP_MS", retry_defaults.cap)?,
+                    jitter,
+                },
+            },
+            maintenance: MaintenanceConfig {
+                promote_interval: env.millis("JOBQ_PROMOTE_INTERVAL_MS", maint.promote_interval)?,
+                reap_interval: env.millis("JOBQ_REAP_INTERVAL_MS", maint.reap_interval)?,
+                repair_interval: env.millis("JOBQ_REPAIR_INTERVAL_MS", maint.repair_interval)?,
+                repair_after: env.millis("JOBQ_REPAIR_AFTER_MS", maint.repair_after)?,
+            },
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn string(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.0(var).map(|v| v.trim().to_owned()).unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|err| ConfigError {
+                var,
+                problem: format!("cannot parse {raw:?}: {err}"),
+            }),
+        }
+    }
+
+    fn positive(&self, var: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let value = self.parse(var, default)?;
+        if value == 0 {
+            return Err(ConfigError {
+                var,
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn millis(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let default_ms = default.as_millis() as u64;
+        let ms = self.parse::<u64>(var, default_ms)?;
+        if ms == 0 {
+            return Err(ConfigError {
+                var,
+                problem: "must be at least 1 millisecond".into(),
+            });
+        }
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.redis_url, DEFAULT_REDIS_URL);
+        assert_eq!(c.worker.lease, Duration::from_secs(30));
+        assert_eq!(c.worker.heartbeat, Duration::from_secs(10));
+        assert_eq!(c.worker.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn every_knob_is_read() {
+        let c = config(&[
+            ("JOBQ_RETRY_BASE_MS", "250"),
+            ("JOBQ_RETRY_CAP_MS", "5000"),
+            ("JOBQ_RETRY_FACTOR", "3"),
+            ("JOBQ_RETRY_JITTER", "0"),
+            ("JOBQ_WORKER_CONCURRENCY", "0"),
+            ("JOBQ_LEASE_MS", "900"),
+            ("JOBQ_NAMESPACE", "ns1"),
+        ])
+        .expect("valid");
+        assert_eq!(c.worker.retry.base, Duration::from_millis(250));
+        assert_eq!(c.worker.retry.cap, Duration::from_secs(5));
+        assert_eq!(c.worker.retry.factor, 3.0);
+        assert_eq!(c.worker.retry.jitter, 0.0);
+        assert_eq!(c.worker.concurrency, 0);
+        assert_eq!(c.worker.heartbeat, Duration::from_millis(300));
+        assert_eq!(c.namespace, "ns1");
+    }
+
+    #[test]
+    fn a_bad_variable_is_named_in_the_error() {
+        for (var, value) in [
+            ("JOBQ_WORKER_CONCURRENCY", "many"),
+            ("JOBQ_LEASE_MS", "0"),
+            ("JOBQ_RETRY_JITTER", "1.5"),
+            ("JOBQ_PG_POOL_SIZE", "0"),
+            ("JOBQ_NAMESPACE", "{x}"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var);
+        }
+        let err = config(&[("JOBQ_LEASE_MS", "1000"), ("JOBQ_HEARTBEAT_MS", "1000")]).expect_err("heartbeat");
+        assert_eq!(err.var, "JOBQ_HEARTBEAT_MS");
+    }
+}

@@ -1,0 +1,63 @@
+//! The one error type of the library. Callers map it to HTTP (or logs) in one place each.
+
+use crate::job::{InvalidJob, JobId, Status};
+use crate::state::InvalidTransition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid job: {0}")]
+    Invalid(#[from] InvalidJob),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("idempotency key {key:?} was already used by job {existing} for a different request")]
+    IdempotencyConflict { key: String, existing: JobId },
+    #[error("job {job_id} is {status}: {source}")]
+    InvalidTransition {
+        job_id: JobId,
+        status: Status,
+        #[source]
+        source: InvalidTransition,
+    },
+    /// The caller's lease was taken over (or the job was finished by someone else): nothing was changed.
+    #[error("lease on job {job_id} (token {token}) was lost")]
+    LeaseLost { job_id: JobId, token: i64 },
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("redis")]
+    Redis(#[from] redis::RedisError),
+    #[error("migration")]
+    Migration(#[from] refinery::Error),
+    #[error("stored row is not a valid job: {0}")]
+    CorruptRow(String),
+}
+
+impl Error {
+    /// True when Postgres could not be reached (down, restarting, pool exhausted): the caller may
+    /// try again later, and an HTTP caller answers 503.
+    pub fn is_database_unavailable(&self) -> bool {
+        match self {
+            Error::Pool(_) => true,
+            Error::Postgres(err) => err.is_closed() || err.code().is_none_or(is_unavailable_code),
+            _ => false,
+        }
+    }
+}
+
+fn is_unavailable_code(code: &tokio_postgres::error::SqlState) -> bool {
+    use tokio_postgres::error::SqlState;
+    [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CONNECTION_EXCEPTION,
+        SqlState::CONNECTION_FAILURE,
+    ]
+    .contains(code)
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

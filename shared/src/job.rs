@@ -1,0 +1,488 @@
+//! The job record and the request that creates one.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's id: a UUID, shown and parsed in its hyphenated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A new, time-ordered id (UUIDv7), so that ids sort roughly by creation.
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// Where a job is in its life. Each variant says who moves a job out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Waiting: ready now, scheduled for later, or waiting for a retry. Left by a worker's claim
+    /// (to `InProgress`) or by a cancel (to `Cancelled`).
+    Pending,
+    /// Held by one worker under a lease. Left by that worker (complete, fail, release) or, once the
+    /// lease has expired, by the reaper (to `Pending` for a retry, or `Failed`).
+    InProgress,
+    /// Finished successfully. Final.
+    Completed,
+    /// Dead: out of attempts or failed permanently; listed in the DLQ. Left only by a requeue.
+    Failed,
+    /// Withdrawn before it ran. Final.
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::InProgress,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::InProgress => "IN_PROGRESS",
+            Status::Completed => "COMPLETED",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Completed | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    Failed,
+    /// The worker stopped renewing its lease (crash, kill, timeout of the host) and the reaper took it back.
+    LeaseExpired,
+    /// The worker gave the job back unfinished while shutting down; this attempt does not count.
+    Released,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "RUNNING",
+            Outcome::Succeeded => "SUCCEEDED",
+            Outcome::Failed => "FAILED",
+            Outcome::LeaseExpired => "LEASE_EXPIRED",
+            Outcome::Released => "RELEASED",
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Outcome::Running,
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::LeaseExpired,
+            Outcome::Released,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// One attempt in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub attempt: i32,
+    pub lease_token: i64,
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+/// A job as Postgres records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    #[serde(rename = "jobId")]
+    pub id: JobId,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub queue: String,
+    pub payload: serde_json::Value,
+    pub status: Status,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+    pub timeout_ms: i32,
+    pub idempotency_key: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Filled by `Store::get`; empty in listings.
+    pub history: Vec<Attempt>,
+}
+
+/// Bounds on what a create request may ask for.
+pub mod limits {
+    pub const MAX_TYPE_LEN: usize = 200;
+    pub const MAX_QUEUE_LEN: usize = 200;
+    pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+    pub const MIN_PRIORITY: i64 = 0;
+    pub const MAX_PRIORITY: i64 = 100;
+    pub const DEFAULT_PRIORITY: i16 = 50;
+    pub const MAX_ATTEMPTS: i64 = 100;
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+    pub const MAX_TIMEOUT_MS: i64 = 15 * 60 * 1000;
+    /// The longest a job may be scheduled ahead.
+    pub const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
+    pub const DEFAULT_QUEUE: &str = "default";
+}
+
+/// When a new job should first run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Schedule {
+    Now,
+    At(DateTime<Utc>),
+    After(#[serde(with = "duration_ms")] Duration),
+}
+
+mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// A validated request to create a job. Build it with [`NewJob::parse`] or [`NewJob::new`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewJob {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub queue: String,
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub schedule: Schedule,
+    /// `None` means the configured default.
+    pub timeout_ms: Option<i32>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+/// What is wrong with a create request; each says which field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidJob {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidJob {
+    InvalidJob {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// The create request as it arrives, before validation (the HTTP body, camelCase).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    #[serde(rename = "type", alias = "taskType")]
+    pub job_type: Option<String>,
+    #[serde(alias = "queueType")]
+    pub queue: Option<String>,
+    pub payload: Option<serde_json::Value>,
+    pub priority: Option<i64>,
+    #[serde(alias = "scheduledAt")]
+    pub run_at: Option<DateTime<Utc>>,
+    pub delay_ms: Option<i64>,
+    pub delay_seconds: Option<i64>,
+    pub max_attempts: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `job_type` with `payload` and every other field at its default.
+    pub fn new(job_type: impl Into<String>, payload: serde_json::Value) -> Self {
+        NewJob {
+            job_type: job_type.into(),
+            queue: limits::DEFAULT_QUEUE.to_owned(),
+            payload,
+            priority: limits::DEFAULT_PRIORITY,
+            max_attempts: limits::DEFAULT_MAX_ATTEMPTS,
+            schedule: Schedule::Now,
+            timeout_ms: None,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.schedule = Schedule::At(at);
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.schedule = Schedule::After(delay);
+        self
+    }
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(timeout.as_millis().min(i32::MAX as u128) as i32);
+        self
+    }
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Validates a create request. `header_key` is an `Idempotency-Key` header, which must agree
+    /// with a key in the body when both are given.
+    pub fn parse(req: CreateRequest, header_key: Option<&str>) -> Result<NewJob, InvalidJob> {
+        let job_type = req.job_type.ok_or_else(|| invalid("type", "is required"))?;
+        let job_type = job_type.trim().to_owned();
+        if job_type.is_empty() {
+            return Err(invalid("type", "must not be empty"));
+        }
+        if job_type.chars().count() > limits::MAX_TYPE_LEN {
+            return Err(invalid("type", format!("is longer than {} characters", limits::MAX_TYPE_LEN)));
+        }
+        let queue = req.queue.unwrap_or_else(|| limits::DEFAULT_QUEUE.to_owned());
+        let queue = queue.trim().to_owned();
+        if queue.is_empty() || queue.chars().count() > limits::MAX_QUEUE_LEN {
+            return Err(invalid("queue", format!("must be 1 to {} characters", limits::MAX_QUEUE_LEN)));
+        }
+        let payload = req.payload.unwrap_or(serde_json::Value::Null);
+        let priority = match req.priority {
+            None => limits::DEFAULT_PRIORITY,
+            Some(p) if (limits::MIN_PRIORITY..=limits::MAX_PRIORITY).contains(&p) => p as i16,
+            Some(_) => {
+                return Err(invalid(
+                    "priority",
+                    format!("must be between {} and {}", limits::MIN_PRIORITY, limits::MAX_PRIORITY),
+                ));
+            }
+        };
+        let max_attempts = match req.max_attempts {
+            None => limits::DEFAULT_MAX_ATTEMPTS,
+            Some(n) if (1..=limits::MAX_ATTEMPTS).contains(&n) => n as i32,
+            Some(_) => {
+                return Err(invalid("maxAttempts", format!("must be between 1 and {}", limits::MAX_ATTEMPTS)));
+            }
+        };
+        let timeout_ms = match req.timeout_ms {
+            None => None,
+            Some(ms) if (1..=limits::MAX_TIMEOUT_MS).contains(&ms) => Some(ms as i32),
+            Some(_) => {
+                return Err(invalid("timeoutMs", format!("must be between 1 and {}", limits::MAX_TIMEOUT_MS)));
+            }
+        };
+        let delay_ms = match (req.delay_ms, req.delay_seconds) {
+            (Some(_), Some(_)) => return Err(invalid("delayMs", "give delayMs or delaySeconds, not both")),
+            (Some(ms), None) => Some(("delayMs", ms)),
+            (None, Some(s)) => Some(("delaySeconds", s.saturating_mul(1000))),
+            (None, None) => None,
+        };
+        let schedule = match (req.run_at, delay_ms) {
+            (Some(_), Some((field, _))) => return Err(invalid(field, "give runAt or a delay, not both")),
+            (Some(at), None) => Schedule::At(at),
+            (None, Some((field, ms))) => {
+                if !(0..=limits::MAX_DELAY_MS).contains(&ms) {
+                    return Err(invalid(field, "must be between 0 and 366 days"));
+                }
+                Schedule::After(Duration::from_millis(ms as u64))
+            }
+            (None, None) => Schedule::Now,
+        };
+        let idempotency_key = match (req.idempotency_key, header_key) {
+            (Some(body), Some(header)) if body != header => {
+                return Err(invalid("idempotencyKey", "differs from the Idempotency-Key header"));
+            }
+            (Some(key), _) => Some(key),
+            (None, Some(header)) => Some(header.to_owned()),
+            (None, None) => None,
+        };
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.len() > limits::MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(invalid(
+                "idempotencyKey",
+                format!("must be 1 to {} bytes", limits::MAX_IDEMPOTENCY_KEY_LEN),
+            ));
+        }
+        Ok(NewJob {
+            job_type,
+            queue,
+            payload,
+            priority,
+            max_attempts,
+            schedule,
+            timeout_ms,
+            idempotency_key,
+        })
+    }
+
+    /// When the job first becomes runnable, given the time of its creation.
+    pub fn first_run_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match &self.schedule {
+            Schedule::Now => now,
+            Schedule::At(at) => *at,
+            Schedule::After(delay) => now + chrono::Duration::from_std(*delay).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+
+    /// The request as a JSON value, compared on an idempotent replay.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: serde_json::Value) -> CreateRequest {
+        serde_json::from_value(value).expect("request shape")
+    }
+
+    #[test]
+    fn the_seed_request_parses_with_defaults() {
+        let job = NewJob::parse(request(json!({"type": "TEST", "payload": "hello"})), None).expect("valid");
+        assert_eq!(job.job_type, "TEST");
+        assert_eq!(job.payload, json!("hello"));
+        assert_eq!(job.max_attempts, 3);
+        assert_eq!(job.queue, "default");
+        assert_eq!(job.schedule, Schedule::Now);
+    }
+
+    #[test]
+    fn chronoqueue_fields_are_accepted() {
+        let job = NewJob::parse(
+            request(json!({
+                "queueType": "EMAIL", "taskType": "email.send", "payload": {"userId": 123},
+                "scheduledAt": "2025-10-24T18:00:00Z", "priority": 100, "maxAttempts": 5,
+                "idempotencyKey": "welcome-email-user-123"
+            })),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(job.queue, "EMAIL");
+        assert_eq!(job.job_type, "email.send");
+        assert_eq!(job.priority, 100);
+        assert_eq!(job.max_attempts, 5);
+        assert_eq!(job.idempotency_key.as_deref(), Some("welcome-email-user-123"));
+        assert!(matches!(job.schedule, Schedule::At(_)));
+    }
+
+    #[test]
+    fn out_of_range_fields_name_themselves() {
+        let cases = [
+            (json!({"payload": 1}), "type"),
+            (json!({"type": "  "}), "type"),
+            (json!({"type": "T", "priority": 101}), "priority"),
+            (json!({"type": "T", "priority": -1}), "priority"),
+            (json!({"type": "T", "maxAttempts": 0}), "maxAttempts"),
+            (json!({"type": "T", "maxAttempts": 1_000_000_000_000i64}), "maxAttempts"),
+            (json!({"type": "T", "delayMs": -5}), "delayMs"),
+            (json!({"type": "T", "delayMs": 5, "delaySeconds": 1}), "delayMs"),
+            (json!({"type": "T", "runAt": "2030-01-01T00:00:00Z", "delaySeconds": 1}), "delaySeconds"),
+            (json!({"type": "T", "timeoutMs": 0}), "timeoutMs"),
+            (json!({"type": "T", "idempotencyKey": ""}), "idempotencyKey"),
+        ];
+        for (body, field) in cases {
+            let err = NewJob::parse(request(body.clone()), None).expect_err("invalid");
+            assert_eq!(err.field, field, "for {body}");
+        }
+    }
+
+    #[test]
+    fn header_and_body_keys_must_agree() {
+        let err = NewJob::parse(request(json!({"type": "T", "idempotencyKey": "a"})), Some("b")).expect_err("conflict");
+        assert_eq!(err.field, "idempotencyKey");
+        let job = NewJob::parse(request(json!({"type": "T"})), Some("b")).expect("valid");
+        assert_eq!(job.idempotency_key.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>().expect("known"), status);
+        }
+        assert!("DONE".parse::<Status>().is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! The operations behind the HTTP API: create, get, list the DLQ, requeue, cancel. Each keeps
+//! Postgres as the record (written first) and Redis as the fast path (written after, repaired if
+//! that write fails).
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::job::{Job, JobId, NewJob};
+use crate::queue::Queue;
+use crate::store::{Created, DeadCursor, Page, Store};
+
+#[derive(Clone, Debug)]
+pub struct Jobs {
+    store: Store,
+    queue: Queue,
+    default_timeout: Duration,
+}
+
+impl Jobs {
+    pub fn new(store: Store, queue: Queue, default_timeout: Duration) -> Self {
+        Jobs {
+            store,
+            queue,
+            default_timeout,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Stores the job, then pushes its id to Redis. The job is accepted once it is committed: a
+    /// failed push is logged and left to the repairer, never reported as a failed create.
+    pub async fn create(&self, new: &NewJob, now: DateTime<Utc>) -> Result<Created> {
+        let timeout_ms = self.default_timeout.as_millis().min(i32::MAX as u128) as i32;
+        let created = self.store.create(new, timeout_ms, now).await?;
+        if !created.replayed {
+            let job = &created.job;
+            if let Err(err) = self.queue.enqueue(job.id, job.priority, job.run_at, now).await {
+                tracing::warn!(job_id = %job.id, error = %err, "job stored but not pushed to redis; the repairer will push it");
+            }
+        }
+        Ok(created)
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Job> {
+        self.store.get(id).await
+    }
+
+    pub async fn list_dead(&self, after: Option<DeadCursor>, limit: usize) -> Result<Page<Job>> {
+        self.store.list_dead(after, limit).await
+    }
+
+    /// Puts a dead job back with a fresh attempt budget and makes it runnable at once.
+    pub async fn requeue(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        let job = self.store.requeue(id, now).await?;
+        if let Err(err) = self.queue.requeue(job.id, job.priority).await {
+            tracing::warn!(job_id = %job.id, error = %err, "job requeued but not pushed to redis; the repairer will push it");
+        }
+        Ok(job)
+    }
+
+    /// Withdraws a job that has not started. Its id may linger in Redis; a worker skips it.
+    pub async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        self.store.cancel(id, now).await
+    }
+}

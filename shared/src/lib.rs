@@ -1,0 +1,38 @@
+//! jobq's domain. Postgres is the record of every job; Redis is the fast path and can always be
+//! rebuilt from Postgres. A map of the modules:
+//!
+//! - [`job`]: the job record, its statuses, attempt history, and [`job::NewJob::parse`] for requests.
+//! - [`state`]: the state machine, a pure `(status, event) -> status`.
+//! - [`store`]: Postgres: create, get, list the DLQ, requeue, claim with a lease and fencing token,
+//!   heartbeat, complete, fail, release. SQL in `src/sql/`, one file per method.
+//! - [`queue`]: Redis: ready lists per priority level, the schedule ZSET, the DLQ list. Lua in `src/lua/`.
+//! - [`retry`]: the backoff policy (when a failed job runs again).
+//! - [`jobs`]: the API operations, Postgres first then Redis.
+//! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
+//! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
+//! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases) and repairer
+//!   (Redis rebuilt from Postgres).
+//! - [`config`]: typed configuration from the environment.
+
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod job;
+pub mod jobs;
+pub mod maintenance;
+pub mod queue;
+pub mod retry;
+pub mod state;
+pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod worker;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use handler::{HandlerError, JobContext, JobHandler, Registry};
+pub use job::{Job, JobId, NewJob, Status};
+pub use jobs::Jobs;
+pub use queue::Queue;
+pub use store::Store;
+pub use worker::Worker;

@@ -1,0 +1,20 @@
+-- claim_next: claims the best runnable jobs straight from Postgres (used while Redis is down).
+-- $1 worker_id, $2 now, $3 lease expiry, $4 how many
+-- Returns the claimed rows. SKIP LOCKED lets many workers do this at once without waiting.
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE status = 'PENDING' AND run_at <= $2
+    ORDER BY priority DESC, run_at, id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        lease_expires_at = $3, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
+    FROM next WHERE j.id = next.id
+    RETURNING j.*
+), attempt AS (
+    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)
+    SELECT id, lease_token, attempts, worker_id, $2, 'RUNNING' FROM claimed
+)
+SELECT * FROM claimed

@@ -1,0 +1,458 @@
+//! Postgres, the record of every job. Each method runs one statement from `sql/`, named after it.
+//! Every state-changing statement checks the expected status (and, for a running job, the lease
+//! token) in its `WHERE`; a statement that matches nothing becomes a typed error.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
+use crate::state::{Event, transition};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Any session may run migrations; they serialize on this advisory lock.
+const MIGRATION_LOCK: i64 = 0x6a6f_6271_6d69_6772; // "jobqmigr"
+
+/// A claimed job. Only a claim makes one, and only its holder can finish the attempt with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    job: Job,
+    token: i64,
+}
+
+impl Lease {
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+    /// The fencing token: the claim's number, never reused for this job.
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+    /// The attempt number within the job's budget (1 for the first).
+    pub fn attempt(&self) -> i32 {
+        self.job.attempts
+    }
+}
+
+/// What a claim of one id found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Claimed(Box<Lease>),
+    /// Pending but due later; it belongs in the schedule.
+    NotDue { run_at: DateTime<Utc>, priority: i16 },
+    /// Missing, running elsewhere, or finished: nothing to do.
+    Unavailable,
+}
+
+/// Where a failed attempt left its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Will run again at `run_at`.
+    Retry { run_at: DateTime<Utc>, priority: i16 },
+    /// Dead: in the DLQ.
+    Dead,
+}
+
+/// A new job as stored, and whether it already existed under its idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub job: Job,
+    pub replayed: bool,
+}
+
+/// A position in the DLQ listing (newest first): the last job of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadCursor {
+    pub completed_at: DateTime<Utc>,
+    pub id: JobId,
+}
+
+impl std::fmt::Display for DeadCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.completed_at.timestamp_micros(), self.id.0.simple())
+    }
+}
+
+impl FromStr for DeadCursor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (micros, id) = s.split_once('.').ok_or(Error::InvalidCursor)?;
+        let micros: i64 = micros.parse().map_err(|_| Error::InvalidCursor)?;
+        let completed_at = DateTime::from_timestamp_micros(micros).ok_or(Error::InvalidCursor)?;
+        let id = Uuid::parse_str(id).map_err(|_| Error::InvalidCursor)?;
+        Ok(DeadCursor {
+            completed_at,
+            id: JobId(id),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<DeadCursor>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+macro_rules! sql {
+    ($name:literal) => {
+        include_str!(concat!("sql/", $name, ".sql"))
+    };
+}
+
+impl Store {
+    /// A pool that connects on demand, so a database that is down now does not stop the caller.
+    pub fn connect(database_url: &str, pool_size: usize, timeout: Duration) -> Result<Store> {
+        let mut pg: tokio_postgres::Config = database_url.parse()?;
+        pg.connect_timeout(timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("jobq");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|err| Error::CorruptRow(format!("pool: {err}")))?;
+        Ok(Store { pool })
+    }
+
+    /// Applies the schema migrations that are not applied yet. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let client_ref: &mut tokio_postgres::Client = &mut client;
+        let outcome = embedded::migrations::runner().run_async(client_ref).await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        outcome?;
+        Ok(())
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    async fn query_opt(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Stores a new job, or returns the one its idempotency key already made (if the request is the
+    /// same; a different request under the same key is a conflict).
+    pub async fn create(&self, new: &NewJob, timeout_ms: i32, now: DateTime<Utc>) -> Result<Created> {
+        let id = JobId::new();
+        let fingerprint = new.idempotency_key.as_ref().map(|_| new.fingerprint());
+        let timeout_ms = new.timeout_ms.unwrap_or(timeout_ms);
+        let inserted = self
+            .query_opt(
+                sql!("create"),
+                &[
+                    &id.0,
+                    &new.job_type,
+                    &new.queue,
+                    &new.payload,
+                    &new.priority,
+                    &new.max_attempts,
+                    &new.first_run_at(now),
+                    &timeout_ms,
+                    &new.idempotency_key,
+                    &fingerprint,
+                    &now,
+                ],
+            )
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(Created {
+                job: job_from_row(&row)?,
+                replayed: false,
+            });
+        }
+        let key = new.idempotency_key.clone().ok_or_else(|| Error::CorruptRow("insert returned nothing".into()))?;
+        let row = self
+            .query_opt(sql!("find_by_key"), &[&key])
+            .await?
+            .ok_or_else(|| Error::CorruptRow(format!("idempotency key {key:?} conflicted but has no job")))?;
+        let stored: Option<serde_json::Value> = row.try_get("idempotency_request")?;
+        let job = job_from_row(&row)?;
+        if stored != fingerprint {
+            return Err(Error::IdempotencyConflict { key, existing: job.id });
+        }
+        Ok(Created { job, replayed: true })
+    }
+
+    /// A job with its attempt history.
+    pub async fn get(&self, id: JobId) -> Result<Job> {
+        let row = self.query_opt(sql!("get"), &[&id.0]).await?.ok_or(Error::NotFound(id))?;
+        let mut job = job_from_row(&row)?;
+        job.history = self
+            .query(sql!("history"), &[&id.0])
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<_>>()?;
+        Ok(job)
+    }
+
+    /// Dead jobs, newest first, `limit` a page.
+    pub async fn list_dead(&self, after: Option<DeadCursor>, limit: usize) -> Result<Page<Job>> {
+        let limit = limit.clamp(1, 1000);
+        let rows = self
+            .query(
+                sql!("list_dead"),
+                &[&after.map(|c| c.completed_at), &after.map(|c| c.id.0), &(limit as i64 + 1)],
+            )
+            .await?;
+        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().and_then(|job| {
+                job.completed_at.map(|completed_at| DeadCursor {
+                    completed_at,
+                    id: job.id,
+                })
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Puts a dead job back to PENDING with a fresh attempt budget.
+    pub async fn requeue(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        match self.query_opt(sql!("requeue"), &[&id.0, &now]).await? {
+            Some(row) => job_from_row(&row),
+            None => Err(self.rejected(id, Event::Requeue).await),
+        }
+    }
+
+    /// Withdraws a job that has not started.
+    pub async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        match self.query_opt(sql!("cancel"), &[&id.0, &now]).await? {
+            Some(row) => job_from_row(&row),
+            None => Err(self.rejected(id, Event::Cancel).await),
+        }
+    }
+
+    /// Why a guarded write on `id` matched nothing: the job is missing, or its status forbids `event`.
+    async fn rejected(&self, id: JobId, event: Event) -> Error {
+        match self.query_opt(sql!("status_of"), &[&id.0]).await {
+            Err(err) => err,
+            Ok(None) => Error::NotFound(id),
+            Ok(Some(row)) => match status_from_row(&row) {
+                Err(err) => err,
+                Ok(status) => match transition(status, event) {
+                    Err(source) => Error::InvalidTransition {
+                        job_id: id,
+                        status,
+                        source,
+                    },
+                    // The status allowed it, so it changed under us between the two statements.
+                    Ok(_) => Error::InvalidTransition {
+                        job_id: id,
+                        status,
+                        source: crate::state::InvalidTransition { from: status, event },
+                    },
+                },
+            },
+        }
+    }
+
+    /// Claims `id` for `worker_id` until `now + lease`.
+    pub async fn claim(&self, id: JobId, worker_id: &str, now: DateTime<Utc>, lease: Duration) -> Result<Claim> {
+        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        if let Some(row) = self.query_opt(sql!("claim"), &[&id.0, &worker_id, &now, &expires]).await? {
+            return lease_from_row(&row).map(|lease| Claim::Claimed(Box::new(lease)));
+        }
+        let Some(row) = self.query_opt(sql!("status_of"), &[&id.0]).await? else {
+            return Ok(Claim::Unavailable);
+        };
+        let run_at: DateTime<Utc> = row.try_get("run_at")?;
+        if status_from_row(&row)? == Status::Pending && run_at > now {
+            return Ok(Claim::NotDue {
+                run_at,
+                priority: row.try_get("priority")?,
+            });
+        }
+        Ok(Claim::Unavailable)
+    }
+
+    /// Claims up to `limit` of the best runnable jobs directly, without Redis.
+    pub async fn claim_next(
+        &self,
+        worker_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Lease>> {
+        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let rows = self
+            .query(sql!("claim_next"), &[&worker_id, &now, &expires, &(limit as i64)])
+            .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// Extends the lease to `now + lease`.
+    pub async fn heartbeat(&self, held: &Lease, now: DateTime<Utc>, lease: Duration) -> Result<()> {
+        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let row = self
+            .query_opt(sql!("heartbeat"), &[&held.id().0, &held.token, &now, &expires])
+            .await?;
+        row.map(|_| ()).ok_or_else(|| lease_lost(held))
+    }
+
+    /// Records success.
+    pub async fn complete(&self, held: &Lease, now: DateTime<Utc>) -> Result<()> {
+        let row = self.query_opt(sql!("complete"), &[&held.id().0, &held.token, &now]).await?;
+        row.map(|_| ()).ok_or_else(|| lease_lost(held))
+    }
+
+    /// Records a failed attempt. A retryable failure with attempts left waits until `retry_at`;
+    /// anything else is dead.
+    pub async fn fail(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        error: &str,
+        retryable: bool,
+        retry_at: DateTime<Utc>,
+        outcome: Outcome,
+    ) -> Result<AfterFailure> {
+        let row = self
+            .query_opt(
+                sql!("fail"),
+                &[&held.id().0, &held.token, &now, &error, &retryable, &retry_at, &outcome.as_str()],
+            )
+            .await?
+            .ok_or_else(|| lease_lost(held))?;
+        match status_from_row(&row)? {
+            Status::Pending => Ok(AfterFailure::Retry {
+                run_at: row.try_get("run_at")?,
+                priority: row.try_get("priority")?,
+            }),
+            _ => Ok(AfterFailure::Dead),
+        }
+    }
+
+    /// Gives the job back unfinished; the attempt does not count. Returns its priority.
+    pub async fn release(&self, held: &Lease, now: DateTime<Utc>) -> Result<i16> {
+        let row = self
+            .query_opt(sql!("release"), &[&held.id().0, &held.token, &now])
+            .await?
+            .ok_or_else(|| lease_lost(held))?;
+        Ok(row.try_get("priority")?)
+    }
+
+    /// Running jobs whose lease expired before `now`, as the leases their dead holders had.
+    pub async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>> {
+        let rows = self.query(sql!("expired_leases"), &[&now, &(limit as i64)]).await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// A page of PENDING jobs in id order: (id, priority, run_at).
+    pub async fn pending_page(&self, after: Option<JobId>, limit: usize) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+        let rows = self.query(sql!("pending_page"), &[&after.map(|id| id.0), &(limit as i64)]).await?;
+        rows.iter().map(|row| Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))).collect()
+    }
+
+    /// Every dead job id, oldest death first.
+    pub async fn dead_ids(&self) -> Result<Vec<JobId>> {
+        let rows = self.query(sql!("dead_ids"), &[]).await?;
+        rows.iter().map(|row| Ok(JobId(row.try_get("id")?))).collect()
+    }
+
+    /// Overdue PENDING jobs not pushed again since `overdue_before`, stamped as pushed now.
+    pub async fn mark_repushed(
+        &self,
+        now: DateTime<Utc>,
+        overdue_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+        let rows = self.query(sql!("mark_repushed"), &[&now, &overdue_before, &(limit as i64)]).await?;
+        rows.iter().map(|row| Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))).collect()
+    }
+
+    /// The pool, for tests and tools that need plain SQL.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+fn lease_lost(held: &Lease) -> Error {
+    Error::LeaseLost {
+        job_id: held.id(),
+        token: held.token,
+    }
+}
+
+fn status_from_row(row: &Row) -> Result<Status> {
+    let status: &str = row.try_get("status")?;
+    Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
+}
+
+fn lease_from_row(row: &Row) -> Result<Lease> {
+    Ok(Lease {
+        token: row.try_get("lease_token")?,
+        job: job_from_row(row)?,
+    })
+}
+
+fn job_from_row(row: &Row) -> Result<Job> {
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        job_type: row.try_get("job_type")?,
+        queue: row.try_get("queue")?,
+        payload: row.try_get("payload")?,
+        status: status_from_row(row)?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        priority: row.try_get("priority")?,
+        run_at: row.try_get("run_at")?,
+        timeout_ms: row.try_get("timeout_ms")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        history: Vec::new(),
+    })
+}
+
+fn attempt_from_row(row: &Row) -> Result<Attempt> {
+    let outcome: &str = row.try_get("outcome")?;
+    Ok(Attempt {
+        attempt: row.try_get("attempt")?,
+        lease_token: row.try_get("lease_token")?,
+        worker_id: row.try_get("worker_id")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: Outcome::from_str(outcome).map_err(|err| Error::CorruptRow(err.to_string()))?,
+        error: row.try_get("error")?,
+    })
+}

@@ -1,0 +1,141 @@
+//! Test support: every test gets a database of its own (created, migrated, and dropped when the
+//! test ends) and a Redis namespace of its own (its keys deleted when the test ends). Tests thus
+//! run in parallel against the real servers and never see each other's data.
+//!
+//! `DATABASE_URL` names the server and a database to connect to for creating others (default
+//! `postgres://postgres:postgres@127.0.0.1:5432/postgres`); `REDIS_URL` the Redis server.
+
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use crate::handler::Registry;
+use crate::jobs::Jobs;
+use crate::queue::Queue;
+use crate::store::Store;
+use crate::worker::Worker;
+
+pub struct TestEnv {
+    pub config: Config,
+    pub store: Store,
+    pub queue: Queue,
+    pub jobs: Jobs,
+    admin_url: String,
+    database: String,
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{root}/{database}?{query}"),
+        None => format!("{root}/{database}"),
+    }
+}
+
+pub fn admin_url() -> String {
+    std::env::var("JOBQ_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .map(|url| with_database(&url, "postgres"))
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestEnv {
+    /// A fresh database and namespace with fast timings: 1 s leases, 10 ms retry backoff.
+    pub async fn new() -> TestEnv {
+        Self::with(|_| {}).await
+    }
+
+    /// Like [`TestEnv::new`], with `adjust` applied to the configuration first.
+    pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestEnv {
+        let admin_url = admin_url();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("jobq_test_{suffix}");
+        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .unwrap_or_else(|err| panic!("cannot reach postgres at {admin_url}: {err}"));
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create test database");
+
+        let mut config = Config::from_lookup(|name| match name {
+            "REDIS_URL" => std::env::var("REDIS_URL").ok(),
+            _ => None,
+        })
+        .expect("default config");
+        config.database_url = with_database(&admin_url, &database);
+        config.namespace = format!("jobq-test-{suffix}");
+        config.pg_pool_size = 8;
+        config.pg_timeout = Duration::from_secs(5);
+        config.worker.lease = Duration::from_secs(1);
+        config.worker.heartbeat = Duration::from_millis(250);
+        config.worker.poll = Duration::from_millis(100);
+        config.worker.shutdown_grace = Duration::from_secs(2);
+        config.worker.concurrency = 4;
+        config.worker.retry.base = Duration::from_millis(10);
+        config.worker.retry.cap = Duration::from_millis(100);
+        adjust(&mut config);
+
+        let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout).expect("pool");
+        store.migrate().await.expect("migrate test database");
+        let queue = Queue::connect(&config.redis_url, &config.namespace).expect("redis client");
+        let jobs = Jobs::new(store.clone(), queue.clone(), config.worker.default_timeout);
+        TestEnv {
+            config,
+            store,
+            queue,
+            jobs,
+            admin_url,
+            database,
+        }
+    }
+
+    /// A worker over this environment's store and queue.
+    pub fn worker(&self, registry: Registry) -> Worker {
+        Worker::new(self.store.clone(), self.queue.clone(), registry, self.config.worker.clone())
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let database = self.database.clone();
+        let redis_url = self.config.redis_url.clone();
+        let namespace = self.config.namespace.clone();
+        self.store.pool().close();
+        // Drop runs inside the test's runtime, which cannot block on its own futures: clean up on a
+        // thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let Ok(runtime) = runtime else { return };
+            runtime.block_on(async move {
+                // A new connection: the test's own is driven by the runtime this thread blocks.
+                if let Ok(queue) = Queue::connect(&redis_url, &namespace) {
+                    let _ = queue.delete_namespace().await;
+                }
+                if let Ok((admin, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,399 @@
+//! The worker engine: takes job ids from Redis (or, while Redis is down, claims straight from
+//! Postgres), runs each job's handler under its timeout while renewing the lease, and records the
+//! outcome. Runs `concurrency` jobs at once. On shutdown it stops taking work, gives running jobs a
+//! grace period, then cancels the rest and releases their leases so that another worker takes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
+use crate::handler::{HandlerError, JobContext, Registry};
+use crate::job::{JobId, Outcome, limits};
+use crate::queue::{BlockingPop, Queue};
+use crate::store::{AfterFailure, Claim, Lease, Store};
+
+/// How long the engine stays on Postgres after Redis failed, before trying Redis again.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long to wait when Postgres had nothing to claim, or failed.
+const IDLE_PAUSE: Duration = Duration::from_millis(250);
+
+/// What one run of the engine did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub claimed: usize,
+    pub completed: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    /// Given back unfinished at shutdown.
+    pub released: usize,
+    /// Taken over by another worker after this one's lease expired; nothing recorded.
+    pub lease_lost: usize,
+    /// The outcome could not be recorded (Postgres unreachable); the reaper will retry the job.
+    pub unrecorded: usize,
+}
+
+/// How one job ended, from this worker's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Completed,
+    Retried,
+    DeadLettered,
+    Released,
+    LeaseLost,
+    Unrecorded,
+}
+
+impl Summary {
+    fn add(&mut self, finished: Finished) {
+        match finished {
+            Finished::Completed => self.completed += 1,
+            Finished::Retried => self.retried += 1,
+            Finished::DeadLettered => self.dead_lettered += 1,
+            Finished::Released => self.released += 1,
+            Finished::LeaseLost => self.lease_lost += 1,
+            Finished::Unrecorded => self.unrecorded += 1,
+        }
+    }
+}
+
+/// When a run stops taking new work, besides shutdown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Take no new job after this instant (a Lambda's deadline minus a margin).
+    pub stop_taking_at: Option<Instant>,
+    /// Take at most this many jobs.
+    pub max_jobs: Option<usize>,
+    /// Return as soon as the queue has nothing ready (after one empty poll).
+    pub until_idle: bool,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    queue: Queue,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+enum Verdict {
+    Ran(Result<(), HandlerError>),
+    LeaseLost,
+    Release,
+}
+
+impl Worker {
+    pub fn new(store: Store, queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                registry,
+                config,
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<Summary> {
+        self.run_with(shutdown, Limits::default()).await
+    }
+
+    /// Runs until `shutdown` or a limit; then drains running jobs (see the module doc).
+    pub async fn run_with(&self, shutdown: CancellationToken, limits: Limits) -> Result<Summary> {
+        let config = &self.inner.config;
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let hard_stop = CancellationToken::new();
+        let mut popper = self.inner.queue.blocking(config.poll)?;
+        let mut redis_down_until: Option<Instant> = None;
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut summary = Summary::default();
+
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                summary.add(done.unwrap_or(Finished::Unrecorded));
+            }
+            let out_of_time = limits.stop_taking_at.is_some_and(|at| Instant::now() >= at);
+            let out_of_jobs = limits.max_jobs.is_some_and(|max| summary.claimed >= max);
+            if shutdown.is_cancelled() || out_of_time || out_of_jobs {
+                break;
+            }
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
+                _ = shutdown.cancelled() => break,
+            };
+            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
+            match self.fetch(&mut popper, &mut redis_down_until).await {
+                Ok(Some(lease)) => {
+                    summary.claimed += 1;
+                    let worker = self.clone();
+                    let stop = hard_stop.clone();
+                    tasks.spawn(async move { worker.execute(lease, stop, permit).await });
+                }
+                Ok(None) => {
+                    if limits.until_idle && tasks.is_empty() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "could not take work; pausing");
+                    tokio::time::sleep(IDLE_PAUSE).await;
+                }
+            }
+        }
+
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(done) => summary.add(done.unwrap_or(Finished::Unrecorded)),
+                    None => break,
+                },
+                _ = &mut grace => {
+                    tracing::warn!(running = tasks.len(), "shutdown grace over; releasing running jobs");
+                    hard_stop.cancel();
+                    break;
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            summary.add(done.unwrap_or(Finished::Unrecorded));
+        }
+        Ok(summary)
+    }
+
+    /// Takes one job: from Redis while it answers, from Postgres otherwise.
+    async fn fetch(&self, popper: &mut BlockingPop, redis_down_until: &mut Option<Instant>) -> Result<Option<Lease>> {
+        let inner = &self.inner;
+        if redis_down_until.is_none_or(|until| Instant::now() >= until) {
+            match popper.pop().await {
+                Ok(Some(id)) => {
+                    *redis_down_until = None;
+                    return self.claim_popped(id).await;
+                }
+                Ok(None) => {
+                    *redis_down_until = None;
+                    return Ok(None);
+                }
+                Err(err) => {
+                    if redis_down_until.is_none() {
+                        tracing::warn!(error = %err, "redis unavailable; claiming from postgres");
+                    }
+                    *redis_down_until = Some(Instant::now() + REDIS_RETRY_AFTER);
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut claimed = inner.store.claim_next(&inner.config.worker_id, now, inner.config.lease, 1).await?;
+        if claimed.is_empty() {
+            tokio::time::sleep(IDLE_PAUSE).await;
+        }
+        Ok(claimed.pop())
+    }
+
+    async fn claim_popped(&self, id: JobId) -> Result<Option<Lease>> {
+        let inner = &self.inner;
+        let now = Utc::now();
+        match inner.store.claim(id, &inner.config.worker_id, now, inner.config.lease).await {
+            Ok(Claim::Claimed(lease)) => Ok(Some(*lease)),
+            Ok(Claim::NotDue { run_at, priority }) => {
+                // Popped early (a duplicate id, or clocks apart): back into the schedule.
+                inner.queue.enqueue(id, priority, run_at, now).await?;
+                Ok(None)
+            }
+            Ok(Claim::Unavailable) => Ok(None),
+            Err(err) => {
+                // The id left Redis but the claim failed: put it back rather than wait for the repairer.
+                if let Err(push) = inner.queue.push_front(id, limits::DEFAULT_PRIORITY).await {
+                    tracing::warn!(job_id = %id, error = %push, "could not push back an unclaimed id");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs one claimed job to its recorded outcome.
+    pub async fn execute(&self, lease: Lease, hard_stop: CancellationToken, _slot: OwnedSemaphorePermit) -> Finished {
+        let job = lease.job();
+        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
+        self.execute_inner(lease, hard_stop).instrument(span).await
+    }
+
+    async fn execute_inner(&self, lease: Lease, hard_stop: CancellationToken) -> Finished {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let verdict = match inner.registry.get(&lease.job().job_type) {
+            None => Verdict::Ran(Err(HandlerError::permanent(format!(
+                "no handler registered for job type {:?}",
+                lease.job().job_type
+            )))),
+            Some(handler) => {
+                let job = lease.job();
+                let ctx = JobContext {
+                    id: job.id,
+                    job_type: job.job_type.clone(),
+                    payload: job.payload.clone(),
+                    attempt: lease.attempt(),
+                    max_attempts: job.max_attempts,
+                };
+                let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+                let task = tokio::spawn(async move { handler.handle(ctx).await });
+                self.supervise(&lease, task, timeout, &hard_stop).await
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match verdict {
+            Verdict::LeaseLost => {
+                tracing::warn!(elapsed_ms, "lease lost to another worker; outcome discarded");
+                Finished::LeaseLost
+            }
+            Verdict::Release => self.release(&lease).await,
+            Verdict::Ran(Ok(())) => {
+                let now = Utc::now();
+                match self.record(|| inner.store.complete(&lease, now)).await {
+                    Ok(()) => {
+                        tracing::info!(elapsed_ms, "job completed");
+                        Finished::Completed
+                    }
+                    Err(err) => self.unrecorded(err),
+                }
+            }
+            Verdict::Ran(Err(failure)) => self.fail(&lease, failure, elapsed_ms).await,
+        }
+    }
+
+    /// Waits for the handler while renewing the lease; cancels it on timeout, lost lease or hard stop.
+    async fn supervise(
+        &self,
+        lease: &Lease,
+        mut task: tokio::task::JoinHandle<Result<(), HandlerError>>,
+        timeout: Duration,
+        hard_stop: &CancellationToken,
+    ) -> Verdict {
+        let inner = &self.inner;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let beat_every = inner.config.heartbeat;
+        let mut beat = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
+        let verdict = loop {
+            tokio::select! {
+                joined = &mut task => break Verdict::Ran(match joined {
+                    Ok(result) => result,
+                    Err(err) if err.is_panic() => Err(HandlerError::retryable(format!("handler panicked: {}", panic_message(err.into_panic())))),
+                    Err(_) => Err(HandlerError::retryable("handler was cancelled")),
+                }),
+                _ = &mut deadline => break Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis())))),
+                _ = hard_stop.cancelled() => break Verdict::Release,
+                _ = beat.tick() => match inner.store.heartbeat(lease, Utc::now(), inner.config.lease).await {
+                    Ok(()) => {}
+                    Err(Error::LeaseLost { .. }) => break Verdict::LeaseLost,
+                    Err(err) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
+                },
+            }
+        };
+        if !task.is_finished() {
+            // Stop the handler's work and wait until it has, so that no two attempts overlap.
+            task.abort();
+            let _ = task.await;
+        }
+        verdict
+    }
+
+    async fn fail(&self, lease: &Lease, failure: HandlerError, elapsed_ms: u64) -> Finished {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let (message, retryable) = match &failure {
+            HandlerError::Retryable(m) => (m.as_str(), true),
+            HandlerError::Permanent(m) => (m.as_str(), false),
+        };
+        let delay = inner.config.retry.delay(lease.attempt(), crate::retry::RetryPolicy::sample());
+        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let after = self
+            .record(|| inner.store.fail(lease, now, message, retryable, retry_at, Outcome::Failed))
+            .await;
+        match after {
+            Ok(AfterFailure::Retry { run_at, priority }) => {
+                tracing::warn!(elapsed_ms, error = message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
+                if let Err(err) = inner.queue.enqueue(lease.id(), priority, run_at, now).await {
+                    tracing::warn!(error = %err, "could not schedule the retry in redis; the repairer will");
+                }
+                Finished::Retried
+            }
+            Ok(AfterFailure::Dead) => {
+                tracing::error!(elapsed_ms, error = message, retryable, "job failed for good; moved to the DLQ");
+                if let Err(err) = inner.queue.add_dead(lease.id()).await {
+                    tracing::warn!(error = %err, "could not index the dead job in redis");
+                }
+                Finished::DeadLettered
+            }
+            Err(err) => self.unrecorded(err),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Finished {
+        let inner = &self.inner;
+        match self.record(|| inner.store.release(lease, Utc::now())).await {
+            Ok(priority) => {
+                tracing::info!("job released at shutdown");
+                if let Err(err) = inner.queue.push_front(lease.id(), priority).await {
+                    tracing::warn!(error = %err, "could not push the released job; the repairer will");
+                }
+                Finished::Released
+            }
+            Err(err) => self.unrecorded(err),
+        }
+    }
+
+    fn unrecorded(&self, err: Error) -> Finished {
+        if let Error::LeaseLost { .. } = err {
+            tracing::warn!("lease lost before the outcome was recorded; outcome discarded");
+            return Finished::LeaseLost;
+        }
+        tracing::error!(error = %err, source = ?std::error::Error::source(&err), "could not record the outcome; the reaper will retry the job");
+        Finished::Unrecorded
+    }
+
+    /// Retries a write while Postgres is unreachable, for at most about one lease: after that the
+    /// reaper owns the job anyway.
+    async fn record<T, F, Fut>(&self, mut write: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let give_up_at = Instant::now() + self.inner.config.lease;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match write().await {
+                Err(err) if err.is_database_unavailable() && Instant::now() + pause < give_up_at => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
