@@ -1,1 +1,102 @@
-fn main() {}
+//! The long-running jobq service: applies migrations, then every second promotes due jobs, reaps
+//! expired leases, repairs Redis from Postgres, and runs `JOBQ_WORKER_CONCURRENCY` job slots.
+//! SIGTERM or Ctrl-C stops it gracefully.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::{Config, Queue, Registry, Store, Worker};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let config = Config::from_env().context("invalid configuration")?;
+    let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
+    let queue = Queue::connect(&config.redis_url, &config.namespace)?;
+    migrate_when_reachable(&store).await?;
+    tracing::info!(
+        namespace = %config.namespace,
+        concurrency = config.worker.concurrency,
+        worker_id = %config.worker.worker_id,
+        "jobq promoter started"
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    let m = &config.maintenance;
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(Promoter::new(queue.clone()).run(m.promote_interval, shutdown.clone()));
+    services.spawn(Reaper::new(store.clone(), queue.clone()).run(m.reap_interval, shutdown.clone()));
+    services
+        .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
+
+    if config.worker.concurrency > 0 {
+        let worker = Worker::new(
+            store.clone(),
+            queue.clone(),
+            Registry::with_builtins(),
+            config.worker.clone(),
+        );
+        let summary = worker.run(shutdown.clone()).await?;
+        tracing::info!(?summary, "worker stopped");
+    }
+    shutdown.cancelled().await;
+    while services.join_next().await.is_some() {}
+    tracing::info!("jobq promoter stopped");
+    Ok(())
+}
+
+/// Postgres may still be starting (compose, a restart): wait for it rather than crash-loop.
+async fn migrate_when_reachable(store: &Store) -> anyhow::Result<()> {
+    let mut pause = Duration::from_millis(200);
+    for _ in 0..30 {
+        match store.migrate().await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_database_unavailable() => {
+                tracing::warn!(error = %err, "postgres not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err).context("migrations failed"),
+        }
+    }
+    anyhow::bail!("postgres did not become reachable; migrations not applied")
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing running jobs");
+    shutdown.cancel();
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("JOBQ_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}

@@ -50,7 +50,11 @@ impl Default for WorkerConfig {
 
 fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// How often the maintenance services run.
@@ -167,7 +171,9 @@ struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
     fn string(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
-        Ok(self.0(var).map(|v| v.trim().to_owned()).unwrap_or_else(|| default.to_owned()))
+        Ok(self.0(var)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| default.to_owned()))
     }
 
     fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>

@@ -92,7 +92,10 @@ impl JobHandler for TestHandler {
                 .parse()
                 .map_err(|_| HandlerError::permanent(format!("FAIL_TIMES needs a whole number, got {n:?}")))?;
             if job.attempt <= n {
-                return Err(HandlerError::retryable(format!("FAIL_TIMES={n}: failing attempt {}", job.attempt)));
+                return Err(HandlerError::retryable(format!(
+                    "FAIL_TIMES={n}: failing attempt {}",
+                    job.attempt
+                )));
             }
             return Ok(());
         }
@@ -124,20 +127,22 @@ mod tests {
 
     #[tokio::test]
     async fn fail_times_fails_the_first_n_attempts_only() {
-        let outcomes: Vec<bool> = futures::future::join_all(
-            (1..=4).map(|attempt| TestHandler.handle(ctx(json!("FAIL_TIMES=2"), attempt))),
-        )
-        .await
-        .into_iter()
-        .map(|r| r.is_ok())
-        .collect();
+        let outcomes: Vec<bool> =
+            futures::future::join_all((1..=4).map(|attempt| TestHandler.handle(ctx(json!("FAIL_TIMES=2"), attempt))))
+                .await
+                .into_iter()
+                .map(|r| r.is_ok())
+                .collect();
         assert_eq!(outcomes, vec![false, false, true, true]);
     }
 
     #[tokio::test]
     async fn fail_always_is_retryable_and_never_succeeds() {
         for attempt in 1..=5 {
-            let err = TestHandler.handle(ctx(json!("FAIL_ALWAYS"), attempt)).await.expect_err("fails");
+            let err = TestHandler
+                .handle(ctx(json!("FAIL_ALWAYS"), attempt))
+                .await
+                .expect_err("fails");
             assert!(matches!(err, HandlerError::Retryable(_)));
         }
     }
@@ -146,7 +151,10 @@ mod tests {
     async fn other_payloads_succeed_and_bad_numbers_are_permanent() {
         assert!(TestHandler.handle(ctx(json!("hello"), 1)).await.is_ok());
         assert!(TestHandler.handle(ctx(json!({"a": 1}), 1)).await.is_ok());
-        let err = TestHandler.handle(ctx(json!("FAIL_TIMES=x"), 1)).await.expect_err("bad");
+        let err = TestHandler
+            .handle(ctx(json!("FAIL_TIMES=x"), 1))
+            .await
+            .expect_err("bad");
         assert!(matches!(err, HandlerError::Permanent(_)));
     }
 }

@@ -249,7 +249,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidJob {
 
 /// The create request as it arrives, before validation (the HTTP body, camelCase).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
     #[serde(rename = "type", alias = "taskType")]
     pub job_type: Option<String>,
@@ -319,12 +319,18 @@ impl NewJob {
             return Err(invalid("type", "must not be empty"));
         }
         if job_type.chars().count() > limits::MAX_TYPE_LEN {
-            return Err(invalid("type", format!("is longer than {} characters", limits::MAX_TYPE_LEN)));
+            return Err(invalid(
+                "type",
+                format!("is longer than {} characters", limits::MAX_TYPE_LEN),
+            ));
         }
         let queue = req.queue.unwrap_or_else(|| limits::DEFAULT_QUEUE.to_owned());
         let queue = queue.trim().to_owned();
         if queue.is_empty() || queue.chars().count() > limits::MAX_QUEUE_LEN {
-            return Err(invalid("queue", format!("must be 1 to {} characters", limits::MAX_QUEUE_LEN)));
+            return Err(invalid(
+                "queue",
+                format!("must be 1 to {} characters", limits::MAX_QUEUE_LEN),
+            ));
         }
         let payload = req.payload.unwrap_or(serde_json::Value::Null);
         let priority = match req.priority {
@@ -341,14 +347,20 @@ impl NewJob {
             None => limits::DEFAULT_MAX_ATTEMPTS,
             Some(n) if (1..=limits::MAX_ATTEMPTS).contains(&n) => n as i32,
             Some(_) => {
-                return Err(invalid("maxAttempts", format!("must be between 1 and {}", limits::MAX_ATTEMPTS)));
+                return Err(invalid(
+                    "maxAttempts",
+                    format!("must be between 1 and {}", limits::MAX_ATTEMPTS),
+                ));
             }
         };
         let timeout_ms = match req.timeout_ms {
             None => None,
             Some(ms) if (1..=limits::MAX_TIMEOUT_MS).contains(&ms) => Some(ms as i32),
             Some(_) => {
-                return Err(invalid("timeoutMs", format!("must be between 1 and {}", limits::MAX_TIMEOUT_MS)));
+                return Err(invalid(
+                    "timeoutMs",
+                    format!("must be between 1 and {}", limits::MAX_TIMEOUT_MS),
+                ));
             }
         };
         let delay_ms = match (req.delay_ms, req.delay_seconds) {
@@ -460,7 +472,10 @@ mod tests {
             (json!({"type": "T", "maxAttempts": 1_000_000_000_000i64}), "maxAttempts"),
             (json!({"type": "T", "delayMs": -5}), "delayMs"),
             (json!({"type": "T", "delayMs": 5, "delaySeconds": 1}), "delayMs"),
-            (json!({"type": "T", "runAt": "2030-01-01T00:00:00Z", "delaySeconds": 1}), "delaySeconds"),
+            (
+                json!({"type": "T", "runAt": "2030-01-01T00:00:00Z", "delaySeconds": 1}),
+                "delaySeconds",
+            ),
             (json!({"type": "T", "timeoutMs": 0}), "timeoutMs"),
             (json!({"type": "T", "idempotencyKey": ""}), "idempotencyKey"),
         ];

@@ -144,8 +144,12 @@ impl Queue {
             if *run_at <= now {
                 pipe.rpush(&self.keys.ready[level(*priority)], id.to_string()).ignore();
             } else {
-                pipe.zadd(&self.keys.scheduled, scheduled_member(*id, *priority), run_at.timestamp_millis())
-                    .ignore();
+                pipe.zadd(
+                    &self.keys.scheduled,
+                    scheduled_member(*id, *priority),
+                    run_at.timestamp_millis(),
+                )
+                .ignore();
             }
         }
         let mut conn = self.conn.clone();

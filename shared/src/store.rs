@@ -50,7 +50,10 @@ impl Lease {
 pub enum Claim {
     Claimed(Box<Lease>),
     /// Pending but due later; it belongs in the schedule.
-    NotDue { run_at: DateTime<Utc>, priority: i16 },
+    NotDue {
+        run_at: DateTime<Utc>,
+        priority: i16,
+    },
     /// Missing, running elsewhere, or finished: nothing to do.
     Unavailable,
 }
@@ -144,10 +147,14 @@ impl Store {
     /// Applies the schema migrations that are not applied yet. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         let mut client = self.pool.get().await?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
         let client_ref: &mut tokio_postgres::Client = &mut client;
         let outcome = embedded::migrations::runner().run_async(client_ref).await;
-        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
         outcome?;
         Ok(())
     }
@@ -192,7 +199,10 @@ impl Store {
                 replayed: false,
             });
         }
-        let key = new.idempotency_key.clone().ok_or_else(|| Error::CorruptRow("insert returned nothing".into()))?;
+        let key = new
+            .idempotency_key
+            .clone()
+            .ok_or_else(|| Error::CorruptRow("insert returned nothing".into()))?;
         let row = self
             .query_opt(sql!("find_by_key"), &[&key])
             .await?
@@ -207,7 +217,10 @@ impl Store {
 
     /// A job with its attempt history.
     pub async fn get(&self, id: JobId) -> Result<Job> {
-        let row = self.query_opt(sql!("get"), &[&id.0]).await?.ok_or(Error::NotFound(id))?;
+        let row = self
+            .query_opt(sql!("get"), &[&id.0])
+            .await?
+            .ok_or(Error::NotFound(id))?;
         let mut job = job_from_row(&row)?;
         job.history = self
             .query(sql!("history"), &[&id.0])
@@ -224,7 +237,11 @@ impl Store {
         let rows = self
             .query(
                 sql!("list_dead"),
-                &[&after.map(|c| c.completed_at), &after.map(|c| c.id.0), &(limit as i64 + 1)],
+                &[
+                    &after.map(|c| c.completed_at),
+                    &after.map(|c| c.id.0),
+                    &(limit as i64 + 1),
+                ],
             )
             .await?;
         let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
@@ -285,7 +302,10 @@ impl Store {
     /// Claims `id` for `worker_id` until `now + lease`.
     pub async fn claim(&self, id: JobId, worker_id: &str, now: DateTime<Utc>, lease: Duration) -> Result<Claim> {
         let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        if let Some(row) = self.query_opt(sql!("claim"), &[&id.0, &worker_id, &now, &expires]).await? {
+        if let Some(row) = self
+            .query_opt(sql!("claim"), &[&id.0, &worker_id, &now, &expires])
+            .await?
+        {
             return lease_from_row(&row).map(|lease| Claim::Claimed(Box::new(lease)));
         }
         let Some(row) = self.query_opt(sql!("status_of"), &[&id.0]).await? else {
@@ -327,7 +347,9 @@ impl Store {
 
     /// Records success.
     pub async fn complete(&self, held: &Lease, now: DateTime<Utc>) -> Result<()> {
-        let row = self.query_opt(sql!("complete"), &[&held.id().0, &held.token, &now]).await?;
+        let row = self
+            .query_opt(sql!("complete"), &[&held.id().0, &held.token, &now])
+            .await?;
         row.map(|_| ()).ok_or_else(|| lease_lost(held))
     }
 
@@ -345,7 +367,15 @@ impl Store {
         let row = self
             .query_opt(
                 sql!("fail"),
-                &[&held.id().0, &held.token, &now, &error, &retryable, &retry_at, &outcome.as_str()],
+                &[
+                    &held.id().0,
+                    &held.token,
+                    &now,
+                    &error,
+                    &retryable,
+                    &retry_at,
+                    &outcome.as_str(),
+                ],
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
@@ -375,8 +405,18 @@ impl Store {
 
     /// A page of PENDING jobs in id order: (id, priority, run_at).
     pub async fn pending_page(&self, after: Option<JobId>, limit: usize) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
-        let rows = self.query(sql!("pending_page"), &[&after.map(|id| id.0), &(limit as i64)]).await?;
-        rows.iter().map(|row| Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))).collect()
+        let rows = self
+            .query(sql!("pending_page"), &[&after.map(|id| id.0), &(limit as i64)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId(row.try_get("id")?),
+                    row.try_get("priority")?,
+                    row.try_get("run_at")?,
+                ))
+            })
+            .collect()
     }
 
     /// Every dead job id, oldest death first.
@@ -392,8 +432,18 @@ impl Store {
         overdue_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
-        let rows = self.query(sql!("mark_repushed"), &[&now, &overdue_before, &(limit as i64)]).await?;
-        rows.iter().map(|row| Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))).collect()
+        let rows = self
+            .query(sql!("mark_repushed"), &[&now, &overdue_before, &(limit as i64)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId(row.try_get("id")?),
+                    row.try_get("priority")?,
+                    row.try_get("run_at")?,
+                ))
+            })
+            .collect()
     }
 
     /// The pool, for tests and tools that need plain SQL.

@@ -103,7 +103,12 @@ impl TestEnv {
 
     /// A worker over this environment's store and queue.
     pub fn worker(&self, registry: Registry) -> Worker {
-        Worker::new(self.store.clone(), self.queue.clone(), registry, self.config.worker.clone())
+        Worker::new(
+            self.store.clone(),
+            self.queue.clone(),
+            registry,
+            self.config.worker.clone(),
+        )
     }
 
     pub fn database(&self) -> &str {

@@ -198,7 +198,10 @@ impl Worker {
             }
         }
         let now = Utc::now();
-        let mut claimed = inner.store.claim_next(&inner.config.worker_id, now, inner.config.lease, 1).await?;
+        let mut claimed = inner
+            .store
+            .claim_next(&inner.config.worker_id, now, inner.config.lease, 1)
+            .await?;
         if claimed.is_empty() {
             tokio::time::sleep(IDLE_PAUSE).await;
         }
@@ -208,7 +211,11 @@ impl Worker {
     async fn claim_popped(&self, id: JobId) -> Result<Option<Lease>> {
         let inner = &self.inner;
         let now = Utc::now();
-        match inner.store.claim(id, &inner.config.worker_id, now, inner.config.lease).await {
+        match inner
+            .store
+            .claim(id, &inner.config.worker_id, now, inner.config.lease)
+            .await
+        {
             Ok(Claim::Claimed(lease)) => Ok(Some(*lease)),
             Ok(Claim::NotDue { run_at, priority }) => {
                 // Popped early (a duplicate id, or clocks apart): back into the schedule.
@@ -320,21 +327,38 @@ impl Worker {
             HandlerError::Retryable(m) => (m.as_str(), true),
             HandlerError::Permanent(m) => (m.as_str(), false),
         };
-        let delay = inner.config.retry.delay(lease.attempt(), crate::retry::RetryPolicy::sample());
+        let delay = inner
+            .config
+            .retry
+            .delay(lease.attempt(), crate::retry::RetryPolicy::sample());
         let retry_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let after = self
-            .record(|| inner.store.fail(lease, now, message, retryable, retry_at, Outcome::Failed))
+            .record(|| {
+                inner
+                    .store
+                    .fail(lease, now, message, retryable, retry_at, Outcome::Failed)
+            })
             .await;
         match after {
             Ok(AfterFailure::Retry { run_at, priority }) => {
-                tracing::warn!(elapsed_ms, error = message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
+                tracing::warn!(
+                    elapsed_ms,
+                    error = message,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "job failed; will retry"
+                );
                 if let Err(err) = inner.queue.enqueue(lease.id(), priority, run_at, now).await {
                     tracing::warn!(error = %err, "could not schedule the retry in redis; the repairer will");
                 }
                 Finished::Retried
             }
             Ok(AfterFailure::Dead) => {
-                tracing::error!(elapsed_ms, error = message, retryable, "job failed for good; moved to the DLQ");
+                tracing::error!(
+                    elapsed_ms,
+                    error = message,
+                    retryable,
+                    "job failed for good; moved to the DLQ"
+                );
                 if let Err(err) = inner.queue.add_dead(lease.id()).await {
                     tracing::warn!(error = %err, "could not index the dead job in redis");
                 }

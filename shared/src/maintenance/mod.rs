@@ -26,7 +26,9 @@ where
         }
         match pass().await {
             Ok(outcome) => tracing::trace!(service = name, ?outcome, "pass done"),
-            Err(err) => tracing::warn!(service = name, error = %err, source = ?std::error::Error::source(&err), "pass failed"),
+            Err(err) => {
+                tracing::warn!(service = name, error = %err, source = ?std::error::Error::source(&err), "pass failed")
+            }
         }
     }
     tracing::info!(service = name, "stopped");

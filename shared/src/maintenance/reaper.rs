@@ -39,7 +39,11 @@ impl Reaper {
             let count = expired.len();
             for lease in expired {
                 // Retry at once: the attempt already waited out its lease.
-                match self.store.fail(&lease, now, LEASE_EXPIRED, true, now, Outcome::LeaseExpired).await {
+                match self
+                    .store
+                    .fail(&lease, now, LEASE_EXPIRED, true, now, Outcome::LeaseExpired)
+                    .await
+                {
                     Ok(AfterFailure::Retry { run_at, priority }) => {
                         reaped.retried += 1;
                         tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), "lease expired; retrying");

@@ -4,10 +4,10 @@
 -- Returns the new status, run_at and priority; none when the lease was lost.
 WITH failed AS (
     UPDATE jobs
-    SET status       = CASE WHEN $5 AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
-        run_at       = CASE WHEN $5 AND attempts < max_attempts THEN $6 ELSE run_at END,
-        completed_at = CASE WHEN $5 AND attempts < max_attempts THEN NULL ELSE $3 END,
-        last_error = $4, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
+    SET status       = CASE WHEN $5::boolean AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
+        run_at       = CASE WHEN $5::boolean AND attempts < max_attempts THEN $6::timestamptz ELSE run_at END,
+        completed_at = CASE WHEN $5::boolean AND attempts < max_attempts THEN NULL ELSE $3::timestamptz END,
+        last_error = $4::text, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
     RETURNING id, lease_token, status, run_at, priority
 ), attempt AS (

@@ -1,0 +1,138 @@
+//! The promoter binary as a process: configuration errors, SIGTERM with jobs in flight, SIGKILL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use jobq_shared::job::Outcome;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{Job, JobId, NewJob, Status};
+use serde_json::json;
+
+fn promoter(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobq-promoter"));
+    cmd.env_clear()
+        .env("DATABASE_URL", &env.config.database_url)
+        .env("REDIS_URL", &env.config.redis_url)
+        .env("JOBQ_NAMESPACE", &env.config.namespace)
+        .env("JOBQ_WORKER_CONCURRENCY", "4")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+async fn wait_for(env: &TestEnv, id: JobId, status: Status, within: Duration) -> Job {
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        let job = env.jobs.get(id).await.expect("get");
+        if job.status == status {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "job {id} is {} after {within:?}, wanted {status}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            let _ = child.kill();
+            panic!("promoter did not exit within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bad_variable_stops_the_promoter_with_a_message_naming_it() {
+    let env = TestEnv::new().await;
+    let output = promoter(&env, &[("JOBQ_LEASE_MS", "soon")]).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JOBQ_LEASE_MS"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_short_jobs_and_releases_long_ones_then_exits_cleanly() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    let short = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("SLEEP_MS=800")), now)
+        .await
+        .expect("create")
+        .job
+        .id;
+    let long = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("SLEEP_MS=60000")), now)
+        .await
+        .expect("create")
+        .job
+        .id;
+    let mut child = promoter(&env, &[("JOBQ_SHUTDOWN_GRACE_MS", "1500")])
+        .spawn()
+        .expect("spawn");
+    wait_for(&env, short, Status::InProgress, Duration::from_secs(20)).await;
+    wait_for(&env, long, Status::InProgress, Duration::from_secs(20)).await;
+
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(env.jobs.get(short).await.expect("get").status, Status::Completed);
+    let released = env.jobs.get(long).await.expect("get");
+    assert_eq!((released.status, released.attempts), (Status::Pending, 0));
+    assert_eq!(released.history.last().map(|a| a.outcome), Some(Outcome::Released));
+}
+
+#[tokio::test]
+async fn a_job_on_a_killed_promoter_is_finished_by_the_next_one_after_its_lease() {
+    let env = TestEnv::new().await;
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("SLEEP_MS=3000")), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    let lease = [("JOBQ_LEASE_MS", "1000"), ("JOBQ_REAP_INTERVAL_MS", "200")];
+    let mut doomed = promoter(&env, &lease).spawn().expect("spawn");
+    wait_for(&env, id, Status::InProgress, Duration::from_secs(20)).await;
+
+    signal(&doomed, "KILL");
+    wait_exit(&mut doomed, Duration::from_secs(5)).await;
+    let killed_at = tokio::time::Instant::now();
+    let mut next = promoter(&env, &lease).spawn().expect("spawn");
+    let job = wait_for(&env, id, Status::Completed, Duration::from_secs(30)).await;
+    let recovered_in = killed_at.elapsed();
+    signal(&next, "TERM");
+    wait_exit(&mut next, Duration::from_secs(10)).await;
+
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::LeaseExpired, Outcome::Succeeded]);
+    assert_ne!(job.history[0].worker_id, job.history[1].worker_id);
+    // Lease (1 s) + reaper interval + the job's own 3 s, with room for a slow machine.
+    assert!(recovered_in < Duration::from_secs(15), "took {recovered_in:?}");
+}

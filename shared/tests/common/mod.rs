@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper};
+use jobq_shared::testing::TestEnv;
+use jobq_shared::worker::Summary;
+use jobq_shared::{Job, JobId, Registry, Status};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A worker and the maintenance loops running in the background, at test speed.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    worker: JoinHandle<jobq_shared::Result<Summary>>,
+    services: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(env: &TestEnv, registry: Registry) -> Running {
+        let shutdown = CancellationToken::new();
+        let worker = env.worker(registry);
+        let token = shutdown.clone();
+        let worker = tokio::spawn(async move { worker.run(token).await });
+        let services = vec![
+            tokio::spawn(Promoter::new(env.queue.clone()).run(Duration::from_millis(20), shutdown.clone())),
+            tokio::spawn(
+                Reaper::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(50), shutdown.clone()),
+            ),
+        ];
+        Running {
+            shutdown,
+            worker,
+            services,
+        }
+    }
+
+    pub async fn stop(self) -> Summary {
+        self.shutdown.cancel();
+        for service in self.services {
+            service.await.expect("service task");
+        }
+        self.worker.await.expect("worker task").expect("worker run")
+    }
+}
+
+/// Polls until the job reaches `status`, failing the test after `within`.
+pub async fn wait_for(env: &TestEnv, id: JobId, status: Status, within: Duration) -> Job {
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        let job = env.jobs.get(id).await.expect("get job");
+        if job.status == status {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "job {id} still {} (attempts {}, last error {:?}) after {within:?}, wanted {status}",
+            job.status,
+            job.attempts,
+            job.last_error
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Rows in the jobs table.
+pub async fn count_jobs(env: &TestEnv) -> i64 {
+    let client = env.store.pool().get().await.expect("connection");
+    client
+        .query_one("SELECT count(*) FROM jobs", &[])
+        .await
+        .expect("count")
+        .get(0)
+}

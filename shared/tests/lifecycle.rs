@@ -1,0 +1,358 @@
+//! The seed's flows and the worker engine, end to end against real Postgres and Redis.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use common::{Running, wait_for};
+use jobq_shared::job::Outcome;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{HandlerError, JobContext, JobHandler, NewJob, Registry, Status};
+use serde_json::json;
+
+const SOON: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_plain_job_completes() {
+    let env = TestEnv::new().await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let created = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("hello")), Utc::now())
+        .await
+        .expect("create");
+    assert_eq!(created.job.status, Status::Pending);
+
+    let job = wait_for(&env, created.job.id, Status::Completed, SOON).await;
+
+    assert_eq!(job.attempts, 1);
+    assert!(job.completed_at.is_some());
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(job.history[0].outcome, Outcome::Succeeded);
+    let summary = running.stop().await;
+    assert_eq!(summary.completed, 1);
+}
+
+#[tokio::test]
+async fn fail_times_2_completes_on_the_third_attempt_with_its_failures_in_history() {
+    let env = TestEnv::new().await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let created = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("FAIL_TIMES=2")), Utc::now())
+        .await
+        .expect("create");
+
+    let job = wait_for(&env, created.job.id, Status::Completed, SOON).await;
+
+    assert_eq!(job.attempts, 3);
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Failed, Outcome::Failed, Outcome::Succeeded]);
+    assert!(job.history[0].error.as_deref().unwrap_or("").contains("FAIL_TIMES=2"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn fail_always_is_dead_after_three_attempts_and_runs_again_after_requeue() {
+    let env = TestEnv::new().await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("FAIL_ALWAYS")), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+
+    let dead = wait_for(&env, id, Status::Failed, SOON).await;
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.last_error.as_deref().unwrap_or("").contains("FAIL_ALWAYS"));
+    let page = env.jobs.list_dead(None, 10).await.expect("dlq");
+    assert_eq!(page.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(env.queue.dead_ids().await.expect("dlq list"), vec![id.to_string()]);
+
+    let requeued = env.jobs.requeue(id, Utc::now()).await.expect("requeue");
+    assert_eq!(requeued.status, Status::Pending);
+    assert_eq!(requeued.attempts, 0);
+    assert!(env.queue.dead_ids().await.expect("dlq list").is_empty());
+
+    let dead_again = wait_for(&env, id, Status::Failed, SOON).await;
+    assert_eq!(dead_again.attempts, 3);
+    assert_eq!(
+        dead_again.history.len(),
+        6,
+        "the first three attempts stay in the history"
+    );
+    assert_eq!(dead_again.history.iter().filter(|a| a.attempt == 1).count(), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_job_does_not_run_before_its_time() {
+    let env = TestEnv::new().await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let created_at = Utc::now();
+    let new = NewJob::new("TEST", json!("later")).delay(Duration::from_millis(1500));
+    let id = env.jobs.create(&new, created_at).await.expect("create").job.id;
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Pending);
+
+    let job = wait_for(&env, id, Status::Completed, SOON).await;
+    let started = job.history[0].started_at;
+    assert!(
+        started >= created_at + chrono::Duration::milliseconds(1500),
+        "started {started}, created {created_at}"
+    );
+    running.stop().await;
+}
+
+/// Records the order in which jobs start.
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+#[async_trait]
+impl JobHandler for Recorder {
+    async fn handle(&self, job: JobContext) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(job.payload.as_str().unwrap_or_default().to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn higher_priority_jobs_run_first() {
+    let env = TestEnv::with(|c| c.worker.concurrency = 1).await;
+    let now = Utc::now();
+    for (name, priority) in [("low", 0), ("mid", 50), ("high", 100), ("mid2", 50)] {
+        env.jobs
+            .create(&NewJob::new("REC", json!(name)).priority(priority), now)
+            .await
+            .expect("create");
+    }
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let running = Running::start(&env, Registry::new().register("REC", Recorder(order.clone())));
+    let give_up = tokio::time::Instant::now() + SOON;
+    while order.lock().expect("lock").len() < 4 {
+        assert!(tokio::time::Instant::now() < give_up, "jobs did not all run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+    assert_eq!(*order.lock().expect("lock"), vec!["high", "mid", "mid2", "low"]);
+}
+
+#[tokio::test]
+async fn a_job_of_an_unknown_type_fails_permanently_on_its_first_attempt() {
+    let env = TestEnv::new().await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let id = env
+        .jobs
+        .create(&NewJob::new("NO_SUCH_TYPE", json!({})), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+
+    let job = wait_for(&env, id, Status::Failed, SOON).await;
+
+    assert_eq!(job.attempts, 1);
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no handler registered for job type \"NO_SUCH_TYPE\"")
+    );
+    running.stop().await;
+}
+
+struct Panics(Arc<AtomicUsize>);
+
+#[async_trait]
+impl JobHandler for Panics {
+    async fn handle(&self, job: JobContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        if job.attempt == 1 {
+            panic!("boom on attempt one");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_costs_one_attempt_not_the_worker() {
+    let env = TestEnv::new().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = Running::start(
+        &env,
+        Registry::with_builtins().register("PANICS", Panics(calls.clone())),
+    );
+    let id = env
+        .jobs
+        .create(&NewJob::new("PANICS", json!(null)), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    let job = wait_for(&env, id, Status::Completed, SOON).await;
+    assert_eq!(job.attempts, 2);
+    assert!(
+        job.history[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("handler panicked: boom on attempt one")
+    );
+
+    // The same worker goes on running other jobs.
+    let other = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("after")), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    wait_for(&env, other, Status::Completed, SOON).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    running.stop().await;
+}
+
+/// Sleeps for a long time and notes whether it ever got to the end.
+struct Stuck {
+    finished: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl JobHandler for Stuck {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_overruns_its_timeout_is_cancelled_and_the_attempt_fails() {
+    let env = TestEnv::with(|c| c.worker.concurrency = 1).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let registry = Registry::with_builtins().register(
+        "STUCK",
+        Stuck {
+            finished: finished.clone(),
+            started: started.clone(),
+        },
+    );
+    let running = Running::start(&env, registry);
+    let new = NewJob::new("STUCK", json!(null))
+        .timeout(Duration::from_millis(200))
+        .max_attempts(2);
+    let id = env.jobs.create(&new, Utc::now()).await.expect("create").job.id;
+
+    let job = wait_for(&env, id, Status::Failed, SOON).await;
+
+    assert_eq!(job.attempts, 2);
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 200 ms")
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "a cancelled handler never reaches its end"
+    );
+    // The one slot is free again: another job runs.
+    let next = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("x")), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    wait_for(&env, next, Status::Completed, SOON).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_short_jobs_finish_and_releases_the_rest_to_another_worker() {
+    let env = TestEnv::with(|c| {
+        c.worker.concurrency = 4;
+        c.worker.shutdown_grace = Duration::from_millis(500);
+        c.worker.lease = Duration::from_secs(30);
+        c.worker.heartbeat = Duration::from_secs(5);
+    })
+    .await;
+    let now = Utc::now();
+    let short = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("SLEEP_MS=100")), now)
+        .await
+        .expect("create")
+        .job
+        .id;
+    let long = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("SLEEP_MS=20000")), now)
+        .await
+        .expect("create")
+        .job
+        .id;
+    let running = Running::start(&env, Registry::with_builtins());
+    wait_for(&env, long, Status::InProgress, SOON).await;
+    wait_for(&env, short, Status::InProgress, SOON).await;
+
+    let summary = running.stop().await;
+
+    assert_eq!(summary.completed, 1);
+    assert_eq!(summary.released, 1);
+    assert_eq!(env.jobs.get(short).await.expect("get").status, Status::Completed);
+    let released = env.jobs.get(long).await.expect("get");
+    assert_eq!(released.status, Status::Pending);
+    assert_eq!(released.attempts, 0, "a released attempt does not count");
+    assert_eq!(released.history.last().map(|a| a.outcome), Some(Outcome::Released));
+    // Its id is back at the head of the ready list, so the next worker takes it at once.
+    assert_eq!(
+        env.queue.ready_ids().await.expect("ready").first(),
+        Some(&long.to_string())
+    );
+}
+
+#[tokio::test]
+async fn many_jobs_run_concurrently_and_each_completes_once() {
+    let env = TestEnv::with(|c| c.worker.concurrency = 8).await;
+    let running = Running::start(&env, Registry::with_builtins());
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let payload = if i % 10 == 0 { json!("FAIL_TIMES=1") } else { json!(i) };
+        ids.push(
+            env.jobs
+                .create(&NewJob::new("TEST", payload), Utc::now())
+                .await
+                .expect("create")
+                .job
+                .id,
+        );
+    }
+    for id in &ids {
+        wait_for(&env, *id, Status::Completed, Duration::from_secs(30)).await;
+    }
+    let summary = running.stop().await;
+    assert_eq!(summary.completed, 200);
+    assert_eq!(summary.retried, 20);
+    let client = env.store.pool().get().await.expect("conn");
+    let succeeded: i64 = client
+        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'SUCCEEDED'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(succeeded, 200);
+}

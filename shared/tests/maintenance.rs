@@ -1,0 +1,320 @@
+//! The promoter, reaper and repairer, each driven by `run_once(now)`, and the worker's fallbacks.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Running, wait_for};
+use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::store::Claim;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{JobId, NewJob, Registry, Status};
+use serde_json::json;
+
+/// Now, at the microsecond precision Postgres keeps.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("valid time")
+}
+
+fn now_plus(base: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
+    base + chrono::Duration::milliseconds(ms)
+}
+
+#[tokio::test]
+async fn a_promoter_pass_moves_only_due_ids_to_their_priority_lists() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let due_low = env
+        .jobs
+        .create(&NewJob::new("T", json!(1)).priority(5).run_at(now_plus(t0, 1000)), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let due_high = env
+        .jobs
+        .create(&NewJob::new("T", json!(2)).priority(95).run_at(now_plus(t0, 2000)), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let later = env
+        .jobs
+        .create(&NewJob::new("T", json!(3)).run_at(now_plus(t0, 60_000)), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    assert!(env.queue.ready_ids().await.expect("ready").is_empty());
+
+    let moved = Promoter::new(env.queue.clone())
+        .run_once(now_plus(t0, 2000))
+        .await
+        .expect("promote");
+
+    assert_eq!(moved, 2);
+    assert_eq!(
+        env.queue.ready_ids().await.expect("ready"),
+        vec![due_high.to_string(), due_low.to_string()]
+    );
+    let scheduled = env.queue.scheduled().await.expect("scheduled");
+    assert_eq!(scheduled.len(), 1);
+    assert!(scheduled[0].0.ends_with(&later.to_string()));
+    assert_eq!(scheduled[0].1, now_plus(t0, 60_000).timestamp_millis());
+}
+
+#[tokio::test]
+async fn promoters_running_at_once_move_each_id_exactly_once() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    for i in 0..300 {
+        env.jobs
+            .create(&NewJob::new("T", json!(i)).run_at(now_plus(t0, 10)), t0)
+            .await
+            .expect("c");
+    }
+    let promoters: Vec<Promoter> = (0..4).map(|_| Promoter::new(env.queue.clone())).collect();
+    let moved: usize = futures::future::join_all(promoters.iter().map(|p| p.run_once(now_plus(t0, 10))))
+        .await
+        .into_iter()
+        .map(|r| r.expect("promote"))
+        .sum();
+    assert_eq!(moved, 300);
+    let ready = env.queue.ready_ids().await.expect("ready");
+    assert_eq!(ready.len(), 300);
+    assert_eq!(ready.iter().collect::<HashSet<_>>().len(), 300);
+}
+
+#[tokio::test]
+async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attempt() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(1)), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let Claim::Claimed(_lease) = env
+        .store
+        .claim(id, "doomed", t0, Duration::from_secs(5))
+        .await
+        .expect("claim")
+    else {
+        panic!("not claimed")
+    };
+    let reaper = Reaper::new(env.store.clone(), env.queue.clone());
+    assert_eq!(
+        reaper.run_once(now_plus(t0, 4_999)).await.expect("reap").retried,
+        0,
+        "lease still valid"
+    );
+
+    let reaped = reaper.run_once(now_plus(t0, 5_001)).await.expect("reap");
+
+    assert_eq!((reaped.retried, reaped.dead), (1, 0));
+    let job = env.jobs.get(id).await.expect("get");
+    assert_eq!(job.status, Status::Pending);
+    assert_eq!(
+        job.run_at,
+        now_plus(t0, 5_001),
+        "retried at once: the attempt already waited out its lease"
+    );
+    assert_eq!(job.history[0].outcome, jobq_shared::job::Outcome::LeaseExpired);
+    assert!(env.queue.ready_ids().await.expect("ready").contains(&id.to_string()));
+}
+
+#[tokio::test]
+async fn the_reaper_dead_letters_a_job_whose_last_attempt_lost_its_lease() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(1)).max_attempts(1), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    env.store
+        .claim(id, "doomed", t0, Duration::from_secs(1))
+        .await
+        .expect("claim");
+    let reaped = Reaper::new(env.store.clone(), env.queue.clone())
+        .run_once(now_plus(t0, 2_000))
+        .await
+        .expect("reap");
+    assert_eq!(reaped.dead, 1);
+    assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Failed);
+    assert_eq!(env.queue.dead_ids().await.expect("dlq"), vec![id.to_string()]);
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_job_is_finished_by_another_worker_after_its_lease_expires() {
+    let env = TestEnv::with(|c| c.worker.lease = Duration::from_millis(600)).await;
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("x")), Utc::now())
+        .await
+        .expect("c")
+        .job
+        .id;
+    // A worker that claims and then vanishes without a word.
+    let Claim::Claimed(_) = env
+        .store
+        .claim(id, "killed", Utc::now(), Duration::from_millis(600))
+        .await
+        .expect("claim")
+    else {
+        panic!("not claimed")
+    };
+    let running = Running::start(&env, Registry::with_builtins());
+    let job = wait_for(&env, id, Status::Completed, Duration::from_secs(10)).await;
+    running.stop().await;
+    let outcomes: Vec<_> = job.history.iter().map(|a| (a.worker_id.clone(), a.outcome)).collect();
+    assert_eq!(
+        outcomes[0],
+        ("killed".to_owned(), jobq_shared::job::Outcome::LeaseExpired)
+    );
+    assert_eq!(outcomes[1].1, jobq_shared::job::Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn when_redis_loses_every_key_the_repairer_rebuilds_them_from_postgres() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let ready = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(1)).priority(80), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let scheduled_at = now_plus(t0, 3_600_000);
+    let scheduled = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(2)).run_at(scheduled_at), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let dead = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(3)).max_attempts(1), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    let Claim::Claimed(lease) = env
+        .store
+        .claim(dead, "w", t0, Duration::from_secs(30))
+        .await
+        .expect("claim")
+    else {
+        panic!("not claimed")
+    };
+    env.store
+        .fail(&lease, t0, "x", false, t0, jobq_shared::job::Outcome::Failed)
+        .await
+        .expect("fail");
+    let repairer = Repairer::new(env.store.clone(), env.queue.clone(), Duration::from_secs(30));
+    assert!(
+        repairer.run_once(t0).await.expect("first pass").rebuilt,
+        "a new namespace is built once"
+    );
+    assert!(!repairer.run_once(t0).await.expect("second pass").rebuilt);
+
+    env.queue.delete_namespace().await.expect("lose everything");
+    let repaired = repairer.run_once(now_plus(t0, 1)).await.expect("repair");
+
+    assert!(repaired.rebuilt);
+    assert_eq!((repaired.pushed, repaired.dead), (2, 1));
+    assert_eq!(env.queue.ready_ids().await.expect("ready"), vec![ready.to_string()]);
+    let zset = env.queue.scheduled().await.expect("scheduled");
+    assert_eq!(zset.len(), 1);
+    assert!(zset[0].0.ends_with(&scheduled.to_string()));
+    assert_eq!(
+        zset[0].1,
+        scheduled_at.timestamp_millis(),
+        "a scheduled job keeps its due time"
+    );
+    assert_eq!(env.queue.dead_ids().await.expect("dlq"), vec![dead.to_string()]);
+}
+
+#[tokio::test]
+async fn an_overdue_job_whose_push_was_lost_is_pushed_again_once_per_period() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let repairer = Repairer::new(env.store.clone(), env.queue.clone(), Duration::from_secs(30));
+    repairer.run_once(t0).await.expect("build");
+    // Stored but never pushed, as when Redis failed right after the commit.
+    let id = env
+        .store
+        .create(&NewJob::new("TEST", json!(1)), 60_000, t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    repairer.run_once(now_plus(t0, 1_000)).await.expect("repair");
+    assert!(
+        env.queue.ready_ids().await.expect("ready").is_empty(),
+        "not overdue yet"
+    );
+
+    let first = repairer.run_once(now_plus(t0, 31_000)).await.expect("repair");
+    let again = repairer.run_once(now_plus(t0, 32_000)).await.expect("repair");
+
+    assert_eq!((first.pushed, again.pushed), (1, 0));
+    assert_eq!(env.queue.ready_ids().await.expect("ready"), vec![id.to_string()]);
+}
+
+#[tokio::test]
+async fn duplicate_ids_in_redis_never_make_a_job_run_twice() {
+    let env = TestEnv::new().await;
+    let t0 = now();
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(1)), t0)
+        .await
+        .expect("c")
+        .job
+        .id;
+    for _ in 0..5 {
+        env.queue.enqueue(id, 50, t0, t0).await.expect("duplicate push");
+    }
+    let running = Running::start(&env, Registry::with_builtins());
+    wait_for(&env, id, Status::Completed, Duration::from_secs(10)).await;
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !env.queue.ready_ids().await.expect("ready").is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "duplicates were not drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary = running.stop().await;
+    assert_eq!(summary.claimed, 1);
+    assert_eq!(env.jobs.get(id).await.expect("get").history.len(), 1);
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_jobs_are_still_accepted_and_run_from_postgres() {
+    // A Redis URL where nothing listens: every Redis call fails fast.
+    let env = TestEnv::with(|c| c.redis_url = "redis://127.0.0.1:1".into()).await;
+    let mut ids: Vec<JobId> = Vec::new();
+    for i in 0..5 {
+        let created = env.jobs.create(&NewJob::new("TEST", json!(i)), Utc::now()).await;
+        ids.push(created.expect("create while redis is down").job.id);
+    }
+    let worker = env.worker(Registry::with_builtins());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
+    };
+    for id in &ids {
+        wait_for(&env, *id, Status::Completed, Duration::from_secs(15)).await;
+    }
+    shutdown.cancel();
+    let summary = handle.await.expect("join").expect("run");
+    assert_eq!(summary.completed, 5);
+}

@@ -1,0 +1,474 @@
+//! The Postgres store: every transition, the rejected ones, leases and fencing, races.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobq_shared::job::Outcome;
+use jobq_shared::store::{AfterFailure, Claim, Lease};
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{Error, JobId, NewJob, Status};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_900_000_000_000 + ms).expect("valid time")
+}
+
+async fn create(env: &TestEnv, new: NewJob, now: DateTime<Utc>) -> JobId {
+    env.store.create(&new, 60_000, now).await.expect("create").job.id
+}
+
+async fn claim(env: &TestEnv, id: JobId, worker: &str, now: DateTime<Utc>) -> Lease {
+    match env.store.claim(id, worker, now, LEASE).await.expect("claim") {
+        Claim::Claimed(lease) => *lease,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_stores_a_pending_job_with_defaults() {
+    let env = TestEnv::new().await;
+    let created = env
+        .store
+        .create(&NewJob::new("TEST", json!({"a": [1, 2]})), 60_000, at(0))
+        .await
+        .expect("create");
+    assert!(!created.replayed);
+    let job = env.store.get(created.job.id).await.expect("get");
+    assert_eq!(job.status, Status::Pending);
+    assert_eq!(job.payload, json!({"a": [1, 2]}));
+    assert_eq!((job.attempts, job.max_attempts, job.priority), (0, 3, 50));
+    assert_eq!(job.run_at, at(0));
+    assert_eq!(job.created_at, at(0));
+    assert!(job.history.is_empty());
+}
+
+#[tokio::test]
+async fn get_of_an_unknown_id_is_not_found() {
+    let env = TestEnv::new().await;
+    let id = JobId::new();
+    assert!(matches!(env.store.get(id).await, Err(Error::NotFound(missing)) if missing == id));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_and_request_returns_the_same_job() {
+    let env = TestEnv::new().await;
+    let new = NewJob::new("TEST", json!("x")).idempotency_key("order-1");
+    let first = env.store.create(&new, 60_000, at(0)).await.expect("first");
+    let second = env.store.create(&new, 60_000, at(5)).await.expect("second");
+    assert!(!first.replayed);
+    assert!(second.replayed);
+    assert_eq!(first.job.id, second.job.id);
+    assert_eq!(common::count_jobs(&env).await, 1);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_with_another_request_is_a_conflict() {
+    let env = TestEnv::new().await;
+    let first = env
+        .store
+        .create(
+            &NewJob::new("TEST", json!("x")).idempotency_key("order-1"),
+            60_000,
+            at(0),
+        )
+        .await
+        .expect("first");
+    let err = env
+        .store
+        .create(
+            &NewJob::new("TEST", json!("y")).idempotency_key("order-1"),
+            60_000,
+            at(0),
+        )
+        .await
+        .expect_err("conflict");
+    assert!(matches!(err, Error::IdempotencyConflict { existing, .. } if existing == first.job.id));
+    assert_eq!(common::count_jobs(&env).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_key_make_one_job() {
+    let env = TestEnv::new().await;
+    let new = NewJob::new("TEST", json!("x")).idempotency_key("race");
+    let results = futures::future::join_all((0..8).map(|_| env.store.create(&new, 60_000, at(0)))).await;
+    let ids: std::collections::HashSet<JobId> = results.into_iter().map(|r| r.expect("create").job.id).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(common::count_jobs(&env).await, 1);
+}
+
+#[tokio::test]
+async fn claim_takes_a_due_job_and_opens_an_attempt() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, id, "w1", at(10)).await;
+    assert_eq!(lease.attempt(), 1);
+    assert_eq!(lease.token(), 1);
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(job.status, Status::InProgress);
+    assert_eq!(job.started_at, Some(at(10)));
+    assert_eq!(job.lease_expires_at, Some(at(10) + chrono::Duration::seconds(30)));
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(job.history[0].outcome, Outcome::Running);
+    assert_eq!(job.history[0].worker_id, "w1");
+}
+
+#[tokio::test]
+async fn a_job_is_not_claimed_before_its_run_at() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)).run_at(at(1000)), at(0)).await;
+    let early = env.store.claim(id, "w1", at(999), LEASE).await.expect("claim");
+    assert_eq!(
+        early,
+        Claim::NotDue {
+            run_at: at(1000),
+            priority: 50
+        }
+    );
+    assert!(
+        env.store
+            .claim_next("w1", at(999), LEASE, 10)
+            .await
+            .expect("claim_next")
+            .is_empty()
+    );
+    claim(&env, id, "w1", at(1000)).await;
+}
+
+#[tokio::test]
+async fn two_workers_racing_for_one_job_get_exactly_one_claim() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let workers: Vec<String> = (0..16).map(|i| format!("w{i}")).collect();
+    let results = futures::future::join_all(workers.iter().map(|w| env.store.claim(id, w, at(1), LEASE))).await;
+    let wins = results.iter().filter(|r| matches!(r, Ok(Claim::Claimed(_)))).count();
+    let losses = results.iter().filter(|r| matches!(r, Ok(Claim::Unavailable))).count();
+    assert_eq!((wins, losses), (1, 15));
+    assert_eq!(env.store.get(id).await.expect("get").history.len(), 1);
+}
+
+#[tokio::test]
+async fn claim_next_from_postgres_takes_each_job_once_across_workers() {
+    let env = TestEnv::new().await;
+    for i in 0..40 {
+        create(&env, NewJob::new("TEST", json!(i)), at(0)).await;
+    }
+    let batches = futures::future::join_all((0..8).map(|i| {
+        let store = env.store.clone();
+        async move {
+            store
+                .claim_next(&format!("w{i}"), at(1), LEASE, 10)
+                .await
+                .expect("claim_next")
+        }
+    }))
+    .await;
+    let mut ids: Vec<JobId> = batches.iter().flatten().map(|l| l.id()).collect();
+    assert_eq!(ids.len(), 40);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "no job claimed twice");
+}
+
+#[tokio::test]
+async fn claim_next_prefers_higher_priority_then_older_run_at() {
+    let env = TestEnv::new().await;
+    let low = create(&env, NewJob::new("T", json!(0)).priority(0), at(0)).await;
+    let high_late = create(&env, NewJob::new("T", json!(0)).priority(90).run_at(at(5)), at(0)).await;
+    let high_early = create(&env, NewJob::new("T", json!(0)).priority(90), at(1)).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(env.store.claim_next("w", at(10), LEASE, 1).await.expect("claim")[0].id());
+    }
+    assert_eq!(seen, vec![high_early, high_late, low]);
+}
+
+#[tokio::test]
+async fn complete_records_success_and_closes_the_attempt() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, id, "w1", at(1)).await;
+    env.store.complete(&lease, at(2)).await.expect("complete");
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(job.status, Status::Completed);
+    assert_eq!(job.completed_at, Some(at(2)));
+    assert_eq!(job.lease_expires_at, None);
+    assert_eq!(job.history[0].outcome, Outcome::Succeeded);
+    assert_eq!(job.history[0].finished_at, Some(at(2)));
+    // A second completion with the same lease changes nothing.
+    assert!(matches!(
+        env.store.complete(&lease, at(3)).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(env.store.get(id).await.expect("get").completed_at, Some(at(2)));
+}
+
+#[tokio::test]
+async fn a_retryable_failure_with_attempts_left_waits_for_its_retry() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, id, "w1", at(1)).await;
+    let after = env
+        .store
+        .fail(&lease, at(2), "flaky", true, at(500), Outcome::Failed)
+        .await
+        .expect("fail");
+    assert_eq!(
+        after,
+        AfterFailure::Retry {
+            run_at: at(500),
+            priority: 50
+        }
+    );
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(job.status, Status::Pending);
+    assert_eq!(job.run_at, at(500));
+    assert_eq!(job.last_error.as_deref(), Some("flaky"));
+    assert_eq!(job.history[0].outcome, Outcome::Failed);
+    assert_eq!(job.history[0].error.as_deref(), Some("flaky"));
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_at_once() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, id, "w1", at(1)).await;
+    let after = env
+        .store
+        .fail(&lease, at(2), "bad payload", false, at(500), Outcome::Failed)
+        .await
+        .expect("fail");
+    assert_eq!(after, AfterFailure::Dead);
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(
+        (job.status, job.attempts, job.completed_at),
+        (Status::Failed, 1, Some(at(2)))
+    );
+}
+
+#[tokio::test]
+async fn the_last_attempt_failing_is_dead_even_when_retryable() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)).max_attempts(2), at(0)).await;
+    let first = claim(&env, id, "w1", at(1)).await;
+    env.store
+        .fail(&first, at(2), "e1", true, at(3), Outcome::Failed)
+        .await
+        .expect("fail");
+    let second = claim(&env, id, "w1", at(3)).await;
+    assert_eq!(second.attempt(), 2);
+    let after = env
+        .store
+        .fail(&second, at(4), "e2", true, at(5), Outcome::Failed)
+        .await
+        .expect("fail");
+    assert_eq!(after, AfterFailure::Dead);
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(job.status, Status::Failed);
+    assert_eq!(
+        job.history
+            .iter()
+            .map(|a| a.error.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["e1", "e2"]
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_extends_a_held_lease() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, id, "w1", at(0)).await;
+    env.store.heartbeat(&lease, at(20_000), LEASE).await.expect("heartbeat");
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!(job.lease_expires_at, Some(at(50_000)));
+}
+
+#[tokio::test]
+async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let stale = claim(&env, id, "w1", at(0)).await;
+    // w1's lease expires; the reaper fails its attempt; w2 claims the retry.
+    let reaped = jobq_shared::maintenance::reaper::Reaper::new(env.store.clone(), env.queue.clone())
+        .run_once(at(31_000))
+        .await
+        .expect("reap");
+    assert_eq!(reaped.retried, 1);
+    let fresh = claim(&env, id, "w2", at(31_001)).await;
+    assert!(fresh.token() > stale.token());
+    let before = env.store.get(id).await.expect("get");
+
+    for result in [
+        env.store.complete(&stale, at(31_002)).await,
+        env.store.heartbeat(&stale, at(31_002), LEASE).await,
+        env.store
+            .fail(&stale, at(31_002), "late", true, at(31_002), Outcome::Failed)
+            .await
+            .map(|_| ()),
+        env.store.release(&stale, at(31_002)).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(Error::LeaseLost { job_id, token }) if job_id == id && token == stale.token()),
+            "{result:?}"
+        );
+    }
+    assert_eq!(
+        env.store.get(id).await.expect("get"),
+        before,
+        "the stale holder changed nothing"
+    );
+    env.store
+        .complete(&fresh, at(31_003))
+        .await
+        .expect("the current holder completes");
+}
+
+#[tokio::test]
+async fn release_returns_the_job_without_spending_an_attempt() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)).priority(70), at(0)).await;
+    let lease = claim(&env, id, "w1", at(1)).await;
+    assert_eq!(env.store.release(&lease, at(2)).await.expect("release"), 70);
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!((job.status, job.attempts, job.run_at), (Status::Pending, 0, at(2)));
+    assert_eq!(job.history[0].outcome, Outcome::Released);
+}
+
+#[tokio::test]
+async fn requeue_gives_a_dead_job_a_fresh_budget_and_keeps_its_history() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)).max_attempts(1), at(0)).await;
+    let lease = claim(&env, id, "w1", at(1)).await;
+    env.store
+        .fail(&lease, at(2), "boom", true, at(3), Outcome::Failed)
+        .await
+        .expect("fail");
+    let job = env.store.requeue(id, at(10)).await.expect("requeue");
+    assert_eq!(
+        (job.status, job.attempts, job.run_at, job.completed_at),
+        (Status::Pending, 0, at(10), None)
+    );
+    let again = claim(&env, id, "w1", at(11)).await;
+    assert_eq!(again.attempt(), 1);
+    assert_eq!(env.store.get(id).await.expect("get").history.len(), 2);
+}
+
+#[tokio::test]
+async fn rejected_transitions_name_the_status_and_change_nothing() {
+    let env = TestEnv::new().await;
+    let pending = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    assert!(matches!(
+        env.store.requeue(pending, at(1)).await,
+        Err(Error::InvalidTransition {
+            status: Status::Pending,
+            ..
+        })
+    ));
+    let running = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = claim(&env, running, "w1", at(1)).await;
+    assert!(matches!(
+        env.store.cancel(running, at(2)).await,
+        Err(Error::InvalidTransition {
+            status: Status::InProgress,
+            ..
+        })
+    ));
+    env.store.complete(&lease, at(3)).await.expect("complete");
+    assert!(matches!(
+        env.store.requeue(running, at(4)).await,
+        Err(Error::InvalidTransition {
+            status: Status::Completed,
+            ..
+        })
+    ));
+    assert_eq!(
+        env.store.claim(running, "w2", at(5), LEASE).await.expect("claim"),
+        Claim::Unavailable
+    );
+    assert!(matches!(
+        env.store.requeue(JobId::new(), at(1)).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(env.store.get(running).await.expect("get").status, Status::Completed);
+}
+
+#[tokio::test]
+async fn cancel_withdraws_a_pending_job_which_is_then_never_claimed() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let job = env.store.cancel(id, at(1)).await.expect("cancel");
+    assert_eq!((job.status, job.completed_at), (Status::Cancelled, Some(at(1))));
+    assert_eq!(
+        env.store.claim(id, "w", at(2), LEASE).await.expect("claim"),
+        Claim::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn the_dlq_lists_dead_jobs_newest_first_across_pages() {
+    let env = TestEnv::new().await;
+    let mut dead = Vec::new();
+    for i in 0..5 {
+        let id = create(&env, NewJob::new("TEST", json!(i)).max_attempts(1), at(0)).await;
+        let lease = claim(&env, id, "w", at(1)).await;
+        env.store
+            .fail(&lease, at(10 + i), &format!("error {i}"), false, at(0), Outcome::Failed)
+            .await
+            .expect("fail");
+        dead.push(id);
+    }
+    create(&env, NewJob::new("TEST", json!("alive")), at(0)).await;
+    let first = env.store.list_dead(None, 2).await.expect("page 1");
+    let second = env.store.list_dead(first.next, 2).await.expect("page 2");
+    let third = env.store.list_dead(second.next, 2).await.expect("page 3");
+    assert!(third.next.is_none());
+    let listed: Vec<JobId> = [first.items, second.items, third.items]
+        .concat()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    dead.reverse();
+    assert_eq!(listed, dead);
+    let cursor = first.next.expect("cursor").to_string();
+    assert_eq!(
+        cursor.parse::<jobq_shared::store::DeadCursor>().expect("parse"),
+        first.next.expect("cursor")
+    );
+    assert!("garbage".parse::<jobq_shared::store::DeadCursor>().is_err());
+}
+
+#[tokio::test]
+async fn the_schema_rejects_inconsistent_rows() {
+    let env = TestEnv::new().await;
+    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let client = env.store.pool().get().await.expect("conn");
+    for statement in [
+        "UPDATE jobs SET status = 'COMPLETED' WHERE id = $1",
+        "UPDATE jobs SET status = 'IN_PROGRESS' WHERE id = $1",
+        "UPDATE jobs SET attempts = 4 WHERE id = $1",
+        "UPDATE jobs SET priority = 101 WHERE id = $1",
+    ] {
+        assert!(
+            client.execute(statement, &[&id.0]).await.is_err(),
+            "{statement} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    let env = TestEnv::new().await;
+    let runs = futures::future::join_all((0..4).map(|_| env.store.migrate())).await;
+    assert!(runs.iter().all(|r| r.is_ok()), "{runs:?}");
+    let client = env.store.pool().get().await.expect("conn");
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .expect("history")
+        .get(0);
+    assert_eq!(applied, 1);
+}
