@@ -37,8 +37,7 @@ impl Jobs {
     /// Stores the job, then pushes its id to Redis. The job is accepted once it is committed: a
     /// failed push is logged and left to the repairer, never reported as a failed create.
     pub async fn create(&self, new: &NewJob, now: DateTime<Utc>) -> Result<Created> {
-        let timeout_ms = self.default_timeout.as_millis().min(i32::MAX as u128) as i32;
-        let created = self.store.create(new, timeout_ms, now).await?;
+        let created = self.store.create(new, self.default_timeout_ms(), now).await?;
         if !created.replayed {
             let job = &created.job;
             if let Err(err) = self.queue.enqueue(job.id, job.priority, job.run_at, now).await {
@@ -46,6 +45,26 @@ impl Jobs {
             }
         }
         Ok(created)
+    }
+
+    /// Stores many jobs in one statement, then pushes the new ones to Redis in one round trip.
+    /// Each result is one job's, in the order given (see [`Store::create_many`]).
+    pub async fn create_many(&self, new: &[NewJob], now: DateTime<Utc>) -> Result<Vec<Result<Created>>> {
+        let results = self.store.create_many(new, self.default_timeout_ms(), now).await?;
+        let fresh: Vec<(JobId, i16, DateTime<Utc>)> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|c| !c.replayed)
+            .map(|c| (c.job.id, c.job.priority, c.job.run_at))
+            .collect();
+        if let Err(err) = self.queue.enqueue_many(&fresh, now).await {
+            tracing::warn!(jobs = fresh.len(), error = %err, "jobs stored but not pushed to redis; the repairer will push them");
+        }
+        Ok(results)
+    }
+
+    fn default_timeout_ms(&self) -> i32 {
+        self.default_timeout.as_millis().min(i32::MAX as u128) as i32
     }
 
     pub async fn get(&self, id: JobId) -> Result<Job> {

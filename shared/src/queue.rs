@@ -122,16 +122,7 @@ impl Queue {
 
     /// Makes a job runnable: onto its ready list if due, else into the schedule.
     pub async fn enqueue(&self, id: JobId, priority: i16, run_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        let mut conn = self.conn.clone();
-        if run_at <= now {
-            let key = &self.keys.ready[level(priority)];
-            let _: usize = retry_once!(conn.rpush(key, id.to_string()))?;
-        } else {
-            let member = scheduled_member(id, priority);
-            let score = run_at.timestamp_millis();
-            let _: usize = retry_once!(conn.zadd(&self.keys.scheduled, &member, score))?;
-        }
-        Ok(())
+        self.enqueue_many(&[(id, priority, run_at)], now).await
     }
 
     /// Enqueues many jobs in one round trip: `(id, priority, run_at)` each.
@@ -139,18 +130,24 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // One RPUSH per priority level and one ZADD, whatever the number of jobs.
+        let mut ready: Vec<Vec<String>> = vec![Vec::new(); LEVELS];
+        let mut scheduled: Vec<(i64, String)> = Vec::new();
         for (id, priority, run_at) in jobs {
             if *run_at <= now {
-                pipe.rpush(&self.keys.ready[level(*priority)], id.to_string()).ignore();
+                ready[level(*priority)].push(id.to_string());
             } else {
-                pipe.zadd(
-                    &self.keys.scheduled,
-                    scheduled_member(*id, *priority),
-                    run_at.timestamp_millis(),
-                )
-                .ignore();
+                scheduled.push((run_at.timestamp_millis(), scheduled_member(*id, *priority)));
             }
+        }
+        let mut pipe = redis::pipe();
+        for (key, ids) in self.keys.ready.iter().zip(&ready) {
+            if !ids.is_empty() {
+                pipe.rpush(key, ids).ignore();
+            }
+        }
+        if !scheduled.is_empty() {
+            pipe.zadd_multiple(&self.keys.scheduled, &scheduled).ignore();
         }
         let mut conn = self.conn.clone();
         let () = retry_once!(pipe.query_async(&mut conn))?;
@@ -292,10 +289,18 @@ pub struct BlockingPop {
 }
 
 impl BlockingPop {
-    /// Waits up to the poll interval for an id, highest priority level first. An id that does not
-    /// parse is dropped (it was never ours to push).
-    pub async fn pop(&mut self) -> Result<Option<JobId>> {
-        let popped: Option<(String, String)> = retry_once!(self.conn.blpop(&self.keys, self.poll.as_secs_f64()))?;
-        Ok(popped.and_then(|(_, id)| id.parse().ok()))
+    /// Waits up to the poll interval for ids, then takes up to `count` from the highest non-empty
+    /// priority level (one BLMPOP; Redis 7 or later). An id that does not parse is dropped.
+    pub async fn pop(&mut self, count: usize) -> Result<Vec<JobId>> {
+        let timeout = self.poll.as_secs_f64();
+        let count = count.max(1);
+        let popped: Option<(String, Vec<String>)> =
+            retry_once!(
+                self.conn
+                    .blmpop(timeout, self.keys.len(), &self.keys, redis::Direction::Left, count)
+            )?;
+        Ok(popped
+            .map(|(_, ids)| ids.iter().filter_map(|id| id.parse().ok()).collect())
+            .unwrap_or_default())
     }
 }

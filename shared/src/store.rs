@@ -2,6 +2,7 @@
 //! Every state-changing statement checks the expected status (and, for a running job, the lease
 //! token) in its `WHERE`; a statement that matches nothing becomes a typed error.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -172,47 +173,88 @@ impl Store {
     /// Stores a new job, or returns the one its idempotency key already made (if the request is the
     /// same; a different request under the same key is a conflict).
     pub async fn create(&self, new: &NewJob, timeout_ms: i32, now: DateTime<Utc>) -> Result<Created> {
-        let id = JobId::new();
-        let fingerprint = new.idempotency_key.as_ref().map(|_| new.fingerprint());
-        let timeout_ms = new.timeout_ms.unwrap_or(timeout_ms);
-        let inserted = self
-            .query_opt(
-                sql!("create"),
+        self.create_many(std::slice::from_ref(new), timeout_ms, now)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::CorruptRow("create returned no result".into())))
+    }
+
+    /// Stores many jobs in one statement. The outer error is Postgres failing (nothing was stored);
+    /// each inner result is one job's, in the order given: created, replayed, or a key conflict.
+    pub async fn create_many(
+        &self,
+        new: &[NewJob],
+        default_timeout_ms: i32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Created>>> {
+        let ids: Vec<Uuid> = new.iter().map(|_| JobId::new().0).collect();
+        let fingerprints: Vec<Option<serde_json::Value>> = new
+            .iter()
+            .map(|n| n.idempotency_key.as_ref().map(|_| n.fingerprint()))
+            .collect();
+        let rows = self
+            .query(
+                sql!("create_many"),
                 &[
-                    &id.0,
-                    &new.job_type,
-                    &new.queue,
-                    &new.payload,
-                    &new.priority,
-                    &new.max_attempts,
-                    &new.first_run_at(now),
-                    &timeout_ms,
-                    &new.idempotency_key,
-                    &fingerprint,
+                    &ids,
+                    &new.iter().map(|n| n.job_type.as_str()).collect::<Vec<_>>(),
+                    &new.iter().map(|n| n.queue.as_str()).collect::<Vec<_>>(),
+                    &new.iter().map(|n| &n.payload).collect::<Vec<_>>(),
+                    &new.iter().map(|n| n.priority).collect::<Vec<_>>(),
+                    &new.iter().map(|n| n.max_attempts).collect::<Vec<_>>(),
+                    &new.iter().map(|n| n.first_run_at(now)).collect::<Vec<_>>(),
+                    &new.iter()
+                        .map(|n| n.timeout_ms.unwrap_or(default_timeout_ms))
+                        .collect::<Vec<_>>(),
+                    &new.iter().map(|n| n.idempotency_key.as_deref()).collect::<Vec<_>>(),
+                    &fingerprints,
                     &now,
                 ],
             )
             .await?;
-        if let Some(row) = inserted {
-            return Ok(Created {
-                job: job_from_row(&row)?,
-                replayed: false,
-            });
+        let mut inserted: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = job_from_row(row)?;
+            inserted.insert(job.id.0, job);
         }
-        let key = new
-            .idempotency_key
-            .clone()
-            .ok_or_else(|| Error::CorruptRow("insert returned nothing".into()))?;
-        let row = self
-            .query_opt(sql!("find_by_key"), &[&key])
-            .await?
-            .ok_or_else(|| Error::CorruptRow(format!("idempotency key {key:?} conflicted but has no job")))?;
-        let stored: Option<serde_json::Value> = row.try_get("idempotency_request")?;
-        let job = job_from_row(&row)?;
-        if stored != fingerprint {
-            return Err(Error::IdempotencyConflict { key, existing: job.id });
+        // Jobs whose key was taken: find the job that holds it.
+        let taken: Vec<&str> = new
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !inserted.contains_key(id))
+            .filter_map(|(n, _)| n.idempotency_key.as_deref())
+            .collect();
+        let mut holders: HashMap<String, (Option<serde_json::Value>, Job)> = HashMap::new();
+        if !taken.is_empty() {
+            for row in self.query(sql!("find_by_keys"), &[&taken]).await? {
+                let key: String = row.try_get("idempotency_key")?;
+                holders.insert(key, (row.try_get("idempotency_request")?, job_from_row(&row)?));
+            }
         }
-        Ok(Created { job, replayed: true })
+        Ok(new
+            .iter()
+            .zip(ids)
+            .zip(fingerprints)
+            .map(|((n, id), fingerprint)| {
+                if let Some(job) = inserted.get(&id) {
+                    return Ok(Created {
+                        job: job.clone(),
+                        replayed: false,
+                    });
+                }
+                let key = n.idempotency_key.clone().unwrap_or_default();
+                match holders.get(&key) {
+                    Some((stored, job)) if *stored == fingerprint => Ok(Created {
+                        job: job.clone(),
+                        replayed: true,
+                    }),
+                    Some((_, job)) => Err(Error::IdempotencyConflict { key, existing: job.id }),
+                    None => Err(Error::CorruptRow(format!(
+                        "idempotency key {key:?} conflicted but has no job"
+                    ))),
+                }
+            })
+            .collect())
     }
 
     /// A job with its attempt history.
@@ -301,13 +343,14 @@ impl Store {
 
     /// Claims `id` for `worker_id` until `now + lease`.
     pub async fn claim(&self, id: JobId, worker_id: &str, now: DateTime<Utc>, lease: Duration) -> Result<Claim> {
-        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        if let Some(row) = self
-            .query_opt(sql!("claim"), &[&id.0, &worker_id, &now, &expires])
-            .await?
-        {
-            return lease_from_row(&row).map(|lease| Claim::Claimed(Box::new(lease)));
+        if let Some(lease) = self.claim_many(&[id], worker_id, now, lease).await?.pop() {
+            return Ok(Claim::Claimed(Box::new(lease)));
         }
+        self.why_unclaimed(id, now).await
+    }
+
+    /// Why `id` could not be claimed at `now`.
+    pub async fn why_unclaimed(&self, id: JobId, now: DateTime<Utc>) -> Result<Claim> {
         let Some(row) = self.query_opt(sql!("status_of"), &[&id.0]).await? else {
             return Ok(Claim::Unavailable);
         };
@@ -319,6 +362,22 @@ impl Store {
             });
         }
         Ok(Claim::Unavailable)
+    }
+
+    /// Claims every runnable job among `ids` in one statement; the others are left out.
+    pub async fn claim_many(
+        &self,
+        ids: &[JobId],
+        worker_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Lease>> {
+        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = self
+            .query(sql!("claim_many"), &[&ids, &worker_id, &now, &expires])
+            .await?;
+        rows.iter().map(lease_from_row).collect()
     }
 
     /// Claims up to `limit` of the best runnable jobs directly, without Redis.
@@ -347,10 +406,20 @@ impl Store {
 
     /// Records success.
     pub async fn complete(&self, held: &Lease, now: DateTime<Utc>) -> Result<()> {
-        let row = self
-            .query_opt(sql!("complete"), &[&held.id().0, &held.token, &now])
-            .await?;
-        row.map(|_| ()).ok_or_else(|| lease_lost(held))
+        let done = self.complete_many(&[(held.id(), held.token)], now).await?;
+        if done.is_empty() {
+            return Err(lease_lost(held));
+        }
+        Ok(())
+    }
+
+    /// Records success for many `(job, lease token)` pairs in one statement. Returns the jobs
+    /// completed; one left out had lost its lease, and nothing was changed for it.
+    pub async fn complete_many(&self, held: &[(JobId, i64)], now: DateTime<Utc>) -> Result<Vec<JobId>> {
+        let ids: Vec<Uuid> = held.iter().map(|(id, _)| id.0).collect();
+        let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
+        let rows = self.query(sql!("complete_many"), &[&ids, &tokens, &now]).await?;
+        rows.iter().map(|row| Ok(JobId(row.try_get("id")?))).collect()
     }
 
     /// Records a failed attempt. A retryable failure with attempts left waits until `retry_at`;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::collections::HashSet;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,9 @@ use crate::store::{AfterFailure, Claim, Lease, Store};
 
 /// How long the engine stays on Postgres after Redis failed, before trying Redis again.
 const REDIS_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The most jobs taken in one fetch, and completed in one write.
+const MAX_FETCH: usize = 1000;
+const MAX_COMPLETE: usize = 1000;
 /// How long to wait when Postgres had nothing to claim, or failed.
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
 
@@ -121,31 +126,43 @@ impl Worker {
         let mut redis_down_until: Option<Instant> = None;
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut summary = Summary::default();
+        let (completer, completions) = Completer::start(self.inner.store.clone());
 
         loop {
             while let Some(done) = tasks.try_join_next() {
                 summary.add(done.unwrap_or(Finished::Unrecorded));
             }
             let out_of_time = limits.stop_taking_at.is_some_and(|at| Instant::now() >= at);
-            let out_of_jobs = limits.max_jobs.is_some_and(|max| summary.claimed >= max);
-            if shutdown.is_cancelled() || out_of_time || out_of_jobs {
+            let room = limits
+                .max_jobs
+                .map_or(usize::MAX, |max| max.saturating_sub(summary.claimed));
+            if shutdown.is_cancelled() || out_of_time || room == 0 {
                 break;
             }
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
                 _ = shutdown.cancelled() => break,
             };
-            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
-            match self.fetch(&mut popper, &mut redis_down_until).await {
-                Ok(Some(lease)) => {
-                    summary.claimed += 1;
-                    let worker = self.clone();
-                    let stop = hard_stop.clone();
-                    tasks.spawn(async move { worker.execute(lease, stop, permit).await });
+            // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
+            let mut permits = vec![first];
+            while permits.len() < room.min(MAX_FETCH) {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
                 }
-                Ok(None) => {
-                    if limits.until_idle && tasks.is_empty() {
+            }
+            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
+            match self.fetch(&mut popper, permits.len(), &mut redis_down_until).await {
+                Ok(leases) => {
+                    if leases.is_empty() && limits.until_idle && tasks.is_empty() {
                         break;
+                    }
+                    summary.claimed += leases.len();
+                    for (lease, permit) in leases.into_iter().zip(permits) {
+                        let worker = self.clone();
+                        let stop = hard_stop.clone();
+                        let completer = completer.clone();
+                        tasks.spawn(async move { worker.execute(lease, stop, permit, completer).await });
                     }
                 }
                 Err(err) => {
@@ -154,6 +171,7 @@ impl Worker {
                 }
             }
         }
+        drop(completer);
 
         let grace = tokio::time::sleep(config.shutdown_grace);
         tokio::pin!(grace);
@@ -173,21 +191,26 @@ impl Worker {
         while let Some(done) = tasks.join_next().await {
             summary.add(done.unwrap_or(Finished::Unrecorded));
         }
+        let _ = completions.await;
         Ok(summary)
     }
 
-    /// Takes one job: from Redis while it answers, from Postgres otherwise.
-    async fn fetch(&self, popper: &mut BlockingPop, redis_down_until: &mut Option<Instant>) -> Result<Option<Lease>> {
+    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise.
+    async fn fetch(
+        &self,
+        popper: &mut BlockingPop,
+        count: usize,
+        redis_down_until: &mut Option<Instant>,
+    ) -> Result<Vec<Lease>> {
         let inner = &self.inner;
         if redis_down_until.is_none_or(|until| Instant::now() >= until) {
-            match popper.pop().await {
-                Ok(Some(id)) => {
+            match popper.pop(count).await {
+                Ok(ids) => {
                     *redis_down_until = None;
-                    return self.claim_popped(id).await;
-                }
-                Ok(None) => {
-                    *redis_down_until = None;
-                    return Ok(None);
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    return self.claim_popped(ids).await;
                 }
                 Err(err) => {
                     if redis_down_until.is_none() {
@@ -198,49 +221,61 @@ impl Worker {
             }
         }
         let now = Utc::now();
-        let mut claimed = inner
+        let claimed = inner
             .store
-            .claim_next(&inner.config.worker_id, now, inner.config.lease, 1)
+            .claim_next(&inner.config.worker_id, now, inner.config.lease, count)
             .await?;
         if claimed.is_empty() {
             tokio::time::sleep(IDLE_PAUSE).await;
         }
-        Ok(claimed.pop())
+        Ok(claimed)
     }
 
-    async fn claim_popped(&self, id: JobId) -> Result<Option<Lease>> {
+    async fn claim_popped(&self, ids: Vec<JobId>) -> Result<Vec<Lease>> {
         let inner = &self.inner;
         let now = Utc::now();
-        match inner
+        let leases = match inner
             .store
-            .claim(id, &inner.config.worker_id, now, inner.config.lease)
+            .claim_many(&ids, &inner.config.worker_id, now, inner.config.lease)
             .await
         {
-            Ok(Claim::Claimed(lease)) => Ok(Some(*lease)),
-            Ok(Claim::NotDue { run_at, priority }) => {
-                // Popped early (a duplicate id, or clocks apart): back into the schedule.
-                inner.queue.enqueue(id, priority, run_at, now).await?;
-                Ok(None)
-            }
-            Ok(Claim::Unavailable) => Ok(None),
+            Ok(leases) => leases,
             Err(err) => {
-                // The id left Redis but the claim failed: put it back rather than wait for the repairer.
-                if let Err(push) = inner.queue.push_front(id, limits::DEFAULT_PRIORITY).await {
-                    tracing::warn!(job_id = %id, error = %push, "could not push back an unclaimed id");
+                // The ids left Redis but the claim failed: put them back rather than wait for the repairer.
+                for id in ids {
+                    if let Err(push) = inner.queue.push_front(id, limits::DEFAULT_PRIORITY).await {
+                        tracing::warn!(job_id = %id, error = %push, "could not push back an unclaimed id");
+                    }
                 }
-                Err(err)
+                return Err(err);
+            }
+        };
+        if leases.len() < ids.len() {
+            let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
+            for id in ids.into_iter().filter(|id| !claimed.contains(id)) {
+                // Usually a duplicate or a finished job; a job popped early goes back to the schedule.
+                if let Claim::NotDue { run_at, priority } = inner.store.why_unclaimed(id, now).await? {
+                    inner.queue.enqueue(id, priority, run_at, now).await?;
+                }
             }
         }
+        Ok(leases)
     }
 
     /// Runs one claimed job to its recorded outcome.
-    pub async fn execute(&self, lease: Lease, hard_stop: CancellationToken, _slot: OwnedSemaphorePermit) -> Finished {
+    async fn execute(
+        &self,
+        lease: Lease,
+        hard_stop: CancellationToken,
+        _slot: OwnedSemaphorePermit,
+        completer: Completer,
+    ) -> Finished {
         let job = lease.job();
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
-        self.execute_inner(lease, hard_stop).instrument(span).await
+        self.execute_inner(lease, hard_stop, completer).instrument(span).await
     }
 
-    async fn execute_inner(&self, lease: Lease, hard_stop: CancellationToken) -> Finished {
+    async fn execute_inner(&self, lease: Lease, hard_stop: CancellationToken, completer: Completer) -> Finished {
         let inner = &self.inner;
         let started = Instant::now();
         let verdict = match inner.registry.get(&lease.job().job_type) {
@@ -270,10 +305,18 @@ impl Worker {
             }
             Verdict::Release => self.release(&lease).await,
             Verdict::Ran(Ok(())) => {
-                let now = Utc::now();
-                match self.record(|| inner.store.complete(&lease, now)).await {
+                let recorded = match completer.complete(&lease).await {
+                    Some(true) => Ok(()),
+                    Some(false) => Err(Error::LeaseLost {
+                        job_id: lease.id(),
+                        token: lease.token(),
+                    }),
+                    // The grouped write failed: go on alone, retrying while Postgres is away.
+                    None => self.record(|| inner.store.complete(&lease, Utc::now())).await,
+                };
+                match recorded {
                     Ok(()) => {
-                        tracing::info!(elapsed_ms, "job completed");
+                        tracing::debug!(elapsed_ms, "job completed");
                         Finished::Completed
                     }
                     Err(err) => self.unrecorded(err),
@@ -409,6 +452,48 @@ impl Worker {
                 other => return other,
             }
         }
+    }
+}
+
+/// Records completions in groups: whatever finished while the previous write was in flight goes
+/// into the next one, so that under load one commit serves many jobs, and an idle queue waits for
+/// nothing.
+#[derive(Clone)]
+struct Completer {
+    tx: mpsc::UnboundedSender<(JobId, i64, oneshot::Sender<Option<bool>>)>,
+}
+
+impl Completer {
+    fn start(store: Store) -> (Completer, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(JobId, i64, oneshot::Sender<Option<bool>>)>();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
+                let held: Vec<(JobId, i64)> = batch.iter().map(|(id, token, _)| (*id, *token)).collect();
+                match store.complete_many(&held, Utc::now()).await {
+                    Ok(done) => {
+                        let done: HashSet<JobId> = done.into_iter().collect();
+                        for (id, _, reply) in batch.drain(..) {
+                            let _ = reply.send(Some(done.contains(&id)));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(jobs = batch.len(), error = %err, "grouped completion failed; completing one by one");
+                        for (_, _, reply) in batch.drain(..) {
+                            let _ = reply.send(None);
+                        }
+                    }
+                }
+            }
+        });
+        (Completer { tx }, task)
+    }
+
+    /// `Some(true)` once recorded, `Some(false)` if the lease was lost, `None` if the write failed.
+    async fn complete(&self, lease: &Lease) -> Option<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((lease.id(), lease.token(), reply)).ok()?;
+        answer.await.ok().flatten()
     }
 }
 

@@ -356,3 +356,20 @@ async fn many_jobs_run_concurrently_and_each_completes_once() {
         .get(0);
     assert_eq!(succeeded, 200);
 }
+
+#[tokio::test]
+async fn a_batch_created_at_once_is_drained_by_a_worker_taking_many_ids_per_round_trip() {
+    let env = TestEnv::with(|c| c.worker.concurrency = 64).await;
+    let batch: Vec<NewJob> = (0..500).map(|i| NewJob::new("TEST", json!(i))).collect();
+    let results = env.jobs.create_many(&batch, Utc::now()).await.expect("batch");
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(env.queue.depths().await.expect("depths").ready, 500);
+
+    let running = Running::start(&env, Registry::with_builtins());
+    for result in &results {
+        let id = result.as_ref().expect("created").job.id;
+        wait_for(&env, id, Status::Completed, Duration::from_secs(30)).await;
+    }
+    let summary = running.stop().await;
+    assert_eq!((summary.claimed, summary.completed), (500, 500));
+}

@@ -472,3 +472,64 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         .get(0);
     assert_eq!(applied, 1);
 }
+
+#[tokio::test]
+async fn create_many_stores_a_batch_and_honours_each_idempotency_key() {
+    let env = TestEnv::new().await;
+    let existing = env
+        .store
+        .create(&NewJob::new("TEST", json!("a")).idempotency_key("k-a"), 60_000, at(0))
+        .await
+        .expect("first")
+        .job
+        .id;
+    let batch = vec![
+        NewJob::new("TEST", json!(1)),
+        NewJob::new("TEST", json!("a")).idempotency_key("k-a"),
+        NewJob::new("TEST", json!("different")).idempotency_key("k-a"),
+        NewJob::new("TEST", json!("b")).idempotency_key("k-b"),
+        NewJob::new("TEST", json!("b")).idempotency_key("k-b"),
+        NewJob::new("TEST", json!(2)).priority(90),
+    ];
+    let results = env.store.create_many(&batch, 60_000, at(1)).await.expect("batch");
+
+    assert_eq!(results.len(), 6);
+    let created = |i: usize| results[i].as_ref().expect("created");
+    assert!(!created(0).replayed);
+    assert!(created(1).replayed && created(1).job.id == existing);
+    assert!(matches!(&results[2], Err(Error::IdempotencyConflict { existing: e, .. }) if *e == existing));
+    assert!(!created(3).replayed);
+    assert!(
+        created(4).replayed && created(4).job.id == created(3).job.id,
+        "one key twice in a batch is one job"
+    );
+    assert_eq!(created(5).job.priority, 90);
+    assert_eq!(common::count_jobs(&env).await, 4);
+}
+
+#[tokio::test]
+async fn complete_many_records_held_leases_and_refuses_stale_ones() {
+    let env = TestEnv::new().await;
+    let a = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let b = create(&env, NewJob::new("TEST", json!(2)), at(0)).await;
+    let leases = env
+        .store
+        .claim_many(&[a, b, JobId::new()], "w", at(1), LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(leases.len(), 2);
+    let held: Vec<(JobId, i64)> = leases.iter().map(|l| (l.id(), l.token())).collect();
+    let stale = (a, held.iter().find(|(id, _)| *id == a).expect("a").1 - 1);
+
+    let done = env
+        .store
+        .complete_many(&[held[0], held[1], stale], at(2))
+        .await
+        .expect("complete");
+
+    assert_eq!(done.len(), 2);
+    for id in [a, b] {
+        let job = env.store.get(id).await.expect("get");
+        assert_eq!((job.status, job.history.len()), (Status::Completed, 1));
+    }
+}
