@@ -27,6 +27,8 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres pool")]
     Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres pool configuration")]
+    PoolConfig(#[from] deadpool_postgres::BuildError),
     #[error("redis")]
     Redis(#[from] redis::RedisError),
     #[error("migration")]

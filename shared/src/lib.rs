@@ -13,6 +13,7 @@
 //! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases) and repairer
 //!   (Redis rebuilt from Postgres).
 //! - [`config`]: typed configuration from the environment.
+//! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
 
 pub mod config;
 pub mod error;
@@ -22,6 +23,8 @@ pub mod jobs;
 pub mod maintenance;
 pub mod queue;
 pub mod retry;
+#[cfg(feature = "aws-secrets")]
+pub mod secrets;
 pub mod state;
 pub mod store;
 #[cfg(feature = "test-support")]

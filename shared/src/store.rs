@@ -140,8 +140,7 @@ impl Store {
             .wait_timeout(Some(timeout))
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
-            .build()
-            .map_err(|err| Error::CorruptRow(format!("pool: {err}")))?;
+            .build()?;
         Ok(Store { pool })
     }
 

@@ -1,0 +1,191 @@
+//! The one table from errors to HTTP responses. Every error body is
+//! `{"error": {"code": "<snake_case>", "message": "<what is wrong>"}}`; a 5xx never says more than
+//! "internal error" (or that the service is unavailable), and its cause is logged here, once.
+
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Method, StatusCode};
+use jobq_shared::Error;
+use jobq_shared::state::Event;
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+/// The largest request body accepted: 256 KiB.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Everything a request can fail with: bad input found while parsing it, or what `shared` returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
+    Unauthorized,
+    #[error("this route accepts {allowed} only")]
+    MethodNotAllowed { allowed: Method },
+    #[error("the request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (256 KiB)")]
+    BodyTooLarge { size: usize },
+    #[error("content type {content_type:?} is not supported; send application/json")]
+    UnsupportedMediaType { content_type: String },
+    #[error("the request body is empty; send a JSON object")]
+    EmptyBody,
+    #[error("the request body is not valid JSON: {detail}")]
+    InvalidJson { detail: String },
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    #[error("field {field:?} has the wrong type: {detail}")]
+    WrongType { field: String, detail: String },
+    #[error("field {field:?} is not valid: {detail}")]
+    InvalidValue { field: String, detail: String },
+    #[error("field {field:?} is required")]
+    MissingField { field: String },
+    #[error("unknown field {field:?}")]
+    UnknownField { field: String },
+    #[error("header {name} is not valid text")]
+    InvalidHeader { name: &'static str },
+    #[error("{value:?} is not a valid job id (a UUID)")]
+    InvalidUuid { value: String },
+    #[error("limit must be a whole number from 1 to {max}, got {value:?}")]
+    InvalidLimit { value: String, max: usize },
+    #[error(transparent)]
+    Domain(#[from] Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// The status and the machine-readable code of this error: the table itself.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::EmptyBody | ApiError::InvalidJson { .. } => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::NotAnObject | ApiError::WrongType { .. } => (StatusCode::BAD_REQUEST, "wrong_type"),
+            ApiError::UnknownField { .. } => (StatusCode::BAD_REQUEST, "unknown_field"),
+            ApiError::MissingField { .. } => (StatusCode::BAD_REQUEST, "missing_field"),
+            ApiError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+            ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
+            ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
+            ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            ApiError::Domain(err) => match err {
+                // `shared` says "is required" for an absent mandatory field.
+                Error::Invalid(invalid) if invalid.problem == "is required" => {
+                    (StatusCode::BAD_REQUEST, "missing_field")
+                }
+                Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
+                Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+                Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Error::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
+                Error::InvalidTransition { source, .. } if source.event == Event::Requeue => {
+                    (StatusCode::CONFLICT, "not_dead")
+                }
+                Error::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+                err if err.is_database_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        }
+    }
+
+    /// The sentence shown to the caller. For a 5xx it reveals nothing of the cause.
+    fn message(&self, status: StatusCode) -> String {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return "the service is temporarily unavailable; try again shortly".to_owned();
+        }
+        if status.is_server_error() {
+            return "internal error".to_owned();
+        }
+        match self {
+            ApiError::Domain(Error::Invalid(invalid)) => format!("field {:?} {}", invalid.field, invalid.problem),
+            ApiError::Domain(Error::InvalidCursor) => {
+                "cursor is not valid; pass the nextCursor of a previous page unchanged".to_owned()
+            }
+            ApiError::Domain(Error::InvalidTransition { job_id, status, source }) if source.event == Event::Requeue => {
+                format!("job {job_id} is {status}; only a dead (FAILED) job can be requeued")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The response for this error; logs the cause of a 5xx.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            let chain = error_chain(&self);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(status = status.as_u16(), error = %chain, "database unavailable");
+            } else {
+                tracing::error!(status = status.as_u16(), error = %chain, "request failed");
+            }
+        }
+        let message = self.message(status);
+        let mut response = json_response(
+            status,
+            &ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message: &message,
+                },
+            },
+        );
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::MethodNotAllowed { allowed } => {
+                if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+                    headers.insert(ALLOW, value);
+                }
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// `err: its source: its source's source ...`, for the log.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        chain.push_str(": ");
+        chain.push_str(&next.to_string());
+        source = next.source();
+    }
+    chain
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let (status, text) = match serde_json::to_string(body) {
+        Ok(text) => (status, text),
+        Err(err) => {
+            tracing::error!(error = %err, "response did not serialize");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned(),
+            )
+        }
+    };
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The response for a handler's outcome.
+pub fn respond(outcome: Result<Response<Body>, ApiError>) -> Response<Body> {
+    outcome.unwrap_or_else(ApiError::into_response)
+}

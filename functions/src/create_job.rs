@@ -1,0 +1,35 @@
+//! `POST /jobs`: creates a job. 201 with the job, or 200 with the existing job when an idempotency
+//! key replays the same request; `Location: /jobs/{id}` either way.
+
+use chrono::Utc;
+use http::header::{HeaderValue, LOCATION};
+use http::{Method, StatusCode};
+use jobq_shared::NewJob;
+use jobq_shared::job::CreateRequest;
+use lambda_http::{Body, Request, Response};
+
+use crate::api_error::{ApiError, json_response, respond};
+use crate::deps::Deps;
+use crate::request::{expect_method, header, json_body, parse_json};
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    respond(create(deps, &req).await)
+}
+
+async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    deps.authorize(req)?;
+    expect_method(req, Method::POST)?;
+    let body: CreateRequest = parse_json(json_body(req)?)?;
+    let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
+    let created = deps.jobs.create(&new, Utc::now()).await?;
+    let status = if created.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = json_response(status, &created.job);
+    if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", created.job.id)) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}

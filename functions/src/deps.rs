@@ -1,0 +1,121 @@
+//! What a function builds once per cold start and reuses across invocations: configuration, the
+//! Postgres pool, the Redis connection and the job operations over them.
+
+use jobq_shared::config::ConfigError;
+use jobq_shared::secrets::{SecretError, resolve_database_url};
+use jobq_shared::{Config, Jobs, Queue, Registry, Store};
+use lambda_http::Request;
+
+use crate::api_error::ApiError;
+
+/// The environment variable that, when set, makes every HTTP route require `Authorization: Bearer <it>`.
+pub const API_TOKEN_ENV: &str = "JOBQ_API_TOKEN";
+
+/// Why a function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    #[error("database secret")]
+    Secret(#[from] SecretError),
+    #[error("clients")]
+    Clients(#[from] jobq_shared::Error),
+}
+
+pub struct Deps {
+    pub config: Config,
+    pub jobs: Jobs,
+    /// The handlers the worker function runs.
+    pub registry: Registry,
+    api_token: Option<ApiToken>,
+}
+
+impl Deps {
+    /// Reads the environment: configuration, the database URL (from the `DB_SECRET_ARN` secret
+    /// when set) and `JOBQ_API_TOKEN`. Connections are made on first use, so a database that is
+    /// down now does not stop the function from starting; requests then get 503.
+    pub async fn from_env() -> Result<Deps, InitError> {
+        let mut config = Config::from_env()?;
+        config.database_url = resolve_database_url(&config).await?;
+        let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+        let deps = Deps::from_config(config)?;
+        Ok(match token {
+            Some(token) => deps.with_api_token(token),
+            None => deps,
+        })
+    }
+
+    /// Clients for `config`, with the built-in job handlers and no API token.
+    pub fn from_config(config: Config) -> Result<Deps, InitError> {
+        let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
+        let queue = Queue::connect(&config.redis_url, &config.namespace)?;
+        let jobs = Jobs::new(store, queue, config.worker.default_timeout);
+        Ok(Deps {
+            config,
+            jobs,
+            registry: Registry::with_builtins(),
+            api_token: None,
+        })
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every HTTP route.
+    pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
+        self.api_token = Some(ApiToken(token.into().trim().to_owned()));
+        self
+    }
+
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Checks the bearer token, when one is configured.
+    pub fn authorize(&self, req: &Request) -> Result<(), ApiError> {
+        let Some(expected) = &self.api_token else {
+            return Ok(());
+        };
+        let presented = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        match presented {
+            Some(token) if expected.matches(token) => Ok(()),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// The API token; never printed.
+struct ApiToken(String);
+
+impl ApiToken {
+    /// Compares in time that depends on the lengths only, not on where the first difference is.
+    fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= usize::from(std::hint::black_box(x ^ y));
+        }
+        diff == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiToken;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        let token = ApiToken("s3cret".into());
+        assert!(token.matches("s3cret"));
+        for other in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!token.matches(other), "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! jobq's AWS Lambda functions. Each binary in `src/bin/` is a few lines: set up logging, build
+//! [`Deps`] once per cold start, then serve one of the handlers below. The handlers parse the
+//! request into domain types, make one call into `jobq_shared`, and map the outcome to a response
+//! through [`api_error`], the one error-to-HTTP table.
+//!
+//! - [`create_job`]: `POST /jobs`.
+//! - [`get_job`]: `GET /jobs/{id}`.
+//! - [`list_dlq`]: `GET /dlq?limit=&cursor=`.
+//! - [`requeue_dlq`]: `POST /dlq/{id}/requeue`.
+//! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
+//! - [`request`]: reading bodies, path ids and query parameters; [`deps`]: clients and the API token;
+//!   [`telemetry`]: logging.
+
+pub mod api_error;
+pub mod create_job;
+pub mod deps;
+pub mod get_job;
+pub mod list_dlq;
+pub mod request;
+pub mod requeue_dlq;
+pub mod telemetry;
+pub mod worker;
+
+pub use api_error::ApiError;
+pub use deps::Deps;

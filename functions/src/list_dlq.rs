@@ -1,0 +1,55 @@
+//! `GET /dlq?limit=&cursor=`: dead jobs, newest first, a page at a time:
+//! `{"items": [job, ...], "nextCursor": "..." | null}`. Pass `nextCursor` back as `cursor` for the
+//! next page; `null` means this was the last.
+
+use http::{Method, StatusCode};
+use jobq_shared::Job;
+use jobq_shared::store::DeadCursor;
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+
+use crate::api_error::{ApiError, json_response, respond};
+use crate::deps::Deps;
+use crate::request::{expect_method, query_param};
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DlqPage {
+    items: Vec<Job>,
+    next_cursor: Option<String>,
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    respond(list(deps, &req).await)
+}
+
+async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    deps.authorize(req)?;
+    expect_method(req, Method::GET)?;
+    let limit = match query_param(req, "limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::InvalidLimit {
+                    value: raw.chars().take(40).collect(),
+                    max: MAX_LIMIT,
+                });
+            }
+        },
+    };
+    // An empty cursor is the first page, as when a client always sends the parameter.
+    let cursor = match query_param(req, "cursor").filter(|c| !c.trim().is_empty()) {
+        None => None,
+        Some(raw) => Some(raw.trim().parse::<DeadCursor>()?),
+    };
+    let page = deps.jobs.list_dead(cursor, limit).await?;
+    let body = DlqPage {
+        items: page.items,
+        next_cursor: page.next.map(|cursor| cursor.to_string()),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}

@@ -1,0 +1,23 @@
+//! `POST /dlq/{id}/requeue`: puts a dead job back to PENDING with a fresh attempt budget (its
+//! earlier attempts stay in its history). 200 with the job; 409 when the job is not dead. The body,
+//! if any, is ignored: the seed's curl sends none.
+
+use chrono::Utc;
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+
+use crate::api_error::{ApiError, json_response, respond};
+use crate::deps::Deps;
+use crate::request::{expect_method, path_job_id};
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    respond(requeue(deps, &req).await)
+}
+
+async fn requeue(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    deps.authorize(req)?;
+    expect_method(req, Method::POST)?;
+    let id = path_job_id(req)?;
+    let job = deps.jobs.requeue(id, Utc::now()).await?;
+    Ok(json_response(StatusCode::OK, &job))
+}

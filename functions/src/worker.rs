@@ -1,0 +1,284 @@
+//! The worker function: runs jobs until the queue is idle, a job count is reached, or the
+//! invocation's deadline comes near, and returns what it did (the engine's `Summary`, camelCase).
+//!
+//! It accepts an EventBridge "Scheduled Event" (the usual trigger, e.g. every minute) or
+//! `{"maxJobs": n, "untilIdle": bool}` (both optional). By default a run returns as soon as the
+//! queue has nothing ready and nothing running: a scheduled invocation that finds no work costs
+//! one poll, not its whole timeout, and the next schedule picks up what arrives later.
+//! `"untilIdle": false` keeps it taking work until the deadline (or `maxJobs`).
+//!
+//! It stops taking work a safety margin before the deadline (a tenth of the time left, 1 to 10 s)
+//! and gives running jobs half that margin to finish; the rest are released unfinished (their
+//! attempt does not count) so that the next run takes them. While it runs it also promotes due
+//! retries and reaps expired leases, so a deployment without the promoter container still moves.
+
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use jobq_shared::Worker;
+use jobq_shared::maintenance::promoter::Promoter;
+use jobq_shared::maintenance::reaper::Reaper;
+use jobq_shared::worker::{Limits, Summary};
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deps::Deps;
+
+const MIN_MARGIN: Duration = Duration::from_secs(1);
+const MAX_MARGIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("unsupported event: {0}")]
+    BadEvent(String),
+    #[error("worker engine")]
+    Engine(#[from] jobq_shared::Error),
+}
+
+impl From<WorkerError> for Diagnostic {
+    fn from(err: WorkerError) -> Diagnostic {
+        let error_type = match err {
+            WorkerError::BadEvent(_) => "BadEvent",
+            WorkerError::Engine(_) => "WorkerEngine",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+/// A manual invocation's request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DrainRequest {
+    max_jobs: Option<usize>,
+    until_idle: Option<bool>,
+}
+
+/// What an invocation asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub max_jobs: Option<usize>,
+    pub until_idle: bool,
+}
+
+/// Reads a scheduled event or a `{"maxJobs": n}` request.
+pub fn parse_event(event: serde_json::Value) -> Result<Request, WorkerError> {
+    if event.get("detail-type").is_some() {
+        let scheduled: EventBridgeEvent = serde_json::from_value(event)
+            .map_err(|err| WorkerError::BadEvent(format!("not an EventBridge event: {err}")))?;
+        tracing::info!(source = %scheduled.source, detail_type = %scheduled.detail_type, event_id = ?scheduled.id, "scheduled run");
+        return Ok(Request {
+            max_jobs: None,
+            until_idle: true,
+        });
+    }
+    let event = if event.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        event
+    };
+    let drain: DrainRequest = serde_json::from_value(event).map_err(|err| {
+        WorkerError::BadEvent(format!(
+            "expected an EventBridge scheduled event or {{\"maxJobs\": n, \"untilIdle\": bool}}: {err}"
+        ))
+    })?;
+    if drain.max_jobs == Some(0) {
+        return Err(WorkerError::BadEvent("maxJobs must be at least 1".to_owned()));
+    }
+    Ok(Request {
+        max_jobs: drain.max_jobs,
+        until_idle: drain.until_idle.unwrap_or(true),
+    })
+}
+
+/// How an invocation spends the time it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Take new jobs for this long.
+    pub take_for: Duration,
+    /// Then give running jobs this long to finish before releasing them.
+    pub grace: Duration,
+}
+
+/// Splits `remaining` (until the deadline) into time to take work and a safety margin, half of
+/// which running jobs may use to finish; the other half is for releasing leases and returning.
+pub fn plan(remaining: Duration, configured_grace: Duration) -> Plan {
+    let margin = (remaining / 10).clamp(MIN_MARGIN, MAX_MARGIN).min(remaining / 2);
+    Plan {
+        take_for: remaining - margin,
+        grace: configured_grace.min(margin / 2),
+    }
+}
+
+/// The time left in this invocation. Lambda gives the deadline in milliseconds since the epoch;
+/// `cargo lambda watch` gives a bare duration instead (600000), which is read as milliseconds from
+/// now, capped at Lambda's longest timeout.
+pub fn time_left(context: &Context, now: SystemTime) -> Duration {
+    // 2001-09-09: no real deadline is earlier.
+    const EARLIEST_EPOCH_MS: u64 = 1_000_000_000_000;
+    const LONGEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+    if context.deadline < EARLIEST_EPOCH_MS {
+        return Duration::from_millis(context.deadline).min(LONGEST_TIMEOUT);
+    }
+    context.deadline().duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<Summary, WorkerError> {
+    let request = parse_event(event.payload)?;
+    let remaining = time_left(&event.context, SystemTime::now());
+    let plan = plan(remaining, deps.config.worker.shutdown_grace);
+    tracing::info!(
+        deadline_ms = event.context.deadline,
+        remaining_ms = remaining.as_millis() as u64,
+        take_for_ms = plan.take_for.as_millis() as u64,
+        max_jobs = request.max_jobs,
+        until_idle = request.until_idle,
+        "worker run starting"
+    );
+    let mut config = deps.config.worker.clone();
+    config.shutdown_grace = plan.grace;
+
+    let store = deps.jobs.store().clone();
+    let queue = deps.jobs.queue().clone();
+    let maintenance = CancellationToken::new();
+    let promoter =
+        tokio::spawn(Promoter::new(queue.clone()).run(deps.config.maintenance.promote_interval, maintenance.clone()));
+    let reaper = tokio::spawn(
+        Reaper::new(store.clone(), queue.clone()).run(deps.config.maintenance.reap_interval, maintenance.clone()),
+    );
+
+    let worker = Worker::new(store, queue, deps.registry.clone(), config);
+    let limits = Limits {
+        stop_taking_at: Some(Instant::now() + plan.take_for),
+        max_jobs: request.max_jobs,
+        until_idle: request.until_idle,
+    };
+    let outcome = worker.run_with(CancellationToken::new(), limits).await;
+
+    maintenance.cancel();
+    let _ = tokio::join!(promoter, reaper);
+    let summary = outcome?;
+    tracing::info!(
+        claimed = summary.claimed,
+        completed = summary.completed,
+        retried = summary.retried,
+        dead_lettered = summary.dead_lettered,
+        released = summary.released,
+        "worker run done"
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_plan_keeps_a_tenth_between_one_and_ten_seconds() {
+        let grace = Duration::from_secs(10);
+        let s = Duration::from_secs;
+        assert_eq!(
+            plan(s(60), grace),
+            Plan {
+                take_for: s(54),
+                grace: s(3)
+            }
+        );
+        assert_eq!(
+            plan(s(900), grace),
+            Plan {
+                take_for: s(890),
+                grace: s(5)
+            }
+        );
+        assert_eq!(
+            plan(s(5), grace),
+            Plan {
+                take_for: s(4),
+                grace: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(plan(s(1), grace).take_for, Duration::from_millis(500));
+        assert_eq!(
+            plan(Duration::ZERO, grace),
+            Plan {
+                take_for: Duration::ZERO,
+                grace: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            plan(s(60), Duration::from_millis(100)).grace,
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_an_epoch_time_or_a_bare_duration() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut context = Context::default();
+        context.deadline = 1_800_000_000_000 + 30_000;
+        assert_eq!(time_left(&context, now), Duration::from_secs(30));
+        context.deadline = 1_800_000_000_000 - 1;
+        assert_eq!(time_left(&context, now), Duration::ZERO);
+        context.deadline = 600_000;
+        assert_eq!(time_left(&context, now), Duration::from_secs(600));
+        context.deadline = 999_999_999_999;
+        assert_eq!(time_left(&context, now), Duration::from_secs(900));
+        context.deadline = 0;
+        assert_eq!(time_left(&context, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn events_are_read_as_schedules_or_drain_requests() {
+        let scheduled = json!({
+            "version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
+            "resources": [], "detail": {}
+        });
+        assert_eq!(
+            parse_event(scheduled).expect("schedule"),
+            Request {
+                max_jobs: None,
+                until_idle: true
+            }
+        );
+        assert_eq!(
+            parse_event(json!({"maxJobs": 5})).expect("drain"),
+            Request {
+                max_jobs: Some(5),
+                until_idle: true
+            }
+        );
+        assert_eq!(
+            parse_event(json!({"untilIdle": false})).expect("drain"),
+            Request {
+                max_jobs: None,
+                until_idle: false
+            }
+        );
+        assert_eq!(
+            parse_event(json!(null)).expect("empty"),
+            Request {
+                max_jobs: None,
+                until_idle: true
+            }
+        );
+        for bad in [
+            json!({"maxJobs": "5"}),
+            json!({"maxJobs": 0}),
+            json!({"jobs": 1}),
+            json!([1]),
+            json!({"detail-type": 1}),
+        ] {
+            assert!(
+                matches!(parse_event(bad.clone()), Err(WorkerError::BadEvent(_))),
+                "{bad}"
+            );
+        }
+    }
+}

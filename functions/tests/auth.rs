@@ -1,0 +1,68 @@
+mod common;
+
+use common::{assert_error, count_jobs, get_dlq, json, post_json, setup, with_id};
+use jobq_functions::{create_job, get_job, list_dlq, requeue_dlq};
+use lambda_http::{Body, Request, Response};
+
+const TOKEN: &str = "s3cret-token";
+const UNKNOWN: &str = "0192f5a4-1c3b-7cde-8f00-0123456789ab";
+
+fn authorized(mut request: Request, value: Option<&str>) -> Request {
+    if let Some(value) = value {
+        request
+            .headers_mut()
+            .insert("authorization", value.parse().expect("header"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn with_a_token_set_every_route_requires_the_bearer_header() {
+    let (env, deps) = setup().await;
+    let deps = deps.with_api_token(TOKEN);
+    let good = format!("Bearer {TOKEN}");
+    let refused = [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer"),
+        Some(TOKEN),
+        Some("Basic czNjcmV0LXRva2Vu"),
+        Some("Bearer s3cret-toke"),
+    ];
+
+    for header in refused
+        .iter()
+        .copied()
+        .chain([Some(good.as_str()), Some("bearer  s3cret-token ")])
+    {
+        let create = create_job::handle(&deps, authorized(post_json("/jobs", r#"{"type":"TEST"}"#), header)).await;
+        let get = get_job::handle(&deps, authorized(with_id("GET", "/jobs/x", UNKNOWN), header)).await;
+        let list = list_dlq::handle(&deps, authorized(get_dlq(&[]), header)).await;
+        let requeue = requeue_dlq::handle(&deps, authorized(with_id("POST", "/dlq/x/requeue", UNKNOWN), header)).await;
+        let responses: [(&str, Response<Body>); 4] =
+            [("create", create), ("get", get), ("list", list), ("requeue", requeue)];
+        for (route, response) in responses {
+            if refused.contains(&header) {
+                assert_error(&response, 401, "unauthorized", "Bearer");
+                assert_eq!(
+                    response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+                    Some("Bearer"),
+                    "{route}"
+                );
+            } else {
+                assert_ne!(response.status(), 401, "{route} with {header:?}: {}", json(&response));
+            }
+        }
+    }
+    // Only the two authorized creates stored a job.
+    assert_eq!(count_jobs(&env).await, 2);
+}
+
+#[tokio::test]
+async fn without_a_token_set_no_header_is_needed() {
+    let (_env, deps) = setup().await;
+
+    let response = create_job::handle(&deps, post_json("/jobs", r#"{"type":"TEST"}"#)).await;
+
+    assert_eq!(response.status(), 201);
+}
