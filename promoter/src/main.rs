@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let config = Config::from_env().context("invalid configuration")?;
+    let mut config = Config::from_env().context("invalid configuration")?;
+    // On AWS the URL comes from the database secret (DB_SECRET_ARN); locally from DATABASE_URL.
+    config.database_url = jobq_shared::secrets::resolve_database_url(&config)
+        .await
+        .context("cannot read the database secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
     let queue = Queue::connect(&config.redis_url, &config.namespace)?;
     migrate_when_reachable(&store).await?;

@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""End-to-end test of the running system, over real HTTP.
+
+Starts `scripts/dev.sh --detach` (Postgres, Redis, the promoter, the functions under
+`cargo lambda watch`) on a free port, with its own database (jobq_e2e_<random>, dropped at the end)
+and its own Redis key namespace (deleted at the end), then drives the seed's flows:
+create -> COMPLETED; FAIL_TIMES=2 -> COMPLETED after 3 attempts; FAIL_ALWAYS -> FAILED and in the
+DLQ; requeue -> runs again and dies again; bad input -> 4xx with a JSON body; and a direct invoke of
+the worker function. Prints `N passed, M failed` and exits non-zero on any failure.
+
+Python 3 standard library only. Usage: python3 scripts/e2e.py
+Environment: DATABASE_URL (any database on the server to use; default the local jobq one),
+REDIS_URL, JOBQ_E2E_TIMEOUT (seconds per wait, default 30), JOBQ_E2E_KEEP=1 (keep the run
+directory and do not drop the database, for debugging).
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATABASE_URL = "postgres://postgres:postgres@127.0.0.1:5432/jobq"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+WAIT = float(os.environ.get("JOBQ_E2E_TIMEOUT", "30"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   - {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL - {name}" + (f": {detail}" if detail else ""), flush=True)
+        return ok
+
+
+def log(msg):
+    print(f"e2e: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Postgres (through psql) and Redis (a few RESP commands over a socket)
+
+
+def with_database(url, dbname):
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+
+
+def psql(url, sql):
+    out = subprocess.run(
+        ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"psql: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+class Redis:
+    def __init__(self, url):
+        parts = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=10)
+        self.buf = b""
+        if parts.password:
+            user = urllib.parse.unquote(parts.username or "")
+            password = urllib.parse.unquote(parts.password)
+            self.command(*(["AUTH", user, password] if user else ["AUTH", password]))
+        db = (parts.path or "/").lstrip("/")
+        if db:
+            self.command("SELECT", db)
+
+    def command(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self.buf += self.sock.recv(65536)
+            data, self.buf = self.buf[:n], self.buf[n + 2 :]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RuntimeError(f"unexpected redis reply {line!r}")
+
+    def delete_namespace(self, namespace):
+        """Deletes this test's keys only: every key starts with `{namespace}` (a hash tag)."""
+        deleted, cursor = 0, b"0"
+        pattern = "{" + namespace + "}*"
+        while True:
+            cursor, keys = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            if keys:
+                deleted += self.command("DEL", *keys)
+            if cursor in (b"0", "0"):
+                return deleted
+
+    def close(self):
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP
+
+
+class Api:
+    def __init__(self, base):
+        self.base = base
+        self.token = os.environ.get("JOBQ_API_TOKEN")
+
+    def call(self, method, path, body=None, raw=None, timeout=40):
+        """Returns (status, parsed JSON or None, text)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, text = resp.status, resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as err:
+            status, text = err.code, err.read().decode("utf-8", "replace")
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = None
+        return status, parsed, text
+
+    def create(self, payload, job_type="TEST"):
+        return self.call("POST", "/jobs", {"type": job_type, "payload": payload})
+
+    def wait_for(self, job_id, want, timeout=WAIT, also=lambda job: True):
+        """Polls GET /jobs/{id} until its status is `want` (and `also(job)`); returns the last job."""
+        deadline, job = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            status, body, _ = self.call("GET", f"/jobs/{job_id}")
+            if status == 200 and isinstance(body, dict):
+                job = body
+                if job.get("status") == want and also(job):
+                    return job
+            time.sleep(0.3)
+        return job
+
+
+def dlq_items(body):
+    """The jobs in a GET /dlq answer, whatever the name of the list."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in ("items", "jobs", "data", "results"):
+            if isinstance(body.get(key), list):
+                return body[key]
+    return []
+
+
+def job_id_of(item):
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return item.get("jobId") or item.get("id")
+    return None
+
+
+def is_json_error(status, body, lo=400, hi=499):
+    return lo <= status <= hi and isinstance(body, dict) and len(body) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The scenarios
+
+
+def run_checks(api, port, r):
+    # 1. The seed's first call.
+    status, body, text = api.create("hello")
+    job_id = body.get("jobId") if isinstance(body, dict) else None
+    r.check("POST /jobs returns 201 with a jobId", status == 201 and bool(job_id), f"{status} {text[:300]}")
+    r.check(
+        "a new job is PENDING",
+        isinstance(body, dict) and body.get("status") == "PENDING",
+        f"status {body.get('status') if isinstance(body, dict) else text[:200]}",
+    )
+    if job_id:
+        job = api.wait_for(job_id, "COMPLETED")
+        r.check("the job is COMPLETED by a worker", job is not None and job.get("status") == "COMPLETED", f"last seen {job}")
+        r.check(
+            "GET /jobs/{id} keeps type and payload",
+            job is not None and job.get("type") == "TEST" and job.get("payload") == "hello",
+            f"{job}",
+        )
+
+    # 2. Fails twice, then succeeds.
+    status, body, text = api.create("FAIL_TIMES=2")
+    flaky = body.get("jobId") if isinstance(body, dict) else None
+    r.check("POST /jobs FAIL_TIMES=2 returns 201", status == 201 and bool(flaky), f"{status} {text[:300]}")
+    if flaky:
+        job = api.wait_for(flaky, "COMPLETED")
+        r.check(
+            "FAIL_TIMES=2 ends COMPLETED after 3 attempts",
+            job is not None and job.get("status") == "COMPLETED" and job.get("attempts") == 3,
+            f"last seen status={job and job.get('status')} attempts={job and job.get('attempts')}",
+        )
+        history = (job or {}).get("history")
+        if isinstance(history, list):
+            r.check("its history has the 2 failures and the success", len(history) == 3, f"{len(history)} attempts in history")
+
+    # 3. Always fails: dead after the maximum attempts, then in the DLQ.
+    status, body, text = api.create("FAIL_ALWAYS")
+    dead = body.get("jobId") if isinstance(body, dict) else None
+    r.check("POST /jobs FAIL_ALWAYS returns 201", status == 201 and bool(dead), f"{status} {text[:300]}")
+    before_history = 0
+    if dead:
+        job = api.wait_for(dead, "FAILED")
+        r.check(
+            "FAIL_ALWAYS ends FAILED after 3 attempts",
+            job is not None and job.get("status") == "FAILED" and job.get("attempts") == 3,
+            f"last seen status={job and job.get('status')} attempts={job and job.get('attempts')}",
+        )
+        r.check("a dead job keeps its last error", bool((job or {}).get("lastError")), f"{job}")
+        before_history = len((job or {}).get("history") or [])
+
+        status, body, text = api.call("GET", "/dlq")
+        ids = [job_id_of(item) for item in dlq_items(body)]
+        r.check("GET /dlq returns 200 and lists the dead job", status == 200 and dead in ids, f"{status} {text[:300]}")
+
+        status, body, text = api.call("POST", f"/dlq/{dead}/requeue")
+        r.check("POST /dlq/{id}/requeue returns 200", status == 200, f"{status} {text[:300]}")
+
+        def ran_again(j):
+            history = j.get("history")
+            if isinstance(history, list) and before_history:
+                return len(history) > before_history
+            return True
+
+        job = api.wait_for(dead, "FAILED", also=ran_again)
+        history = (job or {}).get("history") or []
+        r.check(
+            "the requeued job runs again (more attempts in its history) and dies again",
+            job is not None and job.get("status") == "FAILED" and len(history) > before_history,
+            f"status={job and job.get('status')} history {before_history} -> {len(history)}",
+        )
+        status, body, text = api.call("GET", "/dlq")
+        r.check("it is back in the DLQ", status == 200 and dead in [job_id_of(i) for i in dlq_items(body)], text[:300])
+
+    # 4. Bad input: 4xx with a JSON body, nothing stored.
+    status, body, text = api.call("POST", "/jobs", raw=b'{"type":"TEST","payload":')
+    r.check("malformed JSON gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("POST", "/jobs", body={"payload": "no type"})
+    r.check("a missing type gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/jobs/00000000-0000-4000-8000-000000000000")
+    r.check("an unknown id gets 404 with a JSON body", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/jobs/not-a-uuid")
+    r.check("an invalid id gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")
+    if job_id:
+        status, body, text = api.call("POST", f"/dlq/{job_id}/requeue")
+        r.check("requeue of a job that is not dead gets a 4xx JSON body", is_json_error(status, body), f"{status} {text[:300]}")
+
+    # 5. The worker function, invoked directly.
+    out = subprocess.run(
+        [
+            "cargo", "lambda", "invoke", "worker",
+            "--data-file", os.path.join(REPO, "events", "max-jobs.json"),
+            "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
+            "--output-format", "json",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    summary = None
+    try:
+        summary = json.loads(out.stdout)
+    except ValueError:
+        pass
+    r.check(
+        "cargo lambda invoke worker {maxJobs: 5} returns a JSON summary with \"claimed\"",
+        out.returncode == 0 and isinstance(summary, dict) and "claimed" in summary,
+        f"rc={out.returncode} stdout={out.stdout.strip()[:300]} stderr={out.stderr.strip()[-300:]}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+    dbname = f"jobq_e2e_{tag}"
+    namespace = f"jobq_e2e_{tag}"
+    port = free_port()
+    base_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    admin_url = with_database(base_url, "postgres")
+    test_url = with_database(base_url, dbname)
+    run_dir = tempfile.mkdtemp(prefix="jobq-e2e-")
+    keep = os.environ.get("JOBQ_E2E_KEEP") == "1"
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_url,
+        "REDIS_URL": redis_url,
+        "JOBQ_NAMESPACE": namespace,
+        "JOBQ_PORT": str(port),
+        "JOBQ_RUN_DIR": run_dir,
+    }
+    r = Results()
+    created_db = started = False
+
+    # SIGTERM (a CI timeout) unwinds through the finally below like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        log("services")
+        subprocess.run(["bash", os.path.join(REPO, "scripts", "services.sh")], check=True,
+                       env={**os.environ, "DATABASE_URL": base_url, "REDIS_URL": redis_url})
+        log(f"creating database {dbname}")
+        psql(admin_url, f'CREATE DATABASE "{dbname}"')
+        created_db = True
+
+        log(f"scripts/dev.sh --detach on port {port}, namespace {namespace}, run dir {run_dir}")
+        started = True
+        dev = subprocess.run(["bash", os.path.join(REPO, "scripts", "dev.sh"), "--detach"], env=env, cwd=REPO)
+        if not r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
+            for name in ("promoter.log", "watch.log"):
+                path = os.path.join(run_dir, name)
+                if os.path.exists(path):
+                    with open(path, errors="replace") as f:
+                        log(f"--- last lines of {name}\n" + "".join(f.readlines()[-30:]))
+        else:
+            os.environ["PATH"] = os.path.join(REPO, ".venv-tools", "bin") + os.pathsep + os.environ["PATH"]
+            run_checks(Api(f"http://127.0.0.1:{port}"), port, r)
+    except KeyboardInterrupt:
+        r.check("the run was not interrupted", False, "interrupted")
+    except Exception as err:  # a broken step is a failure, and cleanup still runs
+        r.check("the test harness ran to the end", False, repr(err))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if started:
+            log("scripts/dev.sh --stop")
+            subprocess.run(["bash", os.path.join(REPO, "scripts", "dev.sh"), "--stop"], env=env, cwd=REPO)
+        try:
+            redis = Redis(redis_url)
+            log(f"deleted {redis.delete_namespace(namespace)} Redis keys of namespace {namespace}")
+            redis.close()
+        except Exception as err:
+            log(f"could not delete the Redis keys of {namespace}: {err!r}")
+        if created_db and not keep:
+            try:
+                psql(admin_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                log(f"dropped database {dbname}")
+            except Exception as err:
+                log(f"could not drop database {dbname}: {err!r}")
+        if keep:
+            log(f"kept {run_dir} and database {dbname}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    print(f"{r.passed} passed, {r.failed} failed", flush=True)
+    return 0 if r.failed == 0 and r.passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
