@@ -28,6 +28,8 @@ const REDIS_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The most jobs taken in one fetch, and completed in one write.
 const MAX_FETCH: usize = 1000;
 const MAX_COMPLETE: usize = 1000;
+/// How long a busy worker waits for more free slots before fetching.
+const FILL_WAIT: Duration = Duration::from_millis(2);
 /// How long to wait when Postgres had nothing to claim, or failed.
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
 
@@ -144,8 +146,21 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             };
             // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
+            // While jobs are running, wait a moment for more slots to free up: slots come back one
+            // by one, and fetching for each alone would cost a round trip per job.
             let mut permits = vec![first];
-            while permits.len() < room.min(MAX_FETCH) {
+            let want = room.min(MAX_FETCH);
+            if !tasks.is_empty() {
+                let target = (config.concurrency / 4).clamp(1, want);
+                let fill_by = Instant::now() + FILL_WAIT;
+                while permits.len() < target {
+                    match tokio::time::timeout_at(fill_by, slots.clone().acquire_owned()).await {
+                        Ok(Ok(permit)) => permits.push(permit),
+                        _ => break,
+                    }
+                }
+            }
+            while permits.len() < want {
                 match slots.clone().try_acquire_owned() {
                     Ok(permit) => permits.push(permit),
                     Err(_) => break,

@@ -1,0 +1,251 @@
+//! jobq's benchmark. Each run creates its own database and Redis namespace on the servers the
+//! README's set-up provides (`DATABASE_URL`, `REDIS_URL`), then measures, for no-op jobs:
+//!
+//! - enqueue: `--mode bulk` stores jobs through the batch API (`--batch` per call), `--mode single`
+//!   one call per job from `--callers` concurrent callers;
+//! - process: one worker (`--concurrency` slots) drains the pre-enqueued jobs; every completion is
+//!   committed and in the attempt history;
+//! - latency: on an idle queue, from `create` returning to the handler starting, `--samples` times.
+//!
+//! It prints one line per run:
+//! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ...`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use chrono::Utc;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::worker::Limits;
+use jobq_shared::{HandlerError, JobContext, JobHandler, NewJob, Registry, Status};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+struct Args {
+    jobs: usize,
+    mode: Mode,
+    concurrency: usize,
+    batch: usize,
+    callers: usize,
+    samples: usize,
+    runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Bulk,
+    Single,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Args> {
+        let mut args = Args {
+            jobs: 20_000,
+            mode: Mode::Bulk,
+            concurrency: 256,
+            batch: 1000,
+            callers: 32,
+            samples: 200,
+            runs: 1,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--jobs" => args.jobs = value()?.parse().context("--jobs")?,
+                "--mode" => {
+                    args.mode = match value()?.as_str() {
+                        "bulk" => Mode::Bulk,
+                        "single" => Mode::Single,
+                        other => bail!("--mode is bulk or single, not {other:?}"),
+                    }
+                }
+                "--concurrency" => args.concurrency = value()?.parse().context("--concurrency")?,
+                "--batch" => args.batch = value()?.parse().context("--batch")?,
+                "--callers" => args.callers = value()?.parse().context("--callers")?,
+                "--samples" => args.samples = value()?.parse().context("--samples")?,
+                "--runs" => args.runs = value()?.parse().context("--runs")?,
+                "-h" | "--help" => {
+                    println!(
+                        "jobq-bench [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N] [--runs N]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown flag {other:?} (try --help)"),
+            }
+        }
+        if args.jobs == 0 || args.batch == 0 || args.callers == 0 || args.concurrency == 0 {
+            bail!("--jobs, --batch, --callers and --concurrency must be at least 1");
+        }
+        Ok(args)
+    }
+}
+
+struct Noop;
+
+#[async_trait]
+impl JobHandler for Noop {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// Tells the latency probe when each job's handler started.
+struct Probe(mpsc::UnboundedSender<Instant>);
+
+#[async_trait]
+impl JobHandler for Probe {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        let _ = self.0.send(Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    for _ in 0..args.runs {
+        run(&args).await?;
+    }
+    Ok(())
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let concurrency = args.concurrency;
+    let pool = (args.callers + 8).max(16);
+    let env = TestEnv::with(|c| {
+        c.worker.concurrency = concurrency;
+        c.worker.lease = Duration::from_secs(60);
+        c.worker.heartbeat = Duration::from_secs(20);
+        c.worker.poll = Duration::from_millis(200);
+        c.pg_pool_size = pool;
+    })
+    .await;
+
+    let enqueue_per_s = enqueue(&env, args).await?;
+    let process_per_s = drain(&env, args.jobs).await?;
+    let (p50, p95, e2e_p50, e2e_p95) = latency(&env, args.samples).await?;
+
+    let mode = match args.mode {
+        Mode::Bulk => "bulk",
+        Mode::Single => "single",
+    };
+    println!(
+        "RESULT system=jobq mode={mode} n={} enqueue_per_s={enqueue_per_s:.0} process_per_s={process_per_s:.0} \
+         latency_ms_p50={p50:.2} latency_ms_p95={p95:.2} create_to_start_ms_p50={e2e_p50:.2} \
+         create_to_start_ms_p95={e2e_p95:.2} concurrency={} batch={} callers={}",
+        args.jobs, args.concurrency, args.batch, args.callers
+    );
+    Ok(())
+}
+
+fn noop_jobs(n: usize) -> Vec<NewJob> {
+    (0..n).map(|_| NewJob::new("NOOP", json!(null))).collect()
+}
+
+async fn enqueue(env: &TestEnv, args: &Args) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    match args.mode {
+        Mode::Bulk => {
+            for chunk in noop_jobs(args.jobs).chunks(args.batch) {
+                for result in env.jobs.create_many(chunk, Utc::now()).await? {
+                    result?;
+                }
+            }
+        }
+        Mode::Single => {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut callers = tokio::task::JoinSet::new();
+            for _ in 0..args.callers {
+                let jobs = env.jobs.clone();
+                let next = next.clone();
+                let total = args.jobs;
+                callers.spawn(async move {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                        jobs.create(&NewJob::new("NOOP", json!(null)), Utc::now()).await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(done) = callers.join_next().await {
+                done??;
+            }
+        }
+    }
+    Ok(args.jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn drain(env: &TestEnv, n: usize) -> anyhow::Result<f64> {
+    let worker = env.worker(Registry::new().register("NOOP", Noop));
+    let started = Instant::now();
+    let limits = Limits {
+        max_jobs: Some(n),
+        ..Limits::default()
+    };
+    let summary = worker.run_with(CancellationToken::new(), limits).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if summary.completed != n {
+        bail!("drained {} of {n} jobs: {summary:?}", summary.completed);
+    }
+    let client = env.store.pool().get().await?;
+    let done: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobs j JOIN job_attempts a ON a.job_id = j.id \
+             WHERE j.status = $1 AND a.outcome = 'SUCCEEDED'",
+            &[&Status::Completed.as_str()],
+        )
+        .await?
+        .get(0);
+    if done as usize != n {
+        bail!("{done} completions recorded for {n} jobs");
+    }
+    Ok(n as f64 / elapsed)
+}
+
+/// Percentiles of create-returned → handler-started and create-called → handler-started, in ms.
+async fn latency(env: &TestEnv, samples: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+    if samples == 0 {
+        return Ok((f64::NAN, f64::NAN, f64::NAN, f64::NAN));
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let worker = env.worker(Registry::new().register("PROBE", Probe(tx)));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after_return = Vec::with_capacity(samples);
+    let mut after_call = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let called = Instant::now();
+        env.jobs.create(&NewJob::new("PROBE", json!(null)), Utc::now()).await?;
+        let returned = Instant::now();
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("a probe job did not start within 10 s")?
+            .context("probe channel closed")?;
+        // The push precedes create's return, so a handler can start first: that counts as 0.
+        after_return.push(started.saturating_duration_since(returned).as_secs_f64() * 1000.0);
+        after_call.push(started.saturating_duration_since(called).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    running.await??;
+    Ok((
+        percentile(&mut after_return, 0.50),
+        percentile(&mut after_return, 0.95),
+        percentile(&mut after_call, 0.50),
+        percentile(&mut after_call, 0.95),
+    ))
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
