@@ -46,7 +46,7 @@ impl Args {
         let mut args = Args {
             jobs: 20_000,
             mode: Mode::Bulk,
-            concurrency: 256,
+            concurrency: 1000,
             batch: 1000,
             callers: 32,
             samples: 200,
@@ -108,6 +108,12 @@ impl JobHandler for Probe {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for _ in 0..args.runs {
         run(&args).await?;
     }

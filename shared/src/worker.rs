@@ -167,8 +167,15 @@ impl Worker {
                 }
             }
             // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
+            let fetch_started = Instant::now();
             match self.fetch(&mut popper, permits.len(), &mut redis_down_until).await {
                 Ok(leases) => {
+                    tracing::trace!(
+                        requested = permits.len(),
+                        claimed = leases.len(),
+                        elapsed_us = fetch_started.elapsed().as_micros() as u64,
+                        "fetched"
+                    );
                     if leases.is_empty() && limits.until_idle && tasks.is_empty() {
                         break;
                     }
@@ -249,11 +256,11 @@ impl Worker {
     async fn claim_popped(&self, ids: Vec<JobId>) -> Result<Vec<Lease>> {
         let inner = &self.inner;
         let now = Utc::now();
-        let leases = match inner
+        let claimed = inner
             .store
             .claim_many(&ids, &inner.config.worker_id, now, inner.config.lease)
-            .await
-        {
+            .await;
+        let leases = match claimed {
             Ok(leases) => leases,
             Err(err) => {
                 // The ids left Redis but the claim failed: put them back rather than wait for the repairer.
@@ -485,8 +492,14 @@ impl Completer {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
                 let held: Vec<(JobId, i64)> = batch.iter().map(|(id, token, _)| (*id, *token)).collect();
+                let flush_started = Instant::now();
                 match store.complete_many(&held, Utc::now()).await {
                     Ok(done) => {
+                        tracing::trace!(
+                            jobs = held.len(),
+                            elapsed_us = flush_started.elapsed().as_micros() as u64,
+                            "completions recorded"
+                        );
                         let done: HashSet<JobId> = done.into_iter().collect();
                         for (id, _, reply) in batch.drain(..) {
                             let _ = reply.send(Some(done.contains(&id)));
