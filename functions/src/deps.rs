@@ -32,13 +32,15 @@ pub struct Deps {
 
 impl Deps {
     /// Reads the environment: configuration, the database URL (from the `DB_SECRET_ARN` secret
-    /// when set) and `JOBQ_API_TOKEN`. Connections are made on first use, so a database that is
-    /// down now does not stop the function from starting; requests then get 503.
+    /// when set) and `JOBQ_API_TOKEN`, and opens the connections, so that the first request finds them
+    /// ready. A database that is down now does not stop the function from starting; requests then
+    /// get 503.
     pub async fn from_env() -> Result<Deps, InitError> {
         let mut config = Config::from_env()?;
         config.database_url = resolve_database_url(&config).await?;
         let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
         let deps = Deps::from_config(config)?;
+        deps.jobs.warm().await;
         Ok(match token {
             Some(token) => deps.with_api_token(token),
             None => deps,

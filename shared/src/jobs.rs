@@ -26,6 +26,18 @@ impl Jobs {
         }
     }
 
+    /// Opens a Postgres connection and a Redis connection now, so that the first request does not
+    /// pay for them. A server that does not answer is logged, not fatal: requests then get 503s
+    /// (Postgres) or fall back (Redis) until it is back.
+    pub async fn warm(&self) {
+        if let Err(err) = self.store.warm().await {
+            tracing::warn!(error = %err, "postgres not reachable at start");
+        }
+        if let Err(err) = self.queue.ping().await {
+            tracing::warn!(error = %err, "redis not reachable at start");
+        }
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -201,6 +201,13 @@ impl Queue {
         Ok(())
     }
 
+    /// Round trip to Redis (connecting if need be).
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = retry_once!(redis::cmd("PING").query_async(&mut conn))?;
+        Ok(())
+    }
+
     /// True when our keys were built and not lost since.
     pub async fn epoch_exists(&self) -> Result<bool> {
         let mut conn = self.conn.clone();

@@ -514,6 +514,13 @@ impl Store {
             .collect()
     }
 
+    /// Opens one pooled connection now.
+    pub async fn warm(&self) -> Result<()> {
+        let client = self.pool.get().await?;
+        client.simple_query("").await?;
+        Ok(())
+    }
+
     /// The pool, for tests and tools that need plain SQL.
     pub fn pool(&self) -> &Pool {
         &self.pool
