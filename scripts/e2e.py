@@ -291,6 +291,19 @@ def run_checks(api, port, r):
         status, body, text = api.call("GET", "/dlq")
         r.check("it is back in the DLQ", status == 200 and dead in [job_id_of(i) for i in dlq_items(body)], text[:300])
 
+    # 3b. The batch route: every job created, one result each, and each one runs.
+    status, body, text = api.call("POST", "/jobs/batch", {"jobs": [{"type": "TEST", "payload": i} for i in range(3)]})
+    results = (body or {}).get("results") or []
+    r.check(
+        "POST /jobs/batch returns 200 with a 201 result per job",
+        status == 200 and len(results) == 3 and all(x.get("status") == 201 for x in results),
+        f"{status} {text[:300]}",
+    )
+    for result in results:
+        batch_id = (result.get("job") or {}).get("jobId")
+        job = api.wait_for(batch_id, "COMPLETED") if batch_id else None
+        r.check("a batch-created job is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
+
     # 4. Bad input: 4xx with a JSON body, nothing stored.
     status, body, text = api.call("POST", "/jobs", raw=b'{"type":"TEST","payload":')
     r.check("malformed JSON gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")

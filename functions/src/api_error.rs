@@ -43,6 +43,11 @@ pub enum ApiError {
     InvalidUuid { value: String },
     #[error("limit must be a whole number from 1 to {max}, got {value:?}")]
     InvalidLimit { value: String, max: usize },
+    #[error("jobs: send from 1 to {max} jobs in one call, got {count}")]
+    BatchSize { count: usize, max: usize },
+    /// One job of a batch is wrong; nothing of the batch was stored.
+    #[error("jobs[{index}]: {source}")]
+    InBatch { index: usize, source: Box<ApiError> },
     #[error(transparent)]
     Domain(#[from] Error),
 }
@@ -74,6 +79,8 @@ impl ApiError {
             ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
             ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
             ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            ApiError::BatchSize { .. } => (StatusCode::BAD_REQUEST, "invalid_batch"),
+            ApiError::InBatch { source, .. } => source.status_and_code(),
             ApiError::Domain(err) => match err {
                 // `shared` says "is required" for an absent mandatory field.
                 Error::Invalid(invalid) if invalid.problem == "is required" => {
@@ -94,7 +101,7 @@ impl ApiError {
     }
 
     /// The sentence shown to the caller. For a 5xx it reveals nothing of the cause.
-    fn message(&self, status: StatusCode) -> String {
+    pub fn message(&self, status: StatusCode) -> String {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             return "the service is temporarily unavailable; try again shortly".to_owned();
         }
@@ -103,6 +110,7 @@ impl ApiError {
         }
         match self {
             ApiError::Domain(Error::Invalid(invalid)) => format!("field {:?} {}", invalid.field, invalid.problem),
+            ApiError::InBatch { index, source } => format!("jobs[{index}]: {}", source.message(status)),
             ApiError::Domain(Error::InvalidCursor) => {
                 "cursor is not valid; pass the nextCursor of a previous page unchanged".to_owned()
             }

@@ -4,6 +4,7 @@
 //! through [`api_error`], the one error-to-HTTP table.
 //!
 //! - [`create_job`]: `POST /jobs`.
+//! - [`create_jobs`]: `POST /jobs/batch`.
 //! - [`get_job`]: `GET /jobs/{id}`.
 //! - [`list_dlq`]: `GET /dlq?limit=&cursor=`.
 //! - [`requeue_dlq`]: `POST /dlq/{id}/requeue`.
@@ -13,6 +14,7 @@
 
 pub mod api_error;
 pub mod create_job;
+pub mod create_jobs;
 pub mod deps;
 pub mod get_job;
 pub mod list_dlq;

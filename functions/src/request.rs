@@ -50,10 +50,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| ApiError::InvalidJson {
         detail: err.to_string(),
     })?;
+    from_value(&value)
+}
+
+/// Reads a JSON object already parsed into `T`, naming the offending field when the shape is wrong.
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
     let Some(fields) = value.as_object() else {
         return Err(ApiError::NotAnObject);
     };
-    match T::deserialize(&value) {
+    match T::deserialize(value) {
         Ok(parsed) => Ok(parsed),
         Err(whole) => {
             // serde's error names no field: try the fields one at a time to find the culprit.

@@ -1,0 +1,78 @@
+//! `POST /jobs/batch`: creates up to 1,000 jobs in one call, `{"jobs": [<as for POST /jobs>, ...]}`.
+//! Every job is validated first; one invalid job is a 400 naming it (`jobs[3]: ...`) and nothing is
+//! stored. Otherwise all are stored in one statement and the answer is 200 with one result per job,
+//! in order: `{"status": 201, "job": {...}}` (created), `{"status": 200, "job": {...}}` (idempotent
+//! replay), or `{"status": 409, "error": {...}}` (its idempotency key was used for another request).
+
+use chrono::Utc;
+use http::{Method, StatusCode};
+use jobq_shared::NewJob;
+use jobq_shared::job::CreateRequest;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::api_error::{ApiError, json_response, respond};
+use crate::deps::Deps;
+use crate::request::{expect_method, from_value, json_body, parse_json};
+
+/// The most jobs one call may create.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    jobs: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct Results {
+    results: Vec<serde_json::Value>,
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    respond(create(deps, &req).await)
+}
+
+async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    deps.authorize(req)?;
+    expect_method(req, Method::POST)?;
+    let batch: Batch = parse_json(json_body(req)?)?;
+    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
+        return Err(ApiError::BatchSize {
+            count: batch.jobs.len(),
+            max: MAX_BATCH,
+        });
+    }
+    let new = batch
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            from_value::<CreateRequest>(item)
+                .and_then(|parsed| NewJob::parse(parsed, None).map_err(|e| ApiError::Domain(e.into())))
+                .map_err(|source| ApiError::InBatch {
+                    index,
+                    source: Box::new(source),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let created = deps.jobs.create_many(&new, Utc::now()).await?;
+    let results = created
+        .into_iter()
+        .map(|result| match result {
+            Ok(created) => {
+                let status = if created.replayed { 200 } else { 201 };
+                serde_json::json!({"status": status, "job": created.job})
+            }
+            Err(err) => {
+                let err = ApiError::Domain(err);
+                let (status, code) = err.status_and_code();
+                serde_json::json!({
+                    "status": status.as_u16(),
+                    "error": {"code": code, "message": err.message(status)},
+                })
+            }
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &Results { results }))
+}
