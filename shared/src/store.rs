@@ -476,15 +476,7 @@ impl Store {
         let rows = self
             .query(sql!("pending_page"), &[&after.map(|id| id.0), &(limit as i64)])
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    JobId(row.try_get("id")?),
-                    row.try_get("priority")?,
-                    row.try_get("run_at")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     /// Every dead job id, oldest death first.
@@ -503,15 +495,7 @@ impl Store {
         let rows = self
             .query(sql!("mark_repushed"), &[&now, &overdue_before, &(limit as i64)])
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    JobId(row.try_get("id")?),
-                    row.try_get("priority")?,
-                    row.try_get("run_at")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     /// Opens one pooled connection now.
@@ -532,6 +516,11 @@ fn lease_lost(held: &Lease) -> Error {
         job_id: held.id(),
         token: held.token,
     }
+}
+
+/// What Redis needs to know of a job: (id, priority, run_at).
+fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
+    Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))
 }
 
 fn status_from_row(row: &Row) -> Result<Status> {
