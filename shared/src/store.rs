@@ -520,7 +520,11 @@ fn lease_lost(held: &Lease) -> Error {
 
 /// What Redis needs to know of a job: (id, priority, run_at).
 fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
-    Ok((JobId(row.try_get("id")?), row.try_get("priority")?, row.try_get("run_at")?))
+    Ok((
+        JobId(row.try_get("id")?),
+        row.try_get("priority")?,
+        row.try_get("run_at")?,
+    ))
 }
 
 fn status_from_row(row: &Row) -> Result<Status> {
