@@ -314,6 +314,23 @@ impl NewJob {
     /// with a key in the body when both are given.
     pub fn parse(req: CreateRequest, header_key: Option<&str>) -> Result<NewJob, InvalidJob> {
         let job_type = req.job_type.ok_or_else(|| invalid("type", "is required"))?;
+        // Postgres can store no NUL character in text or jsonb: refuse it here, as bad input.
+        for (field, text) in [
+            ("type", Some(job_type.as_str())),
+            ("queue", req.queue.as_deref()),
+            ("idempotencyKey", req.idempotency_key.as_deref()),
+            ("idempotencyKey", header_key),
+        ] {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(invalid(field, "must not contain the NUL character (\\u0000)"));
+            }
+        }
+        if req.payload.as_ref().is_some_and(contains_nul) {
+            return Err(invalid(
+                "payload",
+                "must not contain the NUL character (\\u0000) in a string or key",
+            ));
+        }
         let job_type = job_type.trim().to_owned();
         if job_type.is_empty() {
             return Err(invalid("type", "must not be empty"));
@@ -423,6 +440,16 @@ impl NewJob {
     }
 }
 
+/// True when any string or object key in `value` holds a NUL character.
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +505,11 @@ mod tests {
             ),
             (json!({"type": "T", "timeoutMs": 0}), "timeoutMs"),
             (json!({"type": "T", "idempotencyKey": ""}), "idempotencyKey"),
+            (json!({"type": "A\u{0000}"}), "type"),
+            (json!({"type": "T", "queue": "q\u{0000}"}), "queue"),
+            (json!({"type": "T", "idempotencyKey": "\u{0000}"}), "idempotencyKey"),
+            (json!({"type": "T", "payload": "\u{0000}"}), "payload"),
+            (json!({"type": "T", "payload": [{"a\u{0000}": 1}]}), "payload"),
         ];
         for (body, field) in cases {
             let err = NewJob::parse(request(body.clone()), None).expect_err("invalid");

@@ -93,6 +93,11 @@ impl FromStr for DeadCursor {
     fn from_str(s: &str) -> Result<Self> {
         let (micros, id) = s.split_once('.').ok_or(Error::InvalidCursor)?;
         let micros: i64 = micros.parse().map_err(|_| Error::InvalidCursor)?;
+        // A cursor only ever holds a job's finish time: anything before 1970 or after 9999 is forged,
+        // and would be outside what Postgres can compare against.
+        if !(0..=253_402_300_799_999_999).contains(&micros) {
+            return Err(Error::InvalidCursor);
+        }
         let completed_at = DateTime::from_timestamp_micros(micros).ok_or(Error::InvalidCursor)?;
         let id = Uuid::parse_str(id).map_err(|_| Error::InvalidCursor)?;
         Ok(DeadCursor {
