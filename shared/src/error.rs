@@ -29,6 +29,8 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("postgres pool configuration")]
     PoolConfig(#[from] deadpool_postgres::BuildError),
+    #[error("postgres did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("redis")]
     Redis(#[from] redis::RedisError),
     #[error("migration")]
@@ -42,7 +44,7 @@ impl Error {
     /// try again later, and an HTTP caller answers 503.
     pub fn is_database_unavailable(&self) -> bool {
         match self {
-            Error::Pool(_) => true,
+            Error::Pool(_) | Error::Timeout(_) => true,
             Error::Postgres(err) => err.is_closed() || err.code().is_none_or(is_unavailable_code),
             _ => false,
         }

@@ -116,6 +116,9 @@ pub struct Page<T> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// How long one statement (with getting its connection) may take before Postgres counts as
+    /// unavailable: a hung server or a silent network must not hold a caller forever.
+    timeout: Duration,
 }
 
 macro_rules! sql {
@@ -146,7 +149,7 @@ impl Store {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()?;
-        Ok(Store { pool })
+        Ok(Store { pool, timeout })
     }
 
     /// Applies the schema migrations that are not applied yet. Safe to run from several processes at once.
@@ -165,9 +168,14 @@ impl Store {
     }
 
     async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        let run = async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, params).await?)
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)))
     }
 
     async fn query_opt(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Option<Row>> {
@@ -505,9 +513,14 @@ impl Store {
 
     /// Opens one pooled connection now.
     pub async fn warm(&self) -> Result<()> {
-        let client = self.pool.get().await?;
-        client.simple_query("").await?;
-        Ok(())
+        let run = async {
+            let client = self.pool.get().await?;
+            client.simple_query("").await?;
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)))
     }
 
     /// The pool, for tests and tools that need plain SQL.

@@ -1,0 +1,481 @@
+//! Private Postgres and Redis servers for fault-injection tests: each test starts its own, on a free
+//! port and in a temporary directory, so that it can stop and restart them without disturbing the
+//! machine's servers or other tests. Dropping a server kills it and removes its directory.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Ports handed out by this process, so that two tests never get the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A port that was free a moment ago: bound on port 0, read, closed. Never the same twice in one process.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jobq-faults-{kind}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for `child` to exit, up to `within`; returns whether it did.
+fn wait_exit(child: &mut Child, within: Duration) -> bool {
+    let give_up = Instant::now() + within;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= give_up {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The uid and gid of the `postgres` OS user, from /etc/passwd.
+fn postgres_user() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.first() != Some(&"postgres") || fields.len() < 4 {
+                return None;
+            }
+            Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+        })
+        .expect("initdb refuses to run as root, and there is no postgres user to run it as")
+}
+
+/// The bin directory of the highest installed Postgres version.
+fn postgres_bin() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let best = std::fs::read_dir(root)
+        .expect("/usr/lib/postgresql (Debian's postgresql packages) is missing")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let version: u32 = name.split('.').next()?.parse().ok()?;
+            e.path().join("bin/postgres").exists().then_some((version, e.path()))
+        })
+        .max_by_key(|(version, _)| *version)
+        .expect("no Postgres server binaries under /usr/lib/postgresql/*/bin");
+    best.1.join("bin")
+}
+
+/// A Postgres server of our own: `initdb` into a temp dir, the server as a child process.
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// Set when we run as root: the server then runs as the `postgres` user.
+    run_as: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl PrivatePostgres {
+    /// Initializes a cluster (user `postgres`, trust auth) and starts it.
+    pub fn start_new() -> PrivatePostgres {
+        let bin = postgres_bin();
+        let dir = temp_dir("pg");
+        let run_as = is_root().then(postgres_user);
+        if let Some((uid, gid)) = run_as {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of {dir:?} failed");
+        }
+        let mut pg = PrivatePostgres {
+            bin,
+            dir,
+            port: free_port(),
+            run_as,
+            child: None,
+        };
+        let mut initdb = pg.command("initdb");
+        initdb
+            .arg("-D")
+            .arg(pg.data_dir())
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .stdout(Stdio::null());
+        let output = initdb.output().expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        pg.start();
+        pg
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.env("LC_ALL", "C").current_dir(&self.dir);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server (again, on the same port and data directory) and waits until it accepts
+    /// connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "postgres is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("postgres.log"))
+            .expect("open log");
+        if let Some((uid, gid)) = self.run_as {
+            let _ = Command::new("chown")
+                .arg(format!("{uid}:{gid}"))
+                .arg(self.dir.join("postgres.log"))
+                .status();
+        }
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=60",
+                "-c",
+                "shared_buffers=16MB",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn postgres");
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    fn wait_ready(&mut self, within: Duration) {
+        let give_up = Instant::now() + within;
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-U", "postgres", "-d", "postgres", "-h", "127.0.0.1"])
+                .args(["-p", &self.port.to_string(), "-t", "1"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("postgres exited at start ({status}): {}", self.log_tail());
+            }
+            assert!(Instant::now() < give_up, "postgres not ready: {}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Fast shutdown (sessions are ended, work is flushed); waits until the server has exited.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        signal(child.id(), "INT");
+        if !wait_exit(&mut child, Duration::from_secs(30)) {
+            signal(child.id(), "QUIT");
+            if !wait_exit(&mut child, Duration::from_secs(5)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The postmaster and every process it forked (backends, background workers).
+    fn server_pids(&self) -> Vec<u32> {
+        let Some(child) = self.child.as_ref() else {
+            return Vec::new();
+        };
+        let postmaster = child.id();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Freezes the server (SIGSTOP to it and its backends): connections stay open, nothing answers,
+    /// as with a hung host or a network partition.
+    pub fn freeze(&mut self) {
+        for pid in self.server_pids() {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// Kills the server and all its processes with SIGKILL (a crash: no shutdown checkpoint), and
+    /// waits until the postmaster is gone. `start` then runs crash recovery from the WAL.
+    pub fn crash(&mut self) {
+        let pids = self.server_pids();
+        for pid in &pids {
+            signal(*pid, "KILL");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The backends are not our children: wait until they are gone too.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while pids.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Undoes [`PrivatePostgres::freeze`].
+    pub fn thaw(&mut self) {
+        for pid in self.server_pids() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.thaw();
+        if let Some(mut child) = self.child.take() {
+            // Immediate shutdown: the postmaster ends its backends and exits.
+            signal(child.id(), "QUIT");
+            if !wait_exit(&mut child, Duration::from_secs(5)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("private postgres log (tail):\n{}", self.log_tail());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis server of our own, without persistence: a restart comes back empty.
+pub struct PrivateRedis {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start_new() -> PrivateRedis {
+        let mut redis = PrivateRedis {
+            dir: temp_dir("redis"),
+            port: free_port(),
+            child: None,
+        };
+        redis.start();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the server (again, on the same port: empty) and waits until it answers PING.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "redis is already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let give_up = Instant::now() + Duration::from_secs(15);
+        while !self.answers_ping() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("redis-server exited at start: {status}");
+            }
+            assert!(Instant::now() < give_up, "redis-server did not answer PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Kills the server (as a crash would) and waits until it has exited; everything it held is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed (and reaped) when dropped; its stderr goes to a log file that is printed
+/// if the test fails.
+pub struct ChildGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout discarded and stderr captured.
+    pub fn spawn(mut cmd: Command) -> ChildGuard {
+        let log = std::env::temp_dir().join(format!("jobq-faults-child-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("child log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn child");
+        ChildGuard { child, log }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asserts the child is still running.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "child exited early ({status}): {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "child log (tail):\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
