@@ -2,8 +2,9 @@
 # Runs every test of the project (what CI runs):
 #   formatting and lints; the whole workspace's tests against real Postgres and Redis (reused if
 #   they answer, started otherwise: scripts/services.sh); the end-to-end test of the running system
-#   over HTTP (scripts/e2e.py); and the deployment checks: sam validate, cfn-lint, the compose file
-#   and a full sam build (scripts/check-deploy.sh).
+#   over HTTP (scripts/e2e.py); schemathesis against the running API and openapi.yaml
+#   (scripts/api-fuzz.sh); and the deployment checks: sam validate, cfn-lint, the compose file and a
+#   full sam build (scripts/check-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ cargo test --workspace --locked
 
 step "end-to-end"
 python3 scripts/e2e.py
+
+step "schemathesis against the running API"
+bash scripts/api-fuzz.sh
 
 step "deployment checks"
 bash scripts/check-deploy.sh
