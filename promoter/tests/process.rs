@@ -136,3 +136,74 @@ async fn a_job_on_a_killed_promoter_is_finished_by_the_next_one_after_its_lease(
     // Lease (1 s) + reaper interval + the job's own 3 s, with room for a slow machine.
     assert!(recovered_in < Duration::from_secs(15), "took {recovered_in:?}");
 }
+
+#[tokio::test]
+async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_flight() {
+    let env = TestEnv::new().await;
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|i| NewJob::new("TEST", json!(format!("SLEEP_MS={}", 50 + (i * 37) % 400))))
+        .collect();
+    let created = env.jobs.create_many(&jobs, Utc::now()).await.expect("create");
+    let ids: Vec<JobId> = created.iter().map(|r| r.as_ref().expect("created").job.id).collect();
+    let slots = [("JOBQ_WORKER_CONCURRENCY", "16"), ("JOBQ_SHUTDOWN_GRACE_MS", "100")];
+    let mut first = promoter(&env, &slots).spawn().expect("spawn");
+    // Let it get well into the work, then stop it while 16 jobs are running.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = completed(&env).await;
+        if done >= 60 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "only {done} jobs completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    signal(&first, "TERM");
+    let status = wait_exit(&mut first, Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let client = env.store.pool().get().await.expect("connection");
+    let released: i64 = client
+        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'RELEASED'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let running: i64 = client
+        .query_one("SELECT count(*) FROM jobs WHERE status = 'IN_PROGRESS'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(running, 0, "a stopped worker holds no lease");
+    assert!(
+        (1..=16).contains(&released),
+        "{released} attempts released; only the 16 in flight may be"
+    );
+
+    let mut second = promoter(&env, &slots).spawn().expect("spawn");
+    for id in &ids {
+        wait_for(&env, *id, Status::Completed, Duration::from_secs(60)).await;
+    }
+    signal(&second, "TERM");
+    wait_exit(&mut second, Duration::from_secs(10)).await;
+    let succeeded: i64 = client
+        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'SUCCEEDED'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(succeeded, 300, "every job completed exactly once");
+    let counted: i64 = client
+        .query_one("SELECT count(*) FROM jobs WHERE attempts <> 1", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(counted, 0, "a released attempt does not count against the job");
+    println!("SHUTDOWN jobs=300 released={released} lost=0");
+}
+
+async fn completed(env: &TestEnv) -> i64 {
+    let client = env.store.pool().get().await.expect("connection");
+    client
+        .query_one("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
