@@ -82,10 +82,7 @@ impl ApiError {
             ApiError::BatchSize { .. } => (StatusCode::BAD_REQUEST, "invalid_batch"),
             ApiError::InBatch { source, .. } => source.status_and_code(),
             ApiError::Domain(err) => match err {
-                // `shared` says "is required" for an absent mandatory field.
-                Error::Invalid(invalid) if invalid.problem == "is required" => {
-                    (StatusCode::BAD_REQUEST, "missing_field")
-                }
+                Error::Invalid(invalid) if invalid.missing => (StatusCode::BAD_REQUEST, "missing_field"),
                 Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
                 Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
                 Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -238,12 +238,22 @@ pub struct NewJob {
 pub struct InvalidJob {
     pub field: &'static str,
     pub problem: String,
+    /// The field is absent (rather than present with a bad value).
+    pub missing: bool,
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidJob {
     InvalidJob {
         field,
         problem: problem.into(),
+        missing: false,
+    }
+}
+
+fn missing(field: &'static str) -> InvalidJob {
+    InvalidJob {
+        missing: true,
+        ..invalid(field, "is required")
     }
 }
 
@@ -313,7 +323,7 @@ impl NewJob {
     /// Validates a create request. `header_key` is an `Idempotency-Key` header, which must agree
     /// with a key in the body when both are given.
     pub fn parse(req: CreateRequest, header_key: Option<&str>) -> Result<NewJob, InvalidJob> {
-        let job_type = req.job_type.ok_or_else(|| invalid("type", "is required"))?;
+        let job_type = req.job_type.ok_or_else(|| missing("type"))?;
         // Postgres can store no NUL character in text or jsonb: refuse it here, as bad input.
         for (field, text) in [
             ("type", Some(job_type.as_str())),
@@ -514,6 +524,7 @@ mod tests {
         for (body, field) in cases {
             let err = NewJob::parse(request(body.clone()), None).expect_err("invalid");
             assert_eq!(err.field, field, "for {body}");
+            assert_eq!(err.missing, body.get("type").is_none(), "for {body}");
         }
     }
 
