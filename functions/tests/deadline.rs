@@ -53,19 +53,7 @@ fn registry() -> Registry {
 }
 
 async fn wait_for_status(env: &TestEnv, id: JobId, status: Status, within: Duration) {
-    let give_up = Instant::now() + within;
-    loop {
-        let job = env.jobs.get(id).await.expect("get");
-        if job.status == status {
-            return;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "job {id} is {} after {within:?}, wanted {status}",
-            job.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.wait_for(id, status, within).await;
 }
 
 #[tokio::test]

@@ -35,19 +35,7 @@ fn signal(child: &Child, name: &str) {
 }
 
 async fn wait_for(env: &TestEnv, id: JobId, status: Status, within: Duration) -> Job {
-    let give_up = tokio::time::Instant::now() + within;
-    loop {
-        let job = env.jobs.get(id).await.expect("get");
-        if job.status == status {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "job {id} is {} after {within:?}, wanted {status}",
-            job.status
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    env.wait_for(id, status, within).await
 }
 
 async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -204,10 +192,5 @@ async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_fligh
 }
 
 async fn completed(env: &TestEnv) -> i64 {
-    let client = env.store.pool().get().await.expect("connection");
-    client
-        .query_one("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'", &[])
-        .await
-        .expect("count")
-        .get(0)
+    env.count_jobs(Some(Status::Completed)).await
 }

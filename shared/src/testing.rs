@@ -11,6 +11,7 @@ use tokio_postgres::NoTls;
 
 use crate::config::Config;
 use crate::handler::Registry;
+use crate::job::{Job, JobId, Status};
 use crate::jobs::Jobs;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -113,6 +114,39 @@ impl TestEnv {
 
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// Polls until the job reaches `status` and returns it; panics (failing the test) after `within`.
+    pub async fn wait_for(&self, id: JobId, status: Status, within: Duration) -> Job {
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.jobs.get(id).await.expect("get job");
+            if job.status == status {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "job {id} still {} (attempts {}, last error {:?}) after {within:?}, wanted {status}",
+                job.status,
+                job.attempts,
+                job.last_error
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows in the `jobs` table, optionally only those with `status`.
+    pub async fn count_jobs(&self, status: Option<Status>) -> i64 {
+        let client = self.store.pool().get().await.expect("connection");
+        let row = match status {
+            None => client.query_one("SELECT count(*) FROM jobs", &[]).await,
+            Some(status) => {
+                client
+                    .query_one("SELECT count(*) FROM jobs WHERE status = $1", &[&status.as_str()])
+                    .await
+            }
+        };
+        row.expect("count jobs").get(0)
     }
 }
 

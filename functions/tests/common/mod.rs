@@ -73,12 +73,7 @@ pub fn assert_error(response: &Response<Body>, status: u16, code: &str, mentions
 }
 
 pub async fn count_jobs(env: &TestEnv) -> i64 {
-    let client = env.store.pool().get().await.expect("connection");
-    client
-        .query_one("SELECT count(*) FROM jobs", &[])
-        .await
-        .expect("count")
-        .get(0)
+    env.count_jobs(None).await
 }
 
 /// Creates a job and fails its first attempt for good, so that it is dead (in the DLQ).

@@ -47,29 +47,10 @@ impl Running {
 
 /// Polls until the job reaches `status`, failing the test after `within`.
 pub async fn wait_for(env: &TestEnv, id: JobId, status: Status, within: Duration) -> Job {
-    let give_up = tokio::time::Instant::now() + within;
-    loop {
-        let job = env.jobs.get(id).await.expect("get job");
-        if job.status == status {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "job {id} still {} (attempts {}, last error {:?}) after {within:?}, wanted {status}",
-            job.status,
-            job.attempts,
-            job.last_error
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.wait_for(id, status, within).await
 }
 
 /// Rows in the jobs table.
 pub async fn count_jobs(env: &TestEnv) -> i64 {
-    let client = env.store.pool().get().await.expect("connection");
-    client
-        .query_one("SELECT count(*) FROM jobs", &[])
-        .await
-        .expect("count")
-        .get(0)
+    env.count_jobs(None).await
 }
