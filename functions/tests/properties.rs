@@ -724,10 +724,17 @@ fn error_body(response: &Response<Body>) -> Result<(String, String), TestCaseErr
     Ok((code, message))
 }
 
+/// A fixed seed, so that every run (and CI) sends the same cases; set JOBQ_PROPTEST_SEED to explore
+/// others.
 fn runner(cases: u32) -> TestRunner {
+    let seed = std::env::var("JOBQ_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261123);
     TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         // Large bodies shrink slowly: keep failure reports quick.
         max_shrink_iters: 256,
         ..ProptestConfig::default()
