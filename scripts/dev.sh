@@ -163,8 +163,12 @@ log "migrations applied"
 
 # --- functions under the emulator -------------------------------------------------------------
 # The real API paths come from [workspace.metadata.lambda.watch.router] in Cargo.toml.
+# No --timeout: cargo-lambda applies it to its Runtime API too, so it would answer every function's
+# idle poll for the next event with an empty 408 after that many seconds (and could drop an
+# invocation that arrives at that instant). The functions restart their runtime after such an
+# answer (functions/src/runtime.rs), but without the timeout there is none to recover from.
 start_bg watch "$RUN_DIR/watch.log" \
-  cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$PORT" --timeout 30
+  cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$PORT"
 
 http_status() { # method url body -> prints the HTTP status (000 when nothing answered)
   local auth=()

@@ -318,15 +318,7 @@ def run_checks(api, port, r):
         r.check("requeue of a job that is not dead gets a 4xx JSON body", is_json_error(status, body), f"{status} {text[:300]}")
 
     # 5. The worker function, invoked directly.
-    out = subprocess.run(
-        [
-            "cargo", "lambda", "invoke", "worker",
-            "--data-file", os.path.join(REPO, "events", "max-jobs.json"),
-            "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
-            "--output-format", "json",
-        ],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    out = invoke_worker(port)
     summary = None
     try:
         summary = json.loads(out.stdout)
@@ -336,6 +328,84 @@ def run_checks(api, port, r):
         "cargo lambda invoke worker {maxJobs: 5} returns a JSON summary with \"claimed\"",
         out.returncode == 0 and isinstance(summary, dict) and "claimed" in summary,
         f"rc={out.returncode} stdout={out.stdout.strip()[:300]} stderr={out.stderr.strip()[-300:]}",
+    )
+
+
+    # 6. The run command keeps serving: after every function has been idle for longer than any
+    #    emulator timeout, and after requests that the emulator or the runtime cannot convert.
+    idle = float(os.environ.get("JOBQ_E2E_IDLE", "65"))
+    log(f"idle for {idle:.0f} s: no request to any function")
+    time.sleep(idle)
+    check_every_route(api, port, r, f"after {idle:.0f} s idle", job_id)
+
+    hostile = [
+        ("a body that is not UTF-8", {"Content-Type": "application/json"}, b'\xff\xfe{"type":"TEST"}'),
+        ("a header value that is not UTF-8", {"X-Hostile": b"\xff\xfe".decode("latin-1")}, None),
+        ("a 200 KiB header", {"X-Big": "a" * 200 * 1024}, None),
+    ]
+    for what, headers, raw in hostile:
+        for method, path in ROUTES:
+            status, _ = raw_call(port, method, path.replace("{id}", NIL_ID), headers, raw)
+            log(f"{method} {path} with {what}: {status}")
+        check_every_route(api, port, r, f"after {what}", job_id)
+
+
+NIL_ID = "00000000-0000-4000-8000-000000000000"
+ROUTES = [("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue")]
+
+
+def raw_call(port, method, path, headers, body):
+    """Sends bytes that urllib would refuse to build; returns (status or the error, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=40)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value.encode("latin-1") if isinstance(value, str) else value)
+        conn.putheader("Content-Length", str(len(body or b"")))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except Exception as err:  # the emulator may close the connection: that is an answer too
+        return repr(err), b""
+    finally:
+        conn.close()
+
+
+def check_every_route(api, port, r, when, job_id):
+    """Each route answers with its function's own response (not the emulator's), within 40 s."""
+    status, body, text = api.create(f"e2e {when}")
+    new_id = body.get("jobId") if isinstance(body, dict) else None
+    r.check(f"POST /jobs answers 201 {when}", status == 201 and bool(new_id), f"{status} {text[:300]}")
+    status, body, text = api.call("POST", "/jobs/batch", {"jobs": [{"type": "TEST", "payload": when}]})
+    r.check(f"POST /jobs/batch answers 200 {when}", status == 200 and bool((body or {}).get("results")), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", f"/jobs/{new_id or job_id or NIL_ID}")
+    r.check(f"GET /jobs/{{id}} answers 200 {when}", status == 200 and isinstance(body, dict) and "jobId" in body, f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/dlq")
+    r.check(f"GET /dlq answers 200 {when}", status == 200 and isinstance(body, dict) and "items" in body, f"{status} {text[:300]}")
+    status, body, text = api.call("POST", f"/dlq/{NIL_ID}/requeue")
+    r.check(f"POST /dlq/{{id}}/requeue answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    if new_id:
+        job = api.wait_for(new_id, "COMPLETED")
+        r.check(f"a job created {when} is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
+    out = invoke_worker(port)
+    r.check(
+        f"cargo lambda invoke worker answers {when}",
+        out.returncode == 0 and '"claimed"' in out.stdout,
+        f"rc={out.returncode} stdout={out.stdout.strip()[:300]} stderr={out.stderr.strip()[-300:]}",
+    )
+
+
+def invoke_worker(port):
+    return subprocess.run(
+        [
+            "cargo", "lambda", "invoke", "worker",
+            "--data-file", os.path.join(REPO, "events", "max-jobs.json"),
+            "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
+            "--output-format", "json",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
     )
 
 
@@ -387,13 +457,7 @@ def main():
         log(f"scripts/dev.sh --detach on port {port}, namespace {namespace}, run dir {run_dir}")
         started = True
         dev = subprocess.run(["bash", os.path.join(REPO, "scripts", "dev.sh"), "--detach"], env=env, cwd=REPO)
-        if not r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
-            for name in ("promoter.log", "watch.log"):
-                path = os.path.join(run_dir, name)
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        log(f"--- last lines of {name}\n" + "".join(f.readlines()[-30:]))
-        else:
+        if r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
             os.environ["PATH"] = os.path.join(REPO, ".venv-tools", "bin") + os.pathsep + os.environ["PATH"]
             run_checks(Api(f"http://127.0.0.1:{port}"), port, r)
     except KeyboardInterrupt:
@@ -418,7 +482,15 @@ def main():
                 log(f"dropped database {dbname}")
             except Exception as err:
                 log(f"could not drop database {dbname}: {err!r}")
-        if keep:
+        if r.failed:
+            # The logs that explain a failure: printed, and kept.
+            for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+                if name.endswith(".log"):
+                    with open(os.path.join(run_dir, name), errors="replace") as f:
+                        lines = f.readlines()
+                    log(f"--- last {min(len(lines), 120)} of {len(lines)} lines of {name}\n" + "".join(lines[-120:]))
+            log(f"server logs kept in {run_dir}")
+        elif keep:
             log(f"kept {run_dir} and database {dbname}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)

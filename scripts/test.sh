@@ -1,17 +1,55 @@
 #!/usr/bin/env bash
-# Runs every test of the project (what CI runs):
-#   formatting and lints; the whole workspace's tests against real Postgres and Redis (reused if
-#   they answer, started otherwise: scripts/services.sh); the end-to-end test of the running system
-#   over HTTP (scripts/e2e.py); schemathesis against the running API and openapi.yaml
-#   (scripts/api-fuzz.sh); and the deployment checks: sam validate, cfn-lint, the compose file and a
-#   full sam build (scripts/check-deploy.sh).
+# Runs the project's tests, in two tiers (CI runs both, fast first):
+#
+#   fast   formatting, lints, and every cargo test but the slow ones below: unit tests, the
+#          lifecycle against real Postgres and Redis, the Lambda handlers in-process, the function
+#          binaries against a misbehaving Runtime API, the local API server. A few minutes warm.
+#   slow   the cargo tests that break servers or run for long (SLOW_TESTS below: fault tests on
+#          private servers, the soak, Lambda deadlines, the promoter as a process, the property
+#          tests), the end-to-end test of the run command over HTTP (scripts/e2e.py, with an idle
+#          minute and hostile requests), schemathesis on the local API server and on the emulator
+#          (scripts/api-fuzz.sh), and the deployment checks (scripts/check-deploy.sh).
+#
+# Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
+#
+# Postgres and Redis are reused if they answer, started otherwise (scripts/services.sh). A failing
+# step prints what explains it (server logs, seeds) or the path where it kept them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+TIER="${1:-all}"
+case "$TIER" in
+  fast | slow | all) ;;
+  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: scripts/test.sh [fast|slow|all]" >&2; exit 2 ;;
+esac
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/jobq}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
+# Integration test targets (file names under */tests/) that belong to the slow tier. Every other
+# test target is in the fast tier, so a new test file is fast unless it is listed here.
+SLOW_TESTS=(faults soak deadline process properties)
+
 step() { printf '\n==> %s\n' "$*"; }
+
+is_slow() {
+  local name="$1" slow
+  for slow in "${SLOW_TESTS[@]}"; do [[ "$name" == "$slow" ]] && return 0; done
+  return 1
+}
+
+test_targets() { # fast|slow: prints --test NAME for each integration test target of that tier
+  local file name
+  for file in */tests/*.rs; do
+    name="$(basename "$file" .rs)"
+    if is_slow "$name"; then
+      [[ "$1" == slow ]] && printf -- '--test\n%s\n' "$name"
+    else
+      [[ "$1" == fast ]] && printf -- '--test\n%s\n' "$name"
+    fi
+  done
+}
 
 step "services"
 bash scripts/services.sh
@@ -20,20 +58,29 @@ step "tools (cargo-lambda, sam, cfn-lint, moto in .venv-tools)"
 PATH="$(bash scripts/tools.sh | tail -n1):$PATH"
 export PATH
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
+if [[ "$TIER" != slow ]]; then
+  step "fast: cargo fmt --check"
+  cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "fast: cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --workspace --locked
+  mapfile -t FAST < <(test_targets fast)
+  step "fast: cargo test (unit and $((${#FAST[@]} / 2)) integration targets; not the slow ${SLOW_TESTS[*]})"
+  cargo test --workspace --locked --lib --bins "${FAST[@]}"
+fi
 
-step "end-to-end"
-python3 scripts/e2e.py
+if [[ "$TIER" != fast ]]; then
+  mapfile -t SLOW < <(test_targets slow)
+  step "slow: cargo test ${SLOW_TESTS[*]}"
+  cargo test --workspace --locked "${SLOW[@]}"
 
-step "schemathesis against the running API"
-bash scripts/api-fuzz.sh
+  step "slow: end-to-end"
+  python3 scripts/e2e.py
 
-step "deployment checks"
-bash scripts/check-deploy.sh
+  step "slow: schemathesis on the local API server and on the running API"
+  bash scripts/api-fuzz.sh
+
+  step "slow: deployment checks"
+  bash scripts/check-deploy.sh
+fi

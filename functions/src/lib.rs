@@ -20,6 +20,7 @@ pub mod get_job;
 pub mod list_dlq;
 pub mod request;
 pub mod requeue_dlq;
+pub mod runtime;
 pub mod telemetry;
 pub mod worker;
 

@@ -1,12 +1,8 @@
-use jobq_functions::{Deps, create_jobs, telemetry};
-use lambda_http::{Error, service_fn};
+use jobq_functions::{Deps, create_jobs, runtime, telemetry};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), runtime::Error> {
     telemetry::init();
-    let deps = &Deps::from_env().await?;
-    lambda_http::run(service_fn(move |req| async move {
-        Ok::<_, std::convert::Infallible>(create_jobs::handle(deps, req).await)
-    }))
-    .await
+    let deps: &'static Deps = Box::leak(Box::new(Deps::from_env().await?));
+    runtime::serve_http(move |req| create_jobs::handle(deps, req)).await
 }

@@ -1,9 +1,8 @@
-use jobq_functions::{Deps, telemetry, worker};
-use lambda_runtime::{Error, service_fn};
+use jobq_functions::{Deps, runtime, telemetry, worker};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), runtime::Error> {
     telemetry::init();
-    let deps = &Deps::from_env().await?;
-    lambda_runtime::run(service_fn(move |event| worker::handle(deps, event))).await
+    let deps: &'static Deps = Box::leak(Box::new(Deps::from_env().await?));
+    runtime::serve_events(move |event| worker::handle(deps, event)).await
 }
