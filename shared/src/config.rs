@@ -109,10 +109,12 @@ impl Config {
 
         let lease = env.millis("JOBQ_LEASE_MS", worker_defaults.lease)?;
         let heartbeat = env.millis("JOBQ_HEARTBEAT_MS", lease / 3)?;
-        if heartbeat >= lease {
+        // A worker stops a job it could not renew for 4/5 of the lease: leave room for a failed
+        // heartbeat and one more try before that.
+        if heartbeat.saturating_mul(5) > lease.saturating_mul(2) {
             return Err(ConfigError {
                 var: "JOBQ_HEARTBEAT_MS",
-                problem: "must be shorter than JOBQ_LEASE_MS".into(),
+                problem: "must be at most 2/5 of JOBQ_LEASE_MS (a worker stops a job it could not renew for 4/5 of the lease)".into(),
             });
         }
         let jitter: f64 = env.parse("JOBQ_RETRY_JITTER", retry_defaults.jitter)?;
@@ -265,7 +267,10 @@ mod tests {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
         }
-        let err = config(&[("JOBQ_LEASE_MS", "1000"), ("JOBQ_HEARTBEAT_MS", "1000")]).expect_err("heartbeat");
-        assert_eq!(err.var, "JOBQ_HEARTBEAT_MS");
+        for heartbeat in ["1000", "401"] {
+            let err = config(&[("JOBQ_LEASE_MS", "1000"), ("JOBQ_HEARTBEAT_MS", heartbeat)]).expect_err("heartbeat");
+            assert_eq!(err.var, "JOBQ_HEARTBEAT_MS");
+        }
+        assert!(config(&[("JOBQ_LEASE_MS", "1000"), ("JOBQ_HEARTBEAT_MS", "400")]).is_ok());
     }
 }

@@ -17,6 +17,10 @@ pub struct JobContext {
     /// 1 for the first attempt (counted from the last requeue).
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Cancelled when the engine stops this attempt (timeout, lost or unrenewable lease, shutdown),
+    /// just before it aborts the handler at its next `.await`. Code that runs long without
+    /// awaiting should check `cancel.is_cancelled()` and stop.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// How a handler failed. The engine, not the handler, decides between retry and the DLQ.
@@ -122,6 +126,7 @@ mod tests {
             payload,
             attempt,
             max_attempts: 3,
+            cancel: Default::default(),
         }
     }
 

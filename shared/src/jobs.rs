@@ -90,7 +90,7 @@ impl Jobs {
     /// Puts a dead job back with a fresh attempt budget and makes it runnable at once.
     pub async fn requeue(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
         let job = self.store.requeue(id, now).await?;
-        if let Err(err) = self.queue.requeue(job.id, job.priority).await {
+        if let Err(err) = self.queue.requeue(job.id, job.priority, now).await {
             tracing::warn!(job_id = %job.id, error = %err, "job requeued but not pushed to redis; the repairer will push it");
         }
         Ok(job)

@@ -14,9 +14,13 @@
 //!   (Redis rebuilt from Postgres).
 //! - [`config`]: typed configuration from the environment.
 //! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
+//! - `testing` and `fault` (feature `test-support`): a fresh database and namespace per test, and
+//!   a TCP proxy that injects partial network faults into one process's connections.
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "test-support")]
+pub mod fault;
 pub mod handler;
 pub mod job;
 pub mod jobs;

@@ -1,12 +1,17 @@
-//! The Redis fast path: ready lists per priority level, the schedule ZSET for delayed jobs and
+//! The Redis fast path: a ready queue per priority level, the schedule for delayed jobs and
 //! retries, and the DLQ index. Redis only ever holds job ids; Postgres holds the jobs, and every key
 //! here can be rebuilt from it (see [`crate::maintenance::repairer`]).
 //!
 //! Keys (all in one Redis Cluster hash slot thanks to the braces):
-//! - `{ns}:ready:<level>`: LIST of ids, levels 0..=10 (`priority / 10`); popped highest level first.
+//! - `{ns}:ready:<level>`: ZSET of ids, levels 0..=10 (`priority / 10`), scored by when the id
+//!   became ready in ms (0 to go first); popped lowest score first, highest level first (BZMPOP).
 //! - `{ns}:scheduled`: ZSET of `<level>:<id>`, scored by due time in ms.
-//! - `{ns}:dlq`: LIST of dead job ids, newest first.
+//! - `{ns}:dlq`: ZSET of dead job ids, scored by when they died.
 //! - `{ns}:epoch`: set once the keys were built; its absence means Redis lost our keys.
+//!
+//! Every structure is keyed by id, and a job's level never changes, so an id is at most once in
+//! Redis, across the ready queues and the schedule, however often it is pushed: pushing is
+//! idempotent by construction (`lua/enqueue.lua`), not by anyone's timing.
 
 use std::time::Duration;
 
@@ -51,10 +56,6 @@ impl Keys {
     }
 }
 
-fn scheduled_member(id: JobId, priority: i16) -> String {
-    format!("{}:{id}", level(priority))
-}
-
 #[derive(Clone)]
 pub struct Queue {
     conn: ConnectionManager,
@@ -62,6 +63,7 @@ pub struct Queue {
     keys: Keys,
     promote: std::sync::Arc<redis::Script>,
     requeue: std::sync::Arc<redis::Script>,
+    enqueue: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -100,6 +102,7 @@ impl Queue {
             keys: Keys::new(namespace),
             promote: std::sync::Arc::new(redis::Script::new(include_str!("lua/promote.lua"))),
             requeue: std::sync::Arc::new(redis::Script::new(include_str!("lua/requeue.lua"))),
+            enqueue: std::sync::Arc::new(redis::Script::new(include_str!("lua/enqueue.lua"))),
         })
     }
 
@@ -122,56 +125,72 @@ impl Queue {
 
     /// Makes a job runnable: onto its ready list if due, else into the schedule.
     pub async fn enqueue(&self, id: JobId, priority: i16, run_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        self.enqueue_many(&[(id, priority, run_at)], now).await
+        self.enqueue_many(&[(id, priority, run_at)], now).await.map(|_| ())
     }
 
-    /// Enqueues many jobs in one round trip: `(id, priority, run_at)` each.
-    pub async fn enqueue_many(&self, jobs: &[(JobId, i16, DateTime<Utc>)], now: DateTime<Utc>) -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        // One RPUSH per priority level and one ZADD, whatever the number of jobs.
-        let mut ready: Vec<Vec<String>> = vec![Vec::new(); LEVELS];
-        let mut scheduled: Vec<(i64, String)> = Vec::new();
-        for (id, priority, run_at) in jobs {
-            if *run_at <= now {
-                ready[level(*priority)].push(id.to_string());
-            } else {
-                scheduled.push((run_at.timestamp_millis(), scheduled_member(*id, *priority)));
-            }
-        }
-        let mut pipe = redis::pipe();
-        for (key, ids) in self.keys.ready.iter().zip(&ready) {
-            if !ids.is_empty() {
-                pipe.rpush(key, ids).ignore();
-            }
-        }
-        if !scheduled.is_empty() {
-            pipe.zadd_multiple(&self.keys.scheduled, &scheduled).ignore();
-        }
-        let mut conn = self.conn.clone();
-        let () = retry_once!(pipe.query_async(&mut conn))?;
-        Ok(())
+    /// Enqueues many jobs in one round trip: `(id, priority, run_at)` each. Idempotent: an id
+    /// already in Redis is not added twice (a ready one keeps its place; a scheduled one takes the
+    /// new due time). Returns how many of the ids were not in Redis before.
+    pub async fn enqueue_many(&self, jobs: &[(JobId, i16, DateTime<Utc>)], now: DateTime<Utc>) -> Result<usize> {
+        let entries: Vec<Entry> = jobs
+            .iter()
+            .map(|(id, priority, run_at)| {
+                if *run_at <= now {
+                    Entry::ready(*id, level(*priority), run_at.timestamp_millis())
+                } else {
+                    Entry::scheduled(*id, level(*priority), run_at.timestamp_millis())
+                }
+            })
+            .collect();
+        self.push(&entries).await
     }
 
-    /// Replaces the DLQ list with `dead` (oldest death first), atomically.
+    /// Pushes entries through `lua/enqueue.lua`, in chunks that keep each script call short.
+    /// Returns how many were not in Redis before.
+    async fn push(&self, entries: &[Entry]) -> Result<usize> {
+        let mut added = 0;
+        for chunk in entries.chunks(1000) {
+            let mut invocation = self.enqueue.key(&self.keys.scheduled);
+            for key in &self.keys.ready {
+                invocation.key(key);
+            }
+            for entry in chunk {
+                invocation
+                    .arg(entry.id.to_string())
+                    .arg(entry.level)
+                    .arg(entry.score)
+                    .arg(if entry.ready { "r" } else { "s" });
+            }
+            let mut conn = self.conn.clone();
+            let new: usize = retry_once!(invocation.invoke_async(&mut conn))?;
+            added += new;
+        }
+        Ok(added)
+    }
+
+    /// Replaces the DLQ index with `dead` (oldest death first), atomically.
     pub async fn replace_dead(&self, dead: &[JobId]) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic().del(&self.keys.dlq).ignore();
-        for id in dead {
-            pipe.lpush(&self.keys.dlq, id.to_string()).ignore();
+        for chunk in dead.chunks(1000) {
+            let scored: Vec<(usize, String)> = chunk.iter().enumerate().map(|(i, id)| (i, id.to_string())).collect();
+            pipe.zadd_multiple(&self.keys.dlq, &scored).ignore();
         }
         let mut conn = self.conn.clone();
         let () = retry_once!(pipe.query_async(&mut conn))?;
         Ok(())
     }
 
-    /// Puts a job at the head of its ready list, so that it is taken next (a released lease).
+    /// Puts a job at the head of its ready queue, so that it is taken next (a released lease, or
+    /// an id popped but not claimed).
     pub async fn push_front(&self, id: JobId, priority: i16) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let key = &self.keys.ready[level(priority)];
-        let _: usize = retry_once!(conn.lpush(key, id.to_string()))?;
-        Ok(())
+        self.push_front_many(&[(id, level(priority))]).await
+    }
+
+    /// [`Queue::push_front`] for many `(id, level)` pairs, in one round trip.
+    pub async fn push_front_many(&self, ids: &[(JobId, usize)]) -> Result<()> {
+        let entries: Vec<Entry> = ids.iter().map(|(id, level)| Entry::ready(*id, *level, 0)).collect();
+        self.push(&entries).await.map(|_| ())
     }
 
     /// Moves due scheduled ids to their ready lists; returns how many moved.
@@ -188,15 +207,19 @@ impl Queue {
 
     pub async fn add_dead(&self, id: JobId) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: usize = retry_once!(conn.lpush(&self.keys.dlq, id.to_string()))?;
+        let score = Utc::now().timestamp_millis();
+        let _: usize = retry_once!(conn.zadd(&self.keys.dlq, id.to_string(), score))?;
         Ok(())
     }
 
-    /// Off the DLQ list and onto the ready list, atomically.
-    pub async fn requeue(&self, id: JobId, priority: i16) -> Result<()> {
+    /// Out of the DLQ index and onto the ready queue, atomically.
+    pub async fn requeue(&self, id: JobId, priority: i16, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn.clone();
         let mut invocation = self.requeue.key(&self.keys.dlq);
-        invocation.key(&self.keys.ready[level(priority)]).arg(id.to_string());
+        invocation
+            .key(&self.keys.ready[level(priority)])
+            .arg(id.to_string())
+            .arg(now.timestamp_millis());
         let _: i64 = retry_once!(invocation.invoke_async(&mut conn))?;
         Ok(())
     }
@@ -214,20 +237,22 @@ impl Queue {
         Ok(retry_once!(conn.exists(&self.keys.epoch))?)
     }
 
-    /// Marks the keys as built; true when this caller set it (and so should rebuild them).
-    pub async fn claim_epoch(&self, now: DateTime<Utc>) -> Result<bool> {
+    /// Marks the keys as built, once a rebuild has finished: a rebuild that failed part-way
+    /// leaves the mark unset, and the next pass rebuilds again.
+    pub async fn mark_built(&self, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn.clone();
-        Ok(retry_once!(conn.set_nx(&self.keys.epoch, now.timestamp_millis()))?)
+        let () = retry_once!(conn.set(&self.keys.epoch, now.timestamp_millis()))?;
+        Ok(())
     }
 
-    /// Lengths of the ready lists (summed), the schedule and the DLQ list.
+    /// Sizes of the ready queues (summed), the schedule and the DLQ index.
     pub async fn depths(&self) -> Result<Depths> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for key in &self.keys.ready {
-            pipe.llen(key);
+            pipe.zcard(key);
         }
-        pipe.zcard(&self.keys.scheduled).llen(&self.keys.dlq);
+        pipe.zcard(&self.keys.scheduled).zcard(&self.keys.dlq);
         let counts: Vec<usize> = retry_once!(pipe.query_async(&mut conn))?;
         let ready = counts[..LEVELS].iter().sum();
         Ok(Depths {
@@ -237,12 +262,12 @@ impl Queue {
         })
     }
 
-    /// Every id on the ready lists, highest level first (for tests and inspection).
+    /// Every id on the ready queues, in the order they would be taken (for tests and inspection).
     pub async fn ready_ids(&self) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         let mut ids = Vec::new();
         for key in self.keys.ready_by_priority() {
-            let mut part: Vec<String> = retry_once!(conn.lrange(key, 0, -1))?;
+            let mut part: Vec<String> = retry_once!(conn.zrange(key, 0, -1))?;
             ids.append(&mut part);
         }
         Ok(ids)
@@ -254,9 +279,16 @@ impl Queue {
         Ok(retry_once!(conn.zrange_withscores(&self.keys.scheduled, 0, -1))?)
     }
 
+    /// Removes ids from a ready queue, as a Redis that lost them would (for tests and drills).
+    pub async fn forget_ready(&self, ids: &[String], priority: i16) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        Ok(retry_once!(conn.zrem(&self.keys.ready[level(priority)], ids))?)
+    }
+
+    /// The DLQ index, newest death first.
     pub async fn dead_ids(&self) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
-        Ok(retry_once!(conn.lrange(&self.keys.dlq, 0, -1))?)
+        Ok(retry_once!(conn.zrevrange(&self.keys.dlq, 0, -1))?)
     }
 
     /// Deletes every key of this namespace (tests, and the "Redis lost everything" drill). Uses SCAN,
@@ -288,6 +320,35 @@ pub struct Depths {
     pub dead: usize,
 }
 
+/// One id to push: onto a ready queue with a score (when it became ready; 0 goes first), or into
+/// the schedule with its due time.
+struct Entry {
+    id: JobId,
+    level: usize,
+    score: i64,
+    ready: bool,
+}
+
+impl Entry {
+    fn ready(id: JobId, level: usize, score: i64) -> Entry {
+        Entry {
+            id,
+            level,
+            score,
+            ready: true,
+        }
+    }
+
+    fn scheduled(id: JobId, level: usize, due_ms: i64) -> Entry {
+        Entry {
+            id,
+            level,
+            score: due_ms,
+            ready: false,
+        }
+    }
+}
+
 /// The worker's own connection for blocking pops.
 pub struct BlockingPop {
     conn: ConnectionManager,
@@ -295,19 +356,27 @@ pub struct BlockingPop {
     poll: Duration,
 }
 
+/// Ids taken from one ready queue, and its priority level (to put back what is not claimed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Popped {
+    pub level: usize,
+    pub ids: Vec<JobId>,
+}
+
 impl BlockingPop {
     /// Waits up to the poll interval for ids, then takes up to `count` from the highest non-empty
-    /// priority level (one BLMPOP; Redis 7 or later). An id that does not parse is dropped.
-    pub async fn pop(&mut self, count: usize) -> Result<Vec<JobId>> {
+    /// priority level, oldest first (one BZMPOP; Redis 7 or later). An id that does not parse is
+    /// dropped.
+    pub async fn pop(&mut self, count: usize) -> Result<Popped> {
         let timeout = self.poll.as_secs_f64();
-        let count = count.max(1);
-        let popped: Option<(String, Vec<String>)> =
-            retry_once!(
-                self.conn
-                    .blmpop(timeout, self.keys.len(), &self.keys, redis::Direction::Left, count)
-            )?;
+        let count = isize::try_from(count.max(1)).unwrap_or(isize::MAX);
+        let popped: Option<(String, Vec<(String, f64)>)> =
+            retry_once!(self.conn.bzmpop_min(timeout, &self.keys, count))?;
         Ok(popped
-            .map(|(_, ids)| ids.iter().filter_map(|id| id.parse().ok()).collect())
+            .map(|(key, ids)| Popped {
+                level: key.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(0),
+                ids: ids.iter().filter_map(|(id, _)| id.parse().ok()).collect(),
+            })
             .unwrap_or_default())
     }
 }

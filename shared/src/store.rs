@@ -384,10 +384,9 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Vec<Lease>> {
-        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         let rows = self
-            .query(sql!("claim_many"), &[&ids, &worker_id, &now, &expires])
+            .query(sql!("claim_many"), &[&ids, &worker_id, &now, &lease_ms(lease)])
             .await?;
         rows.iter().map(lease_from_row).collect()
     }
@@ -400,18 +399,20 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Lease>> {
-        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let rows = self
-            .query(sql!("claim_next"), &[&worker_id, &now, &expires, &(limit as i64)])
+            .query(
+                sql!("claim_next"),
+                &[&worker_id, &now, &lease_ms(lease), &(limit as i64)],
+            )
             .await?;
         rows.iter().map(lease_from_row).collect()
     }
 
-    /// Extends the lease to `now + lease`.
+    /// Extends the lease to `lease` from now, by the database's clock (as every lease expiry is set
+    /// and judged, so that hosts whose clocks disagree still agree on who holds a job).
     pub async fn heartbeat(&self, held: &Lease, now: DateTime<Utc>, lease: Duration) -> Result<()> {
-        let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let row = self
-            .query_opt(sql!("heartbeat"), &[&held.id().0, &held.token, &now, &expires])
+            .query_opt(sql!("heartbeat"), &[&held.id().0, &held.token, &now, &lease_ms(lease)])
             .await?;
         row.map(|_| ()).ok_or_else(|| lease_lost(held))
     }
@@ -478,10 +479,38 @@ impl Store {
         Ok(row.try_get("priority")?)
     }
 
-    /// Running jobs whose lease expired before `now`, as the leases their dead holders had.
-    pub async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>> {
-        let rows = self.query(sql!("expired_leases"), &[&now, &(limit as i64)]).await?;
+    /// Running jobs whose lease has expired by the database's clock, as the leases their dead
+    /// holders had.
+    pub async fn expired_leases(&self, limit: usize) -> Result<Vec<Lease>> {
+        let rows = self.query(sql!("expired_leases"), &[&(limit as i64)]).await?;
         rows.iter().map(lease_from_row).collect()
+    }
+
+    /// Records that `held`'s lease ran out: the job goes to `next` (`Pending`, to run again at once,
+    /// or `Failed`, dead). Only if the lease is still expired when this write lands, by the database
+    /// clock: a heartbeat that renewed it since it was read wins, and this returns `LeaseLost`.
+    pub async fn expire(&self, held: &Lease, now: DateTime<Utc>, error: &str, next: Status) -> Result<AfterFailure> {
+        let row = self
+            .query_opt(
+                sql!("expire"),
+                &[
+                    &held.id().0,
+                    &held.token,
+                    &now,
+                    &error,
+                    &next.as_str(),
+                    &Outcome::LeaseExpired.as_str(),
+                ],
+            )
+            .await?
+            .ok_or_else(|| lease_lost(held))?;
+        match status_from_row(&row)? {
+            Status::Pending => Ok(AfterFailure::Retry {
+                run_at: row.try_get("run_at")?,
+                priority: row.try_get("priority")?,
+            }),
+            _ => Ok(AfterFailure::Dead),
+        }
     }
 
     /// A page of PENDING jobs in id order: (id, priority, run_at).
@@ -543,6 +572,11 @@ fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
         row.try_get("priority")?,
         row.try_get("run_at")?,
     ))
+}
+
+/// A lease length as the SQL statements take it: whole milliseconds.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn status_from_row(row: &Row) -> Result<Status> {

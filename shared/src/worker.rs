@@ -19,8 +19,8 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, JobContext, Registry};
-use crate::job::{JobId, Outcome, limits};
-use crate::queue::{BlockingPop, Queue};
+use crate::job::{JobId, Outcome};
+use crate::queue::{BlockingPop, Popped, Queue};
 use crate::store::{AfterFailure, Claim, Lease, Store};
 
 /// How long the engine stays on Postgres after Redis failed, before trying Redis again.
@@ -47,6 +47,9 @@ pub struct Summary {
     pub lease_lost: usize,
     /// The outcome could not be recorded (Postgres unreachable); the reaper will retry the job.
     pub unrecorded: usize,
+    /// Stopped by this worker because it could not renew the lease in time (cut off from
+    /// Postgres): nothing recorded; the reaper retries the job once the lease has expired.
+    pub fenced: usize,
 }
 
 /// How one job ended, from this worker's point of view.
@@ -58,6 +61,7 @@ pub enum Finished {
     Released,
     LeaseLost,
     Unrecorded,
+    Fenced,
 }
 
 impl Summary {
@@ -69,6 +73,7 @@ impl Summary {
             Finished::Released => self.released += 1,
             Finished::LeaseLost => self.lease_lost += 1,
             Finished::Unrecorded => self.unrecorded += 1,
+            Finished::Fenced => self.fenced += 1,
         }
     }
 }
@@ -99,7 +104,16 @@ struct Inner {
 enum Verdict {
     Ran(Result<(), HandlerError>),
     LeaseLost,
+    /// The lease could not be renewed in time: stopped before it can expire.
+    Fenced,
     Release,
+}
+
+/// How long before a lease's expiry a worker that has not renewed it stops the job: a fifth of
+/// the lease. The expiry is counted from when the claim or the last successful heartbeat was
+/// sent, which is never later than when the database set it.
+pub fn fence_margin(lease: Duration) -> Duration {
+    lease / 5
 }
 
 impl Worker {
@@ -169,7 +183,7 @@ impl Worker {
             // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
             let fetch_started = Instant::now();
             match self.fetch(&mut popper, permits.len(), &mut redis_down_until).await {
-                Ok(leases) => {
+                Ok((leases, claim_sent)) => {
                     tracing::trace!(
                         requested = permits.len(),
                         claimed = leases.len(),
@@ -184,7 +198,7 @@ impl Worker {
                         let worker = self.clone();
                         let stop = hard_stop.clone();
                         let completer = completer.clone();
-                        tasks.spawn(async move { worker.execute(lease, stop, permit, completer).await });
+                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, permit, completer).await });
                     }
                 }
                 Err(err) => {
@@ -217,22 +231,23 @@ impl Worker {
         Ok(summary)
     }
 
-    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise.
+    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise. Returns the
+    /// leases and when their claim was sent (no lease can have been granted before that).
     async fn fetch(
         &self,
         popper: &mut BlockingPop,
         count: usize,
         redis_down_until: &mut Option<Instant>,
-    ) -> Result<Vec<Lease>> {
+    ) -> Result<(Vec<Lease>, Instant)> {
         let inner = &self.inner;
         if redis_down_until.is_none_or(|until| Instant::now() >= until) {
             match popper.pop(count).await {
-                Ok(ids) => {
+                Ok(popped) => {
                     *redis_down_until = None;
-                    if ids.is_empty() {
-                        return Ok(Vec::new());
+                    if popped.ids.is_empty() {
+                        return Ok((Vec::new(), Instant::now()));
                     }
-                    return self.claim_popped(ids).await;
+                    return self.claim_popped(popped).await;
                 }
                 Err(err) => {
                     if redis_down_until.is_none() {
@@ -243,6 +258,7 @@ impl Worker {
             }
         }
         let now = Utc::now();
+        let sent = Instant::now();
         let claimed = inner
             .store
             .claim_next(&inner.config.worker_id, now, inner.config.lease, count)
@@ -250,12 +266,17 @@ impl Worker {
         if claimed.is_empty() {
             tokio::time::sleep(IDLE_PAUSE).await;
         }
-        Ok(claimed)
+        Ok((claimed, sent))
     }
 
-    async fn claim_popped(&self, ids: Vec<JobId>) -> Result<Vec<Lease>> {
+    /// Claims the ids just popped. What happens after the claim committed is bookkeeping for the
+    /// ids left over, and never costs a lease: the claimed jobs are returned to run whatever it
+    /// meets.
+    async fn claim_popped(&self, popped: Popped) -> Result<(Vec<Lease>, Instant)> {
         let inner = &self.inner;
         let now = Utc::now();
+        let sent = Instant::now();
+        let Popped { level, ids } = popped;
         let claimed = inner
             .store
             .claim_many(&ids, &inner.config.worker_id, now, inner.config.lease)
@@ -263,11 +284,11 @@ impl Worker {
         let leases = match claimed {
             Ok(leases) => leases,
             Err(err) => {
-                // The ids left Redis but the claim failed: put them back rather than wait for the repairer.
-                for id in ids {
-                    if let Err(push) = inner.queue.push_front(id, limits::DEFAULT_PRIORITY).await {
-                        tracing::warn!(job_id = %id, error = %push, "could not push back an unclaimed id");
-                    }
+                // The ids left Redis but the claim failed: put them back, at the head of the queue
+                // they came from, rather than wait for the repairer.
+                let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
+                if let Err(push) = inner.queue.push_front_many(&back).await {
+                    tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
                 }
                 return Err(err);
             }
@@ -276,28 +297,45 @@ impl Worker {
             let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
             for id in ids.into_iter().filter(|id| !claimed.contains(id)) {
                 // Usually a duplicate or a finished job; a job popped early goes back to the schedule.
-                if let Claim::NotDue { run_at, priority } = inner.store.why_unclaimed(id, now).await? {
-                    inner.queue.enqueue(id, priority, run_at, now).await?;
+                match inner.store.why_unclaimed(id, now).await {
+                    Ok(Claim::NotDue { run_at, priority }) => {
+                        if let Err(err) = inner.queue.enqueue(id, priority, run_at, now).await {
+                            tracing::warn!(job_id = %id, error = %err, "could not reschedule an early id; the repairer will");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(job_id = %id, error = %err, "could not tell why an id was not claimable; the repairer will push it if it must run");
+                    }
                 }
             }
         }
-        Ok(leases)
+        Ok((leases, sent))
     }
 
     /// Runs one claimed job to its recorded outcome.
     async fn execute(
         &self,
         lease: Lease,
+        claim_sent: Instant,
         hard_stop: CancellationToken,
         _slot: OwnedSemaphorePermit,
         completer: Completer,
     ) -> Finished {
         let job = lease.job();
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
-        self.execute_inner(lease, hard_stop, completer).instrument(span).await
+        self.execute_inner(lease, claim_sent, hard_stop, completer)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_inner(&self, lease: Lease, hard_stop: CancellationToken, completer: Completer) -> Finished {
+    async fn execute_inner(
+        &self,
+        lease: Lease,
+        claim_sent: Instant,
+        hard_stop: CancellationToken,
+        completer: Completer,
+    ) -> Finished {
         let inner = &self.inner;
         let started = Instant::now();
         let verdict = match inner.registry.get(&lease.job().job_type) {
@@ -307,16 +345,19 @@ impl Worker {
             )))),
             Some(handler) => {
                 let job = lease.job();
+                let cancel = CancellationToken::new();
                 let ctx = JobContext {
                     id: job.id,
                     job_type: job.job_type.clone(),
                     payload: job.payload.clone(),
                     attempt: lease.attempt(),
                     max_attempts: job.max_attempts,
+                    cancel: cancel.clone(),
                 };
                 let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
                 let task = tokio::spawn(async move { handler.handle(ctx).await });
-                self.supervise(&lease, task, timeout, &hard_stop).await
+                self.supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
+                    .await
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -324,6 +365,13 @@ impl Worker {
             Verdict::LeaseLost => {
                 tracing::warn!(elapsed_ms, "lease lost to another worker; outcome discarded");
                 Finished::LeaseLost
+            }
+            Verdict::Fenced => {
+                tracing::error!(
+                    elapsed_ms,
+                    "could not renew the lease in time (Postgres unreachable?); stopped the job before its lease could expire"
+                );
+                Finished::Fenced
             }
             Verdict::Release => self.release(&lease).await,
             Verdict::Ran(Ok(())) => {
@@ -348,20 +396,38 @@ impl Worker {
         }
     }
 
-    /// Waits for the handler while renewing the lease; cancels it on timeout, lost lease or hard stop.
+    /// Waits for the handler while renewing the lease; stops it on timeout, lost lease, hard stop,
+    /// or when the lease could not be renewed in time: once `lease - fence_margin(lease)` has
+    /// passed since the last renewal (or the claim) was sent, this worker stops the handler
+    /// itself, so that it has ended before anyone else can claim the job, even when this worker
+    /// cannot reach Postgres to hear that it lost the lease. Heartbeats run beside the handler and
+    /// never delay that decision, however long one takes.
     async fn supervise(
         &self,
         lease: &Lease,
+        claim_sent: Instant,
         mut task: tokio::task::JoinHandle<Result<(), HandlerError>>,
+        cancel: CancellationToken,
         timeout: Duration,
         hard_stop: &CancellationToken,
     ) -> Verdict {
         let inner = &self.inner;
+        let lease_for = inner.config.lease;
+        let hold_for = lease_for.saturating_sub(fence_margin(lease_for));
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let beat_every = inner.config.heartbeat;
         let mut beat = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
+        let mut renewed_from = claim_sent;
+        let mut renewing: Option<tokio::task::JoinHandle<(Instant, Result<()>)>> = None;
         let verdict = loop {
+            let may_beat = renewing.is_none();
+            let renewal = async {
+                match renewing.as_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 joined = &mut task => break Verdict::Ran(match joined {
                     Ok(result) => result,
@@ -370,15 +436,33 @@ impl Worker {
                 }),
                 _ = &mut deadline => break Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis())))),
                 _ = hard_stop.cancelled() => break Verdict::Release,
-                _ = beat.tick() => match inner.store.heartbeat(lease, Utc::now(), inner.config.lease).await {
-                    Ok(()) => {}
-                    Err(Error::LeaseLost { .. }) => break Verdict::LeaseLost,
-                    Err(err) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
-                },
+                _ = tokio::time::sleep_until(renewed_from + hold_for) => break Verdict::Fenced,
+                _ = beat.tick(), if may_beat => {
+                    let store = inner.store.clone();
+                    let held = lease.clone();
+                    renewing = Some(tokio::spawn(async move {
+                        let sent = Instant::now();
+                        (sent, store.heartbeat(&held, Utc::now(), lease_for).await)
+                    }));
+                }
+                renewed = renewal => {
+                    renewing = None;
+                    match renewed {
+                        Ok((sent, Ok(()))) => renewed_from = sent,
+                        Ok((_, Err(Error::LeaseLost { .. }))) => break Verdict::LeaseLost,
+                        Ok((_, Err(err))) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
+                        Err(err) => tracing::warn!(error = %err, "heartbeat task failed; will try again"),
+                    }
+                }
             }
         };
+        if let Some(renewal) = renewing {
+            renewal.abort();
+        }
         if !task.is_finished() {
-            // Stop the handler's work and wait until it has, so that no two attempts overlap.
+            // Tell the handler, stop its work at its next await, and wait until it has stopped, so
+            // that no two attempts overlap.
+            cancel.cancel();
             task.abort();
             let _ = task.await;
         }

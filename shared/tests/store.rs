@@ -21,6 +21,16 @@ async fn create(env: &TestEnv, new: NewJob, now: DateTime<Utc>) -> JobId {
     env.store.create(&new, 60_000, now).await.expect("create").job.id
 }
 
+/// Lease expiries are set by the database clock: `lease` from now, give or take this test's pace.
+fn assert_lease_from_now(expires: Option<DateTime<Utc>>, lease: Duration) {
+    let expires = expires.expect("a lease expiry");
+    let from_now = (expires - Utc::now()).to_std().unwrap_or_default();
+    assert!(
+        from_now <= lease && from_now + Duration::from_secs(3) >= lease,
+        "lease expires in {from_now:?}, expected about {lease:?}"
+    );
+}
+
 async fn claim(env: &TestEnv, id: JobId, worker: &str, now: DateTime<Utc>) -> Lease {
     match env.store.claim(id, worker, now, LEASE).await.expect("claim") {
         Claim::Claimed(lease) => *lease,
@@ -110,7 +120,7 @@ async fn claim_takes_a_due_job_and_opens_an_attempt() {
     let job = env.store.get(id).await.expect("get");
     assert_eq!(job.status, Status::InProgress);
     assert_eq!(job.started_at, Some(at(10)));
-    assert_eq!(job.lease_expires_at, Some(at(10) + chrono::Duration::seconds(30)));
+    assert_lease_from_now(job.lease_expires_at, LEASE);
     assert_eq!(job.history.len(), 1);
     assert_eq!(job.history[0].outcome, Outcome::Running);
     assert_eq!(job.history[0].worker_id, "w1");
@@ -282,17 +292,27 @@ async fn heartbeat_extends_a_held_lease() {
     let env = TestEnv::new().await;
     let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
     let lease = claim(&env, id, "w1", at(0)).await;
+    let short = Duration::from_secs(5);
+    env.store.heartbeat(&lease, at(20_000), short).await.expect("heartbeat");
+    assert_lease_from_now(env.store.get(id).await.expect("get").lease_expires_at, short);
     env.store.heartbeat(&lease, at(20_000), LEASE).await.expect("heartbeat");
-    let job = env.store.get(id).await.expect("get");
-    assert_eq!(job.lease_expires_at, Some(at(50_000)));
+    assert_lease_from_now(env.store.get(id).await.expect("get").lease_expires_at, LEASE);
 }
 
 #[tokio::test]
 async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job() {
     let env = TestEnv::new().await;
     let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let stale = claim(&env, id, "w1", at(0)).await;
+    let Claim::Claimed(stale) = env
+        .store
+        .claim(id, "w1", at(0), Duration::from_millis(200))
+        .await
+        .expect("claim")
+    else {
+        panic!("not claimed")
+    };
     // w1's lease expires; the reaper fails its attempt; w2 claims the retry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let reaped = jobq_shared::maintenance::reaper::Reaper::new(env.store.clone(), env.queue.clone())
         .run_once(at(31_000))
         .await

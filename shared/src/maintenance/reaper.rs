@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::job::Outcome;
+use crate::job::Status;
 use crate::queue::Queue;
 use crate::store::{AfterFailure, Store};
 
@@ -32,22 +32,25 @@ impl Reaper {
         Reaper { store, queue }
     }
 
+    /// Takes back every job whose lease has expired by the database's clock. `now` stamps the
+    /// records and decides whether a retry goes to a ready list or the schedule in Redis.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Reaped> {
         let mut reaped = Reaped::default();
         loop {
-            let expired = self.store.expired_leases(now, BATCH).await?;
+            let expired = self.store.expired_leases(BATCH).await?;
             let count = expired.len();
             for lease in expired {
-                // Retry at once: the attempt already waited out its lease.
-                match self
-                    .store
-                    .fail(&lease, now, LEASE_EXPIRED, true, now, Outcome::LeaseExpired)
-                    .await
-                {
+                // The attempt already waited out its lease: retry at once, while attempts remain.
+                let next = if lease.job().attempts < lease.job().max_attempts {
+                    Status::Pending
+                } else {
+                    Status::Failed
+                };
+                match self.store.expire(&lease, now, LEASE_EXPIRED, next).await {
                     Ok(AfterFailure::Retry { run_at, priority }) => {
                         reaped.retried += 1;
                         tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), "lease expired; retrying");
-                        if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, now).await {
+                        if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, run_at.max(now)).await {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not push reaped job; the repairer will");
                         }
                     }
@@ -58,7 +61,7 @@ impl Reaper {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not index dead job in redis");
                         }
                     }
-                    // Its holder finished (or another reaper took it) between the read and the write.
+                    // Its holder renewed it or finished, or another reaper took it, since the read.
                     Err(Error::LeaseLost { .. }) => {}
                     Err(err) => return Err(err),
                 }

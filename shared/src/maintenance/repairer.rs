@@ -1,7 +1,9 @@
 //! Keeps Redis in step with Postgres. If our keys are gone (Redis restarted empty, keys deleted),
-//! it rebuilds them from the PENDING and FAILED jobs; and it pushes again any PENDING job that is
-//! long overdue, in case its push was lost (a create that committed while Redis was down).
-//! Duplicate ids are harmless: a claim succeeds only once per pending run.
+//! it rebuilds them from the PENDING and FAILED jobs, and marks them built only once that has
+//! finished; and it pushes again any PENDING job that is long overdue, in case its push was lost (a
+//! create that committed while Redis was down). Pushing is idempotent (see [`crate::queue`]): an
+//! id Redis already holds is left as it is, so repair restores only what Redis cannot account
+//! for, and a backlog that waits is never multiplied.
 
 use std::time::Duration;
 
@@ -18,7 +20,9 @@ const PAGE: usize = 1000;
 pub struct Repaired {
     /// True when the keys were missing and were rebuilt in this pass.
     pub rebuilt: bool,
-    /// Pending ids pushed (by the rebuild, and as overdue).
+    /// Pending ids checked (by the rebuild, and as overdue).
+    pub checked: usize,
+    /// Of those, ids that were missing from Redis and were pushed.
     pub pushed: usize,
     /// Dead ids put back on the DLQ list by the rebuild.
     pub dead: usize,
@@ -42,14 +46,15 @@ impl Repairer {
 
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Repaired> {
         let mut repaired = Repaired::default();
-        if !self.queue.epoch_exists().await? && self.queue.claim_epoch(now).await? {
+        if !self.queue.epoch_exists().await? {
+            // Several repairers may rebuild at once: pushing is idempotent, so that is harmless.
             tracing::warn!("redis keys missing; rebuilding them from postgres");
             repaired.rebuilt = true;
             let mut after = None;
             loop {
                 let page = self.store.pending_page(after, PAGE).await?;
-                self.queue.enqueue_many(&page, now).await?;
-                repaired.pushed += page.len();
+                repaired.pushed += self.queue.enqueue_many(&page, now).await?;
+                repaired.checked += page.len();
                 match page.last() {
                     Some((id, _, _)) if page.len() == PAGE => after = Some(*id),
                     _ => break,
@@ -58,13 +63,22 @@ impl Repairer {
             let dead = self.store.dead_ids().await?;
             self.queue.replace_dead(&dead).await?;
             repaired.dead = dead.len();
+            self.queue.mark_built(now).await?;
             tracing::info!(pushed = repaired.pushed, dead = repaired.dead, "redis rebuilt");
         }
         let overdue_before = now - chrono::Duration::from_std(self.repair_after).unwrap_or(chrono::Duration::MAX);
         loop {
             let overdue = self.store.mark_repushed(now, overdue_before, PAGE).await?;
-            self.queue.enqueue_many(&overdue, now).await?;
-            repaired.pushed += overdue.len();
+            let missing = self.queue.enqueue_many(&overdue, now).await?;
+            if missing > 0 {
+                tracing::warn!(
+                    missing,
+                    checked = overdue.len(),
+                    "overdue jobs missing from redis; pushed them again"
+                );
+            }
+            repaired.pushed += missing;
+            repaired.checked += overdue.len();
             if overdue.len() < PAGE {
                 break;
             }

@@ -1,5 +1,5 @@
 -- claim_next: claims the best runnable jobs straight from Postgres (used while Redis is down).
--- $1 worker_id, $2 now, $3 lease expiry, $4 how many
+-- $1 worker_id, $2 now, $3 lease length in ms (the expiry is set by the database clock), $4 how many
 -- Returns the claimed rows. SKIP LOCKED lets many workers do this at once without waiting.
 WITH next AS (
     SELECT id FROM jobs
@@ -10,7 +10,7 @@ WITH next AS (
 ), claimed AS (
     UPDATE jobs j
     SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = $3, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
+        lease_expires_at = now() + interval '1 millisecond' * $3::bigint, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
     FROM next WHERE j.id = next.id
     RETURNING j.*
 ), attempt AS (

@@ -1,7 +1,7 @@
--- expired_leases: running jobs whose lease ran out (their worker died or hung).
--- $1 now, $2 limit
+-- expired_leases: running jobs whose lease ran out (their worker died or hung), by the database clock.
+-- $1 limit
 -- Returns the job rows, the oldest expiry first.
 SELECT * FROM jobs
-WHERE status = 'IN_PROGRESS' AND lease_expires_at < $1
+WHERE status = 'IN_PROGRESS' AND lease_expires_at < now()
 ORDER BY lease_expires_at
-LIMIT $2
+LIMIT $1
