@@ -129,7 +129,8 @@ impl ApiError {
                 tracing::error!(status = status.as_u16(), error = %chain, "request failed");
             }
         }
-        let message = self.message(status);
+        // A message may quote the input (a wrong-typed value, say): never more than an excerpt.
+        let message = excerpt(&self.message(status), MAX_MESSAGE_CHARS);
         let mut response = json_response(
             status,
             &ErrorBody {
@@ -193,4 +194,30 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
 /// The response for a handler's outcome.
 pub fn respond(outcome: Result<Response<Body>, ApiError>) -> Response<Body> {
     outcome.unwrap_or_else(ApiError::into_response)
+}
+
+/// The longest error message a response carries, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `text` cut to `max` characters, saying how much was left out.
+fn excerpt(text: &str, max: usize) -> String {
+    let total = text.chars().count();
+    if total <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", total - max)
+}
+
+#[cfg(test)]
+mod excerpt_tests {
+    use super::excerpt;
+
+    #[test]
+    fn long_messages_are_cut_to_an_excerpt() {
+        assert_eq!(excerpt("short", 10), "short");
+        let cut = excerpt(&"x".repeat(100_000), 300);
+        assert!(cut.starts_with(&"x".repeat(300)));
+        assert!(cut.ends_with("… (99700 more characters)"), "{cut}");
+    }
 }

@@ -148,7 +148,9 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
     let promoter =
         tokio::spawn(Promoter::new(queue.clone()).run(deps.config.maintenance.promote_interval, maintenance.clone()));
     let reaper = tokio::spawn(
-        Reaper::new(store.clone(), queue.clone()).run(deps.config.maintenance.reap_interval, maintenance.clone()),
+        Reaper::new(store.clone(), queue.clone())
+            .with_retry(deps.config.worker.retry)
+            .run(deps.config.maintenance.reap_interval, maintenance.clone()),
     );
 
     let worker = Worker::new(store, queue, deps.registry.clone(), config);

@@ -41,7 +41,7 @@ async fn chronoqueue_fields_are_accepted() {
     let (_env, deps) = setup().await;
     let request = json!({
         "queueType": "EMAIL", "taskType": "email.send", "payload": {"userId": 123},
-        "scheduledAt": "2030-10-24T18:00:00Z", "priority": 100, "maxAttempts": 5,
+        "scheduledAt": "2025-10-24T18:00:00Z", "priority": 100, "maxAttempts": 5,
         "idempotencyKey": "welcome-email-user-123"
     });
 
@@ -55,7 +55,7 @@ async fn chronoqueue_fields_are_accepted() {
     assert_eq!(body["priority"], 100);
     assert_eq!(body["maxAttempts"], 5);
     assert_eq!(body["idempotencyKey"], "welcome-email-user-123");
-    assert_eq!(body["runAt"], "2030-10-24T18:00:00Z");
+    assert_eq!(body["runAt"], "2025-10-24T18:00:00Z");
 }
 
 #[tokio::test]
@@ -242,4 +242,62 @@ async fn another_method_on_the_create_function_is_a_405() {
         Some("POST")
     );
     assert_eq!(count_jobs(&env).await, 0);
+}
+
+#[tokio::test]
+async fn an_exact_replay_is_a_replay_whatever_form_its_numbers_take() {
+    let (_env, deps) = setup().await;
+    for (i, number) in ["1e2", "100.0", "0.1", "12345678901234567890"].iter().enumerate() {
+        let body =
+            format!(r#"{{"type":"TEST","payload":{{"n":{number},"list":[{number}]}},"idempotencyKey":"num-{i}"}}"#);
+        let first = create_job::handle(&deps, post_json("/jobs", &body)).await;
+        assert_eq!(first.status(), 201, "{number}: {}", json(&first));
+        let replay = create_job::handle(&deps, post_json("/jobs", &body)).await;
+        assert_eq!(replay.status(), 200, "{number}: {}", json(&replay));
+        assert_eq!(json(&replay)["jobId"], json(&first)["jobId"]);
+    }
+}
+
+#[tokio::test]
+async fn a_run_at_outside_what_is_stored_or_past_the_delay_horizon_is_a_400_and_stores_nothing() {
+    let (env, deps) = setup().await;
+    for run_at in [
+        "-5000-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59Z",
+        "+200000-01-01T00:00:00Z",
+    ] {
+        let body = format!(r#"{{"type":"TEST","runAt":"{run_at}"}}"#);
+        let response = create_job::handle(&deps, post_json("/jobs", &body)).await;
+        let text = json(&response);
+        assert_eq!(response.status(), 400, "{run_at}: {text}");
+        assert_eq!(text["error"]["code"], "invalid_field", "{run_at}: {text}");
+    }
+    let far = (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339();
+    let response = create_job::handle(
+        &deps,
+        post_json("/jobs", &format!(r#"{{"type":"TEST","runAt":"{far}"}}"#)),
+    )
+    .await;
+    assert_eq!(response.status(), 400, "{}", json(&response));
+    assert_eq!(count_jobs(&env).await, 0);
+    let near = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
+    let response = create_job::handle(
+        &deps,
+        post_json("/jobs", &format!(r#"{{"type":"TEST","runAt":"{near}"}}"#)),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "{}", json(&response));
+}
+
+#[tokio::test]
+async fn an_error_quotes_no_more_than_an_excerpt_of_the_input() {
+    let (_env, deps) = setup().await;
+    let huge = "x".repeat(200_000);
+    let body = format!(r#"{{"type":"TEST","priority":"{huge}"}}"#);
+    let response = create_job::handle(&deps, post_json("/jobs", &body)).await;
+    let text = json(&response);
+    assert_eq!(response.status(), 400, "{}", &text.to_string()[..200]);
+    let message = text["error"]["message"].as_str().expect("message");
+    assert!(message.chars().count() < 400, "{} characters", message.chars().count());
 }

@@ -229,3 +229,36 @@ async fn the_worker_function_stops_taking_jobs_before_its_deadline_and_releases_
     assert_eq!(untouched.attempts, 0);
     assert!(untouched.history.is_empty());
 }
+
+#[tokio::test]
+async fn with_every_slot_busy_the_worker_function_still_returns_before_its_deadline() {
+    let env = TestEnv::with(|config| {
+        config.maintenance.promote_interval = Duration::from_millis(50);
+        config.maintenance.reap_interval = REAP_INTERVAL;
+        config.worker.concurrency = 1;
+    })
+    .await;
+    let deps = Deps::from_config(env.config.clone()).expect("deps");
+    let long = env
+        .jobs
+        .create(
+            &NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60)),
+            Utc::now(),
+        )
+        .await
+        .expect("create")
+        .job
+        .id;
+    let time_left = Duration::from_secs(4);
+    let started = Instant::now();
+
+    let summary = worker::handle(&deps, event(json!({"untilIdle": false}), time_left))
+        .await
+        .expect("run");
+
+    let took = started.elapsed();
+    assert!(took < time_left, "returned after the deadline: {took:?}");
+    assert_eq!((summary.claimed, summary.released), (1, 1), "{summary:?}");
+    let job = env.jobs.get(long).await.expect("get");
+    assert_eq!((job.status, job.attempts), (Status::Pending, 0));
+}

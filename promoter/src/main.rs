@@ -33,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
     let m = &config.maintenance;
     let mut services = tokio::task::JoinSet::new();
     services.spawn(Promoter::new(queue.clone()).run(m.promote_interval, shutdown.clone()));
-    services.spawn(Reaper::new(store.clone(), queue.clone()).run(m.reap_interval, shutdown.clone()));
+    services.spawn(
+        Reaper::new(store.clone(), queue.clone())
+            .with_retry(config.worker.retry)
+            .run(m.reap_interval, shutdown.clone()),
+    );
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
 

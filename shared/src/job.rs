@@ -195,6 +195,9 @@ pub mod limits {
     pub const MAX_TIMEOUT_MS: i64 = 15 * 60 * 1000;
     /// The longest a job may be scheduled ahead.
     pub const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
+    /// The earliest `runAt` accepted (a date before it is a mistake, and Postgres cannot store
+    /// every date that JSON can write).
+    pub const MIN_RUN_AT: &str = "2000-01-01T00:00:00Z";
     pub const DEFAULT_QUEUE: &str = "default";
 }
 
@@ -398,7 +401,20 @@ impl NewJob {
         };
         let schedule = match (req.run_at, delay_ms) {
             (Some(_), Some((field, _))) => return Err(invalid(field, "give runAt or a delay, not both")),
-            (Some(at), None) => Schedule::At(at),
+            (Some(at), None) => {
+                // The same horizon as a delay, and only dates Postgres stores.
+                let earliest = DateTime::parse_from_rfc3339(limits::MIN_RUN_AT)
+                    .map(|d| d.with_timezone(&Utc))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                let latest = Utc::now() + chrono::Duration::milliseconds(limits::MAX_DELAY_MS);
+                if at < earliest || at > latest {
+                    return Err(invalid(
+                        "runAt",
+                        format!("must be between {} and 366 days from now", limits::MIN_RUN_AT),
+                    ));
+                }
+                Schedule::At(at)
+            }
             (None, Some((field, ms))) => {
                 if !(0..=limits::MAX_DELAY_MS).contains(&ms) {
                     return Err(invalid(field, "must be between 0 and 366 days"));
@@ -447,6 +463,24 @@ impl NewJob {
     /// The request as a JSON value, compared on an idempotent replay.
     pub fn fingerprint(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// True when `a` and `b` are the same JSON value: numbers compare by value, whatever their form
+/// (`100`, `100.0` and `1e2` are one number; Postgres's jsonb may give back any of them).
+pub fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+            (Some(i), Some(j), _, _) => i == j,
+            (_, _, Some(i), Some(j)) => i == j,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
     }
 }
 

@@ -256,10 +256,16 @@ impl Store {
                 }
                 let key = n.idempotency_key.clone().unwrap_or_default();
                 match holders.get(&key) {
-                    Some((stored, job)) if *stored == fingerprint => Ok(Created {
-                        job: job.clone(),
-                        replayed: true,
-                    }),
+                    Some((stored, job))
+                        if fingerprint.as_ref().is_some_and(|f| {
+                            crate::job::same_json(stored.as_ref().unwrap_or(&serde_json::Value::Null), f)
+                        }) =>
+                    {
+                        Ok(Created {
+                            job: job.clone(),
+                            replayed: true,
+                        })
+                    }
                     Some((_, job)) => Err(Error::IdempotencyConflict { key, existing: job.id }),
                     None => Err(Error::CorruptRow(format!(
                         "idempotency key {key:?} conflicted but has no job"
@@ -472,11 +478,24 @@ impl Store {
 
     /// Gives the job back unfinished; the attempt does not count. Returns its priority.
     pub async fn release(&self, held: &Lease, now: DateTime<Utc>) -> Result<i16> {
+        let (_, priority) = self.defer(held, now, now, "released at worker shutdown").await?;
+        Ok(priority)
+    }
+
+    /// Gives the job back unfinished to run again at `run_at`, with `why` in its history; the
+    /// attempt does not count. Returns its run_at and priority.
+    pub async fn defer(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        run_at: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(DateTime<Utc>, i16)> {
         let row = self
-            .query_opt(sql!("release"), &[&held.id().0, &held.token, &now])
+            .query_opt(sql!("release"), &[&held.id().0, &held.token, &now, &run_at, &why])
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        Ok(row.try_get("priority")?)
+        Ok((row.try_get("run_at")?, row.try_get("priority")?))
     }
 
     /// Running jobs whose lease has expired by the database's clock, as the leases their dead
@@ -486,10 +505,18 @@ impl Store {
         rows.iter().map(lease_from_row).collect()
     }
 
-    /// Records that `held`'s lease ran out: the job goes to `next` (`Pending`, to run again at once,
-    /// or `Failed`, dead). Only if the lease is still expired when this write lands, by the database
-    /// clock: a heartbeat that renewed it since it was read wins, and this returns `LeaseLost`.
-    pub async fn expire(&self, held: &Lease, now: DateTime<Utc>, error: &str, next: Status) -> Result<AfterFailure> {
+    /// Records that `held`'s lease ran out: the job goes to `next` (`Pending`, to run again after
+    /// `retry_in`, or `Failed`, dead). Only if the lease is still expired when this write lands, by
+    /// the database clock: a heartbeat that renewed it since it was read wins, and this returns
+    /// `LeaseLost`.
+    pub async fn expire(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        error: &str,
+        next: Status,
+        retry_in: Duration,
+    ) -> Result<AfterFailure> {
         let row = self
             .query_opt(
                 sql!("expire"),
@@ -500,6 +527,7 @@ impl Store {
                     &error,
                     &next.as_str(),
                     &Outcome::LeaseExpired.as_str(),
+                    &lease_ms(retry_in),
                 ],
             )
             .await?

@@ -50,6 +50,9 @@ pub struct Summary {
     /// Stopped by this worker because it could not renew the lease in time (cut off from
     /// Postgres): nothing recorded; the reaper retries the job once the lease has expired.
     pub fenced: usize,
+    /// Given back because this worker has no handler for the job's type: not charged an attempt,
+    /// and left, after a backoff, for a worker that has one.
+    pub deferred: usize,
 }
 
 /// How one job ended, from this worker's point of view.
@@ -62,6 +65,7 @@ pub enum Finished {
     LeaseLost,
     Unrecorded,
     Fenced,
+    Deferred,
 }
 
 impl Summary {
@@ -74,6 +78,7 @@ impl Summary {
             Finished::LeaseLost => self.lease_lost += 1,
             Finished::Unrecorded => self.unrecorded += 1,
             Finished::Fenced => self.fenced += 1,
+            Finished::Deferred => self.deferred += 1,
         }
     }
 }
@@ -106,6 +111,8 @@ enum Verdict {
     LeaseLost,
     /// The lease could not be renewed in time: stopped before it can expire.
     Fenced,
+    /// This worker has no handler for the job's type.
+    NoHandler,
     Release,
 }
 
@@ -155,9 +162,17 @@ impl Worker {
             if shutdown.is_cancelled() || out_of_time || room == 0 {
                 break;
             }
+            // With every slot busy, wait for one, but never past the time to stop taking work.
+            let stop_taking = async {
+                match limits.stop_taking_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
                 _ = shutdown.cancelled() => break,
+                _ = stop_taking => break,
             };
             // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
             // While jobs are running, wait a moment for more slots to free up: slots come back one
@@ -339,10 +354,7 @@ impl Worker {
         let inner = &self.inner;
         let started = Instant::now();
         let verdict = match inner.registry.get(&lease.job().job_type) {
-            None => Verdict::Ran(Err(HandlerError::permanent(format!(
-                "no handler registered for job type {:?}",
-                lease.job().job_type
-            )))),
+            None => Verdict::NoHandler,
             Some(handler) => {
                 let job = lease.job();
                 let cancel = CancellationToken::new();
@@ -374,6 +386,7 @@ impl Worker {
                 Finished::Fenced
             }
             Verdict::Release => self.release(&lease).await,
+            Verdict::NoHandler => self.defer_without_handler(&lease).await,
             Verdict::Ran(Ok(())) => {
                 let recorded = match completer.complete(&lease).await {
                     Some(true) => Ok(()),
@@ -476,6 +489,8 @@ impl Worker {
             HandlerError::Retryable(m) => (m.as_str(), true),
             HandlerError::Permanent(m) => (m.as_str(), false),
         };
+        let stored = stored_error(message);
+        let message = stored.as_str();
         let delay = inner
             .config
             .retry
@@ -512,6 +527,35 @@ impl Worker {
                     tracing::warn!(error = %err, "could not index the dead job in redis");
                 }
                 Finished::DeadLettered
+            }
+            Err(err) => self.unrecorded(err),
+        }
+    }
+
+    /// A job whose type this worker cannot run is not its failure: it goes back uncharged, after a
+    /// backoff that grows with every claim of it (its lease token), for a worker that has a
+    /// handler (a rolling deploy that adds a type, a worker serving other types).
+    async fn defer_without_handler(&self, lease: &Lease) -> Finished {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let claims = i32::try_from(lease.token()).unwrap_or(i32::MAX).max(1);
+        let delay = inner.config.retry.delay(claims, crate::retry::RetryPolicy::sample());
+        let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let why = stored_error(&format!(
+            "no handler registered for job type {:?} on worker {}; left for a worker that has one",
+            lease.job().job_type,
+            inner.config.worker_id
+        ));
+        match self.record(|| inner.store.defer(lease, now, run_at, &why)).await {
+            Ok((run_at, priority)) => {
+                tracing::warn!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    "no handler for this job type here; deferred, not charged"
+                );
+                if let Err(err) = inner.queue.enqueue(lease.id(), priority, run_at, now).await {
+                    tracing::warn!(error = %err, "could not schedule the deferred job; the repairer will");
+                }
+                Finished::Deferred
             }
             Err(err) => self.unrecorded(err),
         }
@@ -609,6 +653,23 @@ impl Completer {
     }
 }
 
+/// The longest error text kept per attempt; a longer one is cut, and says by how much.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// A handler's error text as it can be stored: NUL characters (which Postgres text cannot hold)
+/// replaced, and cut to [`MAX_ERROR_BYTES`] on a character boundary.
+pub fn stored_error(message: &str) -> String {
+    let clean = message.replace('\0', "\u{FFFD}");
+    if clean.len() <= MAX_ERROR_BYTES {
+        return clean;
+    }
+    let mut end = MAX_ERROR_BYTES - 64;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} more bytes cut]", &clean[..end], clean.len() - end)
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -616,5 +677,20 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_errors_hold_no_nul_and_stay_bounded() {
+        assert_eq!(stored_error("plain"), "plain");
+        assert_eq!(stored_error("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(10_000);
+        let stored = stored_error(&long);
+        assert!(stored.len() <= MAX_ERROR_BYTES, "{}", stored.len());
+        assert!(stored.ends_with("more bytes cut]"), "{stored}");
     }
 }

@@ -147,27 +147,57 @@ async fn higher_priority_jobs_run_first() {
 }
 
 #[tokio::test]
-async fn a_job_of_an_unknown_type_fails_permanently_on_its_first_attempt() {
+async fn a_job_no_worker_here_can_run_is_never_charged_and_runs_once_a_worker_has_its_handler() {
     let env = TestEnv::new().await;
-    let running = Running::start(&env, Registry::with_builtins());
     let id = env
         .jobs
-        .create(&NewJob::new("NO_SUCH_TYPE", json!({})), Utc::now())
+        .create(&NewJob::new("ADDED_LATER", json!({})).max_attempts(1), Utc::now())
         .await
         .expect("create")
         .job
         .id;
-
-    let job = wait_for(&env, id, Status::Failed, SOON).await;
-
-    assert_eq!(job.attempts, 1);
+    // A worker from before the deploy that adds the type: it must not dead-letter the job.
+    let old = Running::start(&env, Registry::with_builtins());
+    let until = tokio::time::Instant::now() + SOON;
+    loop {
+        let job = env.jobs.get(id).await.expect("get");
+        if job.history.len() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not taken and given back twice: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary = old.stop().await;
+    let job = env.jobs.get(id).await.expect("get");
+    assert_eq!(job.status, Status::Pending, "{job:?}");
+    assert_eq!(job.attempts, 0, "no attempt charged");
+    assert!(summary.deferred >= 2, "{summary:?}");
+    assert!(job.history.iter().all(|a| a.outcome == Outcome::Released));
     assert!(
-        job.last_error
+        job.history[0]
+            .error
             .as_deref()
             .unwrap_or("")
-            .contains("no handler registered for job type \"NO_SUCH_TYPE\"")
+            .contains("no handler registered for job type \"ADDED_LATER\"")
     );
-    running.stop().await;
+
+    // The new deploy has the handler: the job runs, on its one and only counted attempt.
+    let new = Running::start(&env, Registry::with_builtins().register("ADDED_LATER", Succeeds));
+    let job = wait_for(&env, id, Status::Completed, SOON).await;
+    assert_eq!(job.attempts, 1);
+    new.stop().await;
+}
+
+struct Succeeds;
+
+#[async_trait]
+impl JobHandler for Succeeds {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        Ok(())
+    }
 }
 
 struct Panics(Arc<AtomicUsize>);

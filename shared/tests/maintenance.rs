@@ -106,7 +106,7 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
     else {
         panic!("not claimed")
     };
-    let reaper = Reaper::new(env.store.clone(), env.queue.clone());
+    let reaper = Reaper::new(env.store.clone(), env.queue.clone()).with_retry(env.config.worker.retry);
     assert_eq!(
         reaper.run_once(now()).await.expect("reap").retried,
         0,
@@ -119,13 +119,25 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
     assert_eq!((reaped.retried, reaped.dead), (1, 0));
     let job = env.jobs.get(id).await.expect("get");
     assert_eq!(job.status, Status::Pending);
+    let cap = chrono::Duration::from_std(env.config.worker.retry.cap).expect("cap");
     assert!(
-        job.run_at >= now_plus(t0, 400) && job.run_at <= now(),
-        "retried at once: the attempt already waited out its lease ({} vs {t0})",
+        job.run_at >= now_plus(t0, 400) && job.run_at <= now() + cap,
+        "retried after at most the backoff cap ({} vs {t0})",
         job.run_at
     );
     assert_eq!(job.history[0].outcome, jobq_shared::job::Outcome::LeaseExpired);
-    assert!(env.queue.ready_ids().await.expect("ready").contains(&id.to_string()));
+    let scheduled: Vec<String> = env
+        .queue
+        .scheduled()
+        .await
+        .expect("schedule")
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert!(
+        env.queue.ready_ids().await.expect("ready").contains(&id.to_string()) || scheduled.contains(&format!("5:{id}")),
+        "pushed to Redis"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +170,7 @@ async fn a_heartbeat_that_lands_between_the_reapers_read_and_write_keeps_the_lea
     // ...and the reaper's write, guarded by the expiry when it lands, changes nothing.
     let result = env
         .store
-        .expire(&expired[0], now(), "lease expired", Status::Pending)
+        .expire(&expired[0], now(), "lease expired", Status::Pending, Duration::ZERO)
         .await;
     assert!(
         matches!(result, Err(jobq_shared::Error::LeaseLost { .. })),

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use jobq_shared::fault::{Fault, Proxy};
 use jobq_shared::job::Outcome;
+use jobq_shared::maintenance::promoter::Promoter;
 use jobq_shared::maintenance::reaper::Reaper;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{HandlerError, JobContext, JobHandler, NewJob, Registry, Status, Store, Worker};
@@ -134,10 +135,12 @@ async fn a_worker_cut_off_from_postgres_stops_its_job_before_another_can_claim_i
     proxy.set(Fault::Blackhole);
     let cut_at = Instant::now();
 
-    // The rest of the system: a reaper and worker B, both healthy.
-    let reaper = Reaper::new(env.store.clone(), env.queue.clone());
+    // The rest of the system: a reaper, a promoter and worker B, all healthy.
+    let reaper = Reaper::new(env.store.clone(), env.queue.clone()).with_retry(env.config.worker.retry);
     let reaper_stop = CancellationToken::new();
     let reaper_run = tokio::spawn(reaper.run(Duration::from_millis(100), reaper_stop.clone()));
+    let promoter_run =
+        tokio::spawn(Promoter::new(env.queue.clone()).run(Duration::from_millis(50), reaper_stop.clone()));
     let b = env.worker(Registry::new().register(
         "SLOW",
         Recorded {
@@ -161,6 +164,7 @@ async fn a_worker_cut_off_from_postgres_stops_its_job_before_another_can_claim_i
     let a_summary = a_run.await.expect("join a").expect("run a");
     b_run.await.expect("join b").expect("run b");
     reaper_run.await.expect("join reaper");
+    promoter_run.await.expect("join promoter");
 
     let runs = log.all();
     let a_run = runs.iter().find(|r| r.worker == "a").expect("A ran");

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::job::Status;
 use crate::queue::Queue;
+use crate::retry::RetryPolicy;
 use crate::store::{AfterFailure, Store};
 
 const BATCH: usize = 100;
@@ -25,11 +26,24 @@ pub struct Reaped {
 pub struct Reaper {
     store: Store,
     queue: Queue,
+    retry: RetryPolicy,
 }
 
 impl Reaper {
     pub fn new(store: Store, queue: Queue) -> Self {
-        Reaper { store, queue }
+        Reaper {
+            store,
+            queue,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The backoff before a job whose lease expired runs again (default: [`RetryPolicy::default`]).
+    /// A worker that crashed may have crashed because of this very job: retrying it at once would
+    /// take down the next one too.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Takes back every job whose lease has expired by the database's clock. `now` stamps the
@@ -40,17 +54,21 @@ impl Reaper {
             let expired = self.store.expired_leases(BATCH).await?;
             let count = expired.len();
             for lease in expired {
-                // The attempt already waited out its lease: retry at once, while attempts remain.
+                // Retry after the backoff of a failed attempt, while attempts remain.
                 let next = if lease.job().attempts < lease.job().max_attempts {
                     Status::Pending
                 } else {
                     Status::Failed
                 };
-                match self.store.expire(&lease, now, LEASE_EXPIRED, next).await {
+                let retry_in = self.retry.delay(lease.attempt(), RetryPolicy::sample());
+                match self.store.expire(&lease, now, LEASE_EXPIRED, next, retry_in).await {
                     Ok(AfterFailure::Retry { run_at, priority }) => {
                         reaped.retried += 1;
-                        tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), "lease expired; retrying");
-                        if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, run_at.max(now)).await {
+                        tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), retry_in_ms = retry_in.as_millis() as u64, "lease expired; retrying");
+                        // Due by the database's clock, which set run_at: schedule it for run_at
+                        // as seen from here, at least the backoff ahead.
+                        let due = now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
+                        if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at.max(due), now).await {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not push reaped job; the repairer will");
                         }
                     }

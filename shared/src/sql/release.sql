@@ -1,14 +1,15 @@
--- release: gives a job back unfinished (worker shutdown). The attempt does not count.
--- $1 id, $2 lease_token, $3 now
--- Returns the job's priority; none when the lease was lost.
+-- release: gives a job back unfinished; the attempt does not count. At worker shutdown it may run
+-- again at once; when this worker has no handler for its type, after a backoff.
+-- $1 id, $2 lease_token, $3 now, $4 run again at, $5 why (kept in the attempt's history)
+-- Returns the job's run_at and priority; none when the lease was lost.
 WITH released AS (
     UPDATE jobs
-    SET status = 'PENDING', attempts = attempts - 1, run_at = $3, updated_at = $3,
+    SET status = 'PENDING', attempts = attempts - 1, run_at = $4, updated_at = $3,
         lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
-    RETURNING id, lease_token, priority
+    RETURNING id, lease_token, run_at, priority
 ), attempt AS (
-    UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = 'released at worker shutdown'
+    UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = $5
     FROM released WHERE a.job_id = released.id AND a.lease_token = released.lease_token
 )
-SELECT priority FROM released
+SELECT run_at, priority FROM released

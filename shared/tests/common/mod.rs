@@ -26,7 +26,9 @@ impl Running {
         let services = vec![
             tokio::spawn(Promoter::new(env.queue.clone()).run(Duration::from_millis(20), shutdown.clone())),
             tokio::spawn(
-                Reaper::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(50), shutdown.clone()),
+                Reaper::new(env.store.clone(), env.queue.clone())
+                    .with_retry(env.config.worker.retry)
+                    .run(Duration::from_millis(50), shutdown.clone()),
             ),
         ];
         Running {
