@@ -731,6 +731,8 @@ fn runner(cases: u32) -> TestRunner {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261123);
+    // Shown with the test's output when it fails.
+    eprintln!("property test seed={seed} (JOBQ_PROPTEST_SEED={seed} replays it)");
     TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,

@@ -200,8 +200,12 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         config.maintenance.reap_interval = Duration::from_millis(200);
     })
     .await;
-    let seed: u64 = rand::rng().random();
-    println!("soak seed={seed}");
+    // Random each run; shown with the test's output when it fails, and JOBQ_SOAK_SEED replays it.
+    let seed: u64 = std::env::var("JOBQ_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("soak seed={seed} (JOBQ_SOAK_SEED={seed} replays it)");
     let mut rng = StdRng::seed_from_u64(seed);
 
     // The jobs, kinds shuffled together.
