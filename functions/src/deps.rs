@@ -18,6 +18,8 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error("database secret")]
     Secret(#[from] SecretError),
+    #[error("TLS settings")]
+    Tls(#[from] jobq_shared::tls::TlsError),
     #[error("clients")]
     Clients(#[from] jobq_shared::Error),
 }
@@ -50,7 +52,7 @@ impl Deps {
     /// Clients for `config`, with the built-in job handlers and no API token.
     pub fn from_config(config: Config) -> Result<Deps, InitError> {
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-        let queue = Queue::connect(&config.redis_url, &config.namespace)?;
+        let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
         let jobs = Jobs::new(store, queue, config.worker.default_timeout);
         Ok(Deps {
             config,

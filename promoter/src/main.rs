@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot read the database secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-    let queue = Queue::connect(&config.redis_url, &config.namespace)?;
+    let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
     migrate_when_reachable(&store).await?;
     tracing::info!(
         namespace = %config.namespace,

@@ -39,7 +39,8 @@ pub enum SecretError {
     },
 }
 
-/// `DB_SECRET_ARN` when set: the database URL built from that secret. Otherwise `config.database_url`.
+/// `DB_SECRET_ARN` when set: the database URL built from that secret, with `PGSSLMODE` /
+/// `PGSSLROOTCERT` applied. Otherwise `config.database_url`.
 pub async fn resolve_database_url(config: &Config) -> Result<String, SecretError> {
     let secret = std::env::var(SECRET_ENV)
         .ok()
@@ -50,7 +51,8 @@ pub async fn resolve_database_url(config: &Config) -> Result<String, SecretError
         Some(secret) => {
             // Region, credentials and endpoint (AWS_ENDPOINT_URL_SECRETS_MANAGER) from the environment.
             let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-            fetch_database_url(&Client::new(&sdk), &secret).await
+            // The secret's host is the URL's host, so verify-full checks the certificate against it.
+            Ok(config.with_pg_tls(&fetch_database_url(&Client::new(&sdk), &secret).await?))
         }
     }
 }
