@@ -2,7 +2,7 @@
 //! Postgres pool, the Redis connection and the job operations over them.
 
 use jobq_shared::config::ConfigError;
-use jobq_shared::secrets::{SecretError, resolve_database_url};
+use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_redis_url};
 use jobq_shared::{Config, Jobs, Queue, Registry, Store};
 use lambda_http::Request;
 
@@ -40,6 +40,7 @@ impl Deps {
     pub async fn from_env() -> Result<Deps, InitError> {
         let mut config = Config::from_env()?;
         config.database_url = resolve_database_url(&config).await?;
+        config.redis_url = resolve_redis_url(&config).await?;
         let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
         let deps = Deps::from_config(config)?;
         deps.jobs.warm().await;

@@ -17,6 +17,9 @@ async fn main() -> anyhow::Result<()> {
     config.database_url = jobq_shared::secrets::resolve_database_url(&config)
         .await
         .context("cannot read the database secret")?;
+    config.redis_url = jobq_shared::secrets::resolve_redis_url(&config)
+        .await
+        .context("cannot read the Redis secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
     let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
     migrate_when_reachable(&store).await?;
