@@ -6,16 +6,11 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
-use jobq_shared::config::WorkerConfig;
-use jobq_shared::job::Outcome;
-use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper};
-use jobq_shared::{Job, JobId, Jobs, NewJob, Queue, Registry, Status, Store, Worker};
-use serde_json::json;
+use jobq_shared::{Queue, Store};
+use support::seed::run_seed_flows;
 use support::{PrivatePostgres, PrivateRedis};
-use tokio_util::sync::CancellationToken;
 
 const REDIS_USER: &str = "jobq";
 const REDIS_PASSWORD: &str = "s3cret-token-for-tests";
@@ -175,32 +170,6 @@ impl Servers {
     }
 }
 
-fn worker_config() -> WorkerConfig {
-    let mut config = WorkerConfig {
-        concurrency: 4,
-        lease: Duration::from_secs(2),
-        heartbeat: Duration::from_millis(500),
-        poll: Duration::from_millis(100),
-        shutdown_grace: Duration::from_secs(2),
-        ..WorkerConfig::default()
-    };
-    config.retry.base = Duration::from_millis(10);
-    config.retry.cap = Duration::from_millis(100);
-    config
-}
-
-async fn wait_for(jobs: &Jobs, id: JobId, status: Status) -> Job {
-    let give_up = Instant::now() + Duration::from_secs(15);
-    loop {
-        let job = jobs.get(id).await.expect("get job");
-        if job.status == status {
-            return job;
-        }
-        assert!(Instant::now() < give_up, "job {id} is {:?}, not {status:?}", job.status);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The whole error chain, to find what a refusal was about.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -220,59 +189,7 @@ async fn the_seed_flows_pass_over_verify_full_and_rediss_with_an_acl_user() {
     store.migrate().await.expect("migrate over verify-full");
     let queue = servers.queue("ca.pem");
     queue.ping().await.expect("redis over TLS with AUTH");
-    let jobs = Jobs::new(store.clone(), queue.clone(), Duration::from_secs(30));
-
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(store.clone(), queue.clone(), Registry::with_builtins(), worker_config());
-    let token = shutdown.clone();
-    let worker = tokio::spawn(async move { worker.run(token).await });
-    let promoter = tokio::spawn(Promoter::new(queue.clone()).run(Duration::from_millis(20), shutdown.clone()));
-    let reaper =
-        tokio::spawn(Reaper::new(store.clone(), queue.clone()).run(Duration::from_millis(50), shutdown.clone()));
-
-    let now = Utc::now();
-    let plain = jobs
-        .create(&NewJob::new("TEST", json!("hello")), now)
-        .await
-        .expect("create");
-    let flaky = jobs
-        .create(&NewJob::new("TEST", json!("FAIL_TIMES=2")), now)
-        .await
-        .expect("create");
-    let doomed = jobs
-        .create(&NewJob::new("TEST", json!("FAIL_ALWAYS")), now)
-        .await
-        .expect("create");
-
-    let done = wait_for(&jobs, plain.job.id, Status::Completed).await;
-    assert_eq!(done.attempts, 1);
-    let done = wait_for(&jobs, flaky.job.id, Status::Completed).await;
-    assert_eq!(done.attempts, 3);
-    let outcomes: Vec<Outcome> = done.history.iter().map(|a| a.outcome).collect();
-    assert_eq!(outcomes, vec![Outcome::Failed, Outcome::Failed, Outcome::Succeeded]);
-    let dead = wait_for(&jobs, doomed.job.id, Status::Failed).await;
-    assert_eq!(dead.attempts, 3);
-    let page = jobs.list_dead(None, 10).await.expect("dlq");
-    assert_eq!(page.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![doomed.job.id]);
-    assert_eq!(
-        queue.dead_ids().await.expect("dlq index"),
-        vec![doomed.job.id.to_string()]
-    );
-
-    let requeued = jobs.requeue(doomed.job.id, Utc::now()).await.expect("requeue");
-    assert_eq!(requeued.status, Status::Pending);
-    let dead_again = wait_for(&jobs, doomed.job.id, Status::Failed).await;
-    assert_eq!(
-        dead_again.history.len(),
-        6,
-        "the requeued job ran its three attempts again"
-    );
-
-    shutdown.cancel();
-    let summary = worker.await.expect("worker task").expect("worker run");
-    promoter.await.expect("promoter");
-    reaper.await.expect("reaper");
-    assert!(summary.completed >= 2, "{summary:?}");
+    run_seed_flows(&store, &queue).await;
 
     // The servers take nothing else: plain Postgres and plain Redis are refused.
     let plain_pg = servers.store(&format!(

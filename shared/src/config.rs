@@ -91,6 +91,9 @@ pub struct Config {
     /// secret) does not set `sslmode` / `sslrootcert` itself.
     pub pg_sslmode: Option<SslMode>,
     pub pg_sslrootcert: Option<String>,
+    /// `JOBQ_MIGRATION_DATABASE_URL`: the schema owner's URL, for the promoter's migrations, when
+    /// the rest runs under a role that may only read and write rows (docs/sql/roles.sql).
+    pub migration_database_url: Option<String>,
     /// Every Redis key starts with `{namespace}:`; the braces make it a Redis Cluster hash tag.
     pub namespace: String,
     pub pg_pool_size: usize,
@@ -162,6 +165,17 @@ impl Config {
             var: "DATABASE_URL",
             problem: err.to_string(),
         })?;
+        let migration_database_url = match env.string("JOBQ_MIGRATION_DATABASE_URL", "")? {
+            url if url.is_empty() => None,
+            url => {
+                let url = with_pg_defaults(&url, pg_sslmode, pg_sslrootcert.as_deref());
+                split_pg_url(&url).map_err(|err| ConfigError {
+                    var: "JOBQ_MIGRATION_DATABASE_URL",
+                    problem: err.to_string(),
+                })?;
+                Some(url)
+            }
+        };
         let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL)?;
         let redis_ca_file = Some(env.string("REDIS_CA_FILE", "")?)
             .filter(|f| !f.is_empty())
@@ -180,6 +194,7 @@ impl Config {
             redis_ca_file,
             pg_sslmode,
             pg_sslrootcert,
+            migration_database_url,
             namespace,
             pg_pool_size: env.positive("JOBQ_PG_POOL_SIZE", 16)?,
             pg_timeout: env.millis("JOBQ_PG_TIMEOUT_MS", Duration::from_secs(5))?,

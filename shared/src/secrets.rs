@@ -14,6 +14,8 @@ use crate::config::Config;
 
 /// The environment variable that names the secret (an ARN or a name).
 pub const SECRET_ENV: &str = "DB_SECRET_ARN";
+/// The environment variable that names the schema owner's secret, for migrations.
+pub const OWNER_SECRET_ENV: &str = "DB_OWNER_SECRET_ARN";
 /// The environment variable that names the Redis credentials' secret.
 pub const REDIS_SECRET_ENV: &str = "REDIS_SECRET_ARN";
 
@@ -54,6 +56,17 @@ fn secret_name(var: &str) -> Option<String> {
 async fn sdk_client() -> Client {
     // Region, credentials and endpoint (AWS_ENDPOINT_URL_SECRETS_MANAGER) from the environment.
     Client::new(&aws_config::defaults(BehaviorVersion::latest()).load().await)
+}
+
+/// The URL to run migrations with: from the `DB_OWNER_SECRET_ARN` secret when set, else
+/// `JOBQ_MIGRATION_DATABASE_URL`; `None` when neither is set (migrations then use the database URL).
+pub async fn resolve_migration_database_url(config: &Config) -> Result<Option<String>, SecretError> {
+    match secret_name(OWNER_SECRET_ENV) {
+        None => Ok(config.migration_database_url.clone()),
+        Some(secret) => Ok(Some(
+            config.with_pg_tls(&fetch_database_url(&sdk_client().await, &secret).await?),
+        )),
+    }
 }
 
 /// `REDIS_SECRET_ARN` when set: `config.redis_url` with the secret's credentials in it. Otherwise

@@ -3,6 +3,8 @@
 //! machine's servers or other tests. Dropping a server kills it and removes its directory.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
