@@ -306,6 +306,8 @@ mod tests {
         assert_eq!(err.var, "PGSSLMODE");
         let err = config(&[("DATABASE_URL", "postgres://u@h/d?sslmode=on")]).expect_err("bad mode");
         assert_eq!(err.var, "DATABASE_URL");
+        let err = config(&[("JOBQ_MIGRATION_DATABASE_URL", "postgres://u@h/d?sslmode=yes")]).expect_err("bad mode");
+        assert_eq!(err.var, "JOBQ_MIGRATION_DATABASE_URL");
         let err = config(&[("REDIS_CA_FILE", "/nonexistent/ca.pem")]).expect_err("no file");
         assert_eq!(err.var, "REDIS_CA_FILE");
         let c = config(&[
