@@ -25,6 +25,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 jobq \
  && useradd --system --uid 10001 --gid jobq --no-create-home --shell /usr/sbin/nologin jobq
 COPY --from=builder /out/jobq-promoter /usr/local/bin/jobq-promoter
+# CA certificates for TLS to RDS (PGSSLROOTCERT): certs/rds-global-bundle.pem, see README.md.
+COPY certs/ /opt/jobq/certs/
 USER 10001:10001
 ENV RUST_LOG=info \
     JOBQ_LOG_FORMAT=json

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks everything deployment-related without touching AWS: the SAM template (sam validate and
-# cfn-lint), the compose file, and a full `sam build` of the Lambda functions (release builds through
+# Checks everything deployment-related without touching AWS or needing credentials: the SAM template
+# (sam validate --lint, which runs cfn-lint's rules, and cfn-lint itself), the compose file, and a full `sam build` of the Lambda functions (release builds through
 # cargo-lambda, no Docker). Stops at the first failing check.
 #
 # Usage: scripts/check-deploy.sh
@@ -20,8 +20,16 @@ export PATH="$BIN:$PATH"
 export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 
-step "sam validate --region us-east-1"
-sam validate --region us-east-1 --template-file template.yaml || fail "sam validate (template.yaml)"
+# Every function of the template, read from it, so that a new one cannot be forgotten here.
+FUNCTIONS=$(awk '/^  [A-Za-z0-9]+:$/ { name = $1; sub(":", "", name) }
+                 /^    Type: AWS::Serverless::Function$/ { print name }' template.yaml)
+[[ -n "$FUNCTIONS" ]] || fail "no AWS::Serverless::Function found in template.yaml"
+step "functions in template.yaml: $(echo $FUNCTIONS)"
+
+step "sam validate --lint --region us-east-1"
+# No credentials are needed; make sure none are picked up either.
+env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+  sam validate --lint --region us-east-1 --template-file template.yaml || fail "sam validate --lint (template.yaml)"
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml || fail "cfn-lint template.yaml"
@@ -42,7 +50,7 @@ if [[ "${JOBQ_SKIP_SAM_BUILD:-0}" == 1 ]]; then
 else
   step "sam build (cargo lambda build --release per function; CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   sam build --template-file template.yaml --build-dir "$REPO/.aws-sam/build" || fail "sam build"
-  for fn in CreateJobFunction GetJobFunction ListDlqFunction RequeueDlqFunction WorkerFunction; do
+  for fn in $FUNCTIONS; do
     [[ -x "$REPO/.aws-sam/build/$fn/bootstrap" ]] || fail "sam build produced no $fn/bootstrap"
   done
 fi

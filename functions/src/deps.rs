@@ -2,7 +2,7 @@
 //! Postgres pool, the Redis connection and the job operations over them.
 
 use jobq_shared::config::ConfigError;
-use jobq_shared::secrets::{SecretError, resolve_database_url};
+use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_redis_url};
 use jobq_shared::{Config, Jobs, Queue, Registry, Store};
 use lambda_http::Request;
 
@@ -18,6 +18,8 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error("database secret")]
     Secret(#[from] SecretError),
+    #[error("TLS settings")]
+    Tls(#[from] jobq_shared::tls::TlsError),
     #[error("clients")]
     Clients(#[from] jobq_shared::Error),
 }
@@ -38,6 +40,7 @@ impl Deps {
     pub async fn from_env() -> Result<Deps, InitError> {
         let mut config = Config::from_env()?;
         config.database_url = resolve_database_url(&config).await?;
+        config.redis_url = resolve_redis_url(&config).await?;
         let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
         let deps = Deps::from_config(config)?;
         deps.jobs.warm().await;
@@ -50,7 +53,7 @@ impl Deps {
     /// Clients for `config`, with the built-in job handlers and no API token.
     pub fn from_config(config: Config) -> Result<Deps, InitError> {
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-        let queue = Queue::connect(&config.redis_url, &config.namespace)?;
+        let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
         let jobs = Jobs::new(store, queue, config.worker.default_timeout);
         Ok(Deps {
             config,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use jobq_functions::Deps;
-use jobq_shared::secrets::{SECRET_ENV, SecretError, fetch_database_url};
+use jobq_shared::secrets::{SECRET_ENV, SecretError, fetch_database_url, fetch_redis_url};
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{Config, Store};
 use serde_json::json;
@@ -118,6 +118,31 @@ async fn a_database_url_is_read_from_a_secret_by_name_or_arn_and_connects() {
             "{url}"
         );
         assert_eq!(current_database(&url).await, env.database());
+    }
+}
+
+#[tokio::test]
+async fn a_redis_auth_token_or_acl_user_is_read_from_a_secret_into_the_redis_url() {
+    let moto = Moto::start();
+    moto.secret("jobq/redis-token", &json!({"authToken": "tok:en/1"})).await;
+    let acl = moto
+        .secret("jobq/redis-acl", &json!({"username": "jobq", "password": "pw@2"}))
+        .await;
+    moto.secret("jobq/redis-empty", &json!({"username": "jobq"})).await;
+
+    let url = fetch_redis_url(&moto.client(), "jobq/redis-token", "rediss://cache.internal:6379")
+        .await
+        .expect("token");
+    assert_eq!(url, "rediss://:tok%3Aen%2F1@cache.internal:6379");
+    let url = fetch_redis_url(&moto.client(), &acl, "rediss://cache.internal:6379")
+        .await
+        .expect("acl user");
+    assert_eq!(url, "rediss://jobq:pw%402@cache.internal:6379");
+    match fetch_redis_url(&moto.client(), "jobq/redis-empty", "rediss://cache.internal:6379").await {
+        Err(err @ SecretError::MissingField { field: "password", .. }) => {
+            assert!(err.to_string().contains("jobq/redis-empty"), "{err}")
+        }
+        other => panic!("{other:?}"),
     }
 }
 

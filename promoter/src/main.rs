@@ -17,9 +17,22 @@ async fn main() -> anyhow::Result<()> {
     config.database_url = jobq_shared::secrets::resolve_database_url(&config)
         .await
         .context("cannot read the database secret")?;
+    config.redis_url = jobq_shared::secrets::resolve_redis_url(&config)
+        .await
+        .context("cannot read the Redis secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-    let queue = Queue::connect(&config.redis_url, &config.namespace)?;
-    migrate_when_reachable(&store).await?;
+    let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
+    // Migrations may run as the schema owner while everything else runs as a role that can only
+    // read and write rows (docs/sql/roles.sql).
+    let owner_url = jobq_shared::secrets::resolve_migration_database_url(&config)
+        .await
+        .context("cannot read the schema owner's database secret")?;
+    let migrator = match &owner_url {
+        Some(url) => Store::connect(url, 1, config.pg_timeout)?,
+        None => store.clone(),
+    };
+    migrate_when_reachable(&migrator).await?;
+    drop(migrator);
     tracing::info!(
         namespace = %config.namespace,
         concurrency = config.worker.concurrency,

@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::retry::RetryPolicy;
+use crate::tls::{SslMode, split_pg_url, with_pg_defaults};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
@@ -82,6 +84,16 @@ impl Default for MaintenanceConfig {
 pub struct Config {
     pub database_url: String,
     pub redis_url: String,
+    /// PEM CA certificates that a `rediss://` server's certificate must chain to (`REDIS_CA_FILE`);
+    /// the system's roots when unset.
+    pub redis_ca_file: Option<PathBuf>,
+    /// `PGSSLMODE` and `PGSSLROOTCERT`: used where the database URL (from `DATABASE_URL` or the
+    /// secret) does not set `sslmode` / `sslrootcert` itself.
+    pub pg_sslmode: Option<SslMode>,
+    pub pg_sslrootcert: Option<String>,
+    /// `JOBQ_MIGRATION_DATABASE_URL`: the schema owner's URL, for the promoter's migrations, when
+    /// the rest runs under a role that may only read and write rows (docs/sql/roles.sql).
+    pub migration_database_url: Option<String>,
     /// Every Redis key starts with `{namespace}:`; the braces make it a Redis Cluster hash tag.
     pub namespace: String,
     pub pg_pool_size: usize,
@@ -138,9 +150,53 @@ impl Config {
                 problem: "must be non-empty and contain no braces".into(),
             });
         }
+        let pg_sslmode = match env.string("PGSSLMODE", "")? {
+            mode if mode.is_empty() => None,
+            mode => Some(mode.parse().map_err(|problem| ConfigError {
+                var: "PGSSLMODE",
+                problem,
+            })?),
+        };
+        let pg_sslrootcert = Some(env.string("PGSSLROOTCERT", "")?).filter(|r| !r.is_empty());
+        let database_url = with_pg_defaults(
+            &env.string("DATABASE_URL", DEFAULT_DATABASE_URL)?,
+            pg_sslmode,
+            pg_sslrootcert.as_deref(),
+        );
+        split_pg_url(&database_url).map_err(|err| ConfigError {
+            var: "DATABASE_URL",
+            problem: err.to_string(),
+        })?;
+        let migration_database_url = match env.string("JOBQ_MIGRATION_DATABASE_URL", "")? {
+            url if url.is_empty() => None,
+            url => {
+                let url = with_pg_defaults(&url, pg_sslmode, pg_sslrootcert.as_deref());
+                split_pg_url(&url).map_err(|err| ConfigError {
+                    var: "JOBQ_MIGRATION_DATABASE_URL",
+                    problem: err.to_string(),
+                })?;
+                Some(url)
+            }
+        };
+        let redis_url = env.string("REDIS_URL", DEFAULT_REDIS_URL)?;
+        let redis_ca_file = Some(env.string("REDIS_CA_FILE", "")?)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        if let Some(file) = &redis_ca_file
+            && let Err(err) = crate::tls::read_ca_file(file)
+        {
+            return Err(ConfigError {
+                var: "REDIS_CA_FILE",
+                problem: err.to_string(),
+            });
+        }
         Ok(Config {
-            database_url: env.string("DATABASE_URL", DEFAULT_DATABASE_URL)?,
-            redis_url: env.string("REDIS_URL", DEFAULT_REDIS_URL)?,
+            database_url,
+            redis_url,
+            redis_ca_file,
+            pg_sslmode,
+            pg_sslrootcert,
+            migration_database_url,
             namespace,
             pg_pool_size: env.positive("JOBQ_PG_POOL_SIZE", 16)?,
             pg_timeout: env.millis("JOBQ_PG_TIMEOUT_MS", Duration::from_secs(5))?,
@@ -166,6 +222,18 @@ impl Config {
                 repair_after: env.millis("JOBQ_REPAIR_AFTER_MS", maint.repair_after)?,
             },
         })
+    }
+}
+
+impl Config {
+    /// `url` with `PGSSLMODE` / `PGSSLROOTCERT` applied where it does not set them itself.
+    pub fn with_pg_tls(&self, url: &str) -> String {
+        with_pg_defaults(url, self.pg_sslmode, self.pg_sslrootcert.as_deref())
+    }
+
+    /// The PEM of `REDIS_CA_FILE`, when set.
+    pub fn redis_ca(&self) -> Result<Option<Vec<u8>>, crate::tls::TlsError> {
+        self.redis_ca_file.as_deref().map(crate::tls::read_ca_file).transpose()
     }
 }
 
@@ -232,6 +300,32 @@ mod tests {
         assert_eq!(c.worker.lease, Duration::from_secs(30));
         assert_eq!(c.worker.heartbeat, Duration::from_secs(10));
         assert_eq!(c.worker.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_named() {
+        let err = config(&[("PGSSLMODE", "verify")]).expect_err("bad mode");
+        assert_eq!(err.var, "PGSSLMODE");
+        let err = config(&[("DATABASE_URL", "postgres://u@h/d?sslmode=on")]).expect_err("bad mode");
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = config(&[("JOBQ_MIGRATION_DATABASE_URL", "postgres://u@h/d?sslmode=yes")]).expect_err("bad mode");
+        assert_eq!(err.var, "JOBQ_MIGRATION_DATABASE_URL");
+        let err = config(&[("REDIS_CA_FILE", "/nonexistent/ca.pem")]).expect_err("no file");
+        assert_eq!(err.var, "REDIS_CA_FILE");
+        let c = config(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/etc/rds.pem"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.database_url,
+            "postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/rds.pem"
+        );
+        assert_eq!(
+            c.with_pg_tls("postgres://v@k/e"),
+            "postgres://v@k/e?sslmode=verify-full&sslrootcert=/etc/rds.pem"
+        );
     }
 
     #[test]

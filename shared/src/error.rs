@@ -31,6 +31,8 @@ pub enum Error {
     PoolConfig(#[from] deadpool_postgres::BuildError),
     #[error("postgres did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    #[error("TLS configuration")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("redis")]
     Redis(#[from] redis::RedisError),
     #[error("migration")]

@@ -33,6 +33,7 @@ pub mod state;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod tls;
 pub mod worker;
 
 pub use config::Config;

@@ -94,7 +94,24 @@ macro_rules! retry_once {
 impl Queue {
     /// Connects lazily: a Redis that is down now does not stop the caller from starting.
     pub fn connect(url: &str, namespace: &str) -> Result<Queue> {
-        let client = redis::Client::open(url)?;
+        Self::connect_with_ca(url, namespace, None)
+    }
+
+    /// As [`Queue::connect`]; a `rediss://` URL is TLS, its server certificate checked against
+    /// `ca_pem` (PEM CA certificates) when given, else the system's roots, and its host name
+    /// against the URL's host. The URL's user and password are sent with `AUTH`.
+    pub fn connect_with_ca(url: &str, namespace: &str, ca_pem: Option<Vec<u8>>) -> Result<Queue> {
+        crate::tls::install_default_provider();
+        let client = match ca_pem {
+            Some(root_cert) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            _ => redis::Client::open(url)?,
+        };
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(Duration::from_secs(2)))?;
         Ok(Queue {
             conn,

@@ -1,6 +1,9 @@
-//! The database URL from AWS Secrets Manager. A deployment keeps the Postgres credentials in an
+//! Credentials from AWS Secrets Manager. A deployment keeps the Postgres credentials in an
 //! RDS-style secret (`{"username", "password", "host", "port", "dbname", "engine"}`) and names it
 //! with `DB_SECRET_ARN`; without that variable the configured `DATABASE_URL` is used as it is.
+//! The Redis AUTH token (ElastiCache) or ACL user and password live in a secret named by
+//! `REDIS_SECRET_ARN` (`{"password": ...}` or `{"authToken": ...}`, with an optional `"username"`),
+//! put into `REDIS_URL`.
 //! Only with the `aws-secrets` feature, so that binaries without it do not link the AWS SDK.
 
 use aws_config::BehaviorVersion;
@@ -11,6 +14,10 @@ use crate::config::Config;
 
 /// The environment variable that names the secret (an ARN or a name).
 pub const SECRET_ENV: &str = "DB_SECRET_ARN";
+/// The environment variable that names the schema owner's secret, for migrations.
+pub const OWNER_SECRET_ENV: &str = "DB_OWNER_SECRET_ARN";
+/// The environment variable that names the Redis credentials' secret.
+pub const REDIS_SECRET_ENV: &str = "REDIS_SECRET_ARN";
 
 /// Why the database URL could not be read from a secret. Each names the secret.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +30,7 @@ pub enum SecretError {
     },
     #[error("secret {secret:?} has no string value (binary secrets are not supported)")]
     NotText { secret: String },
-    #[error("secret {secret:?} is not a JSON object with the database credentials")]
+    #[error("secret {secret:?} is not a JSON object with the credentials")]
     BadJson {
         secret: String,
         #[source]
@@ -39,24 +46,90 @@ pub enum SecretError {
     },
 }
 
-/// `DB_SECRET_ARN` when set: the database URL built from that secret. Otherwise `config.database_url`.
-pub async fn resolve_database_url(config: &Config) -> Result<String, SecretError> {
-    let secret = std::env::var(SECRET_ENV)
+fn secret_name(var: &str) -> Option<String> {
+    std::env::var(var)
         .ok()
         .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
-    match secret {
+        .filter(|v| !v.is_empty())
+}
+
+async fn sdk_client() -> Client {
+    // Region, credentials and endpoint (AWS_ENDPOINT_URL_SECRETS_MANAGER) from the environment.
+    Client::new(&aws_config::defaults(BehaviorVersion::latest()).load().await)
+}
+
+/// The URL to run migrations with: from the `DB_OWNER_SECRET_ARN` secret when set, else
+/// `JOBQ_MIGRATION_DATABASE_URL`; `None` when neither is set (migrations then use the database URL).
+pub async fn resolve_migration_database_url(config: &Config) -> Result<Option<String>, SecretError> {
+    match secret_name(OWNER_SECRET_ENV) {
+        None => Ok(config.migration_database_url.clone()),
+        Some(secret) => Ok(Some(
+            config.with_pg_tls(&fetch_database_url(&sdk_client().await, &secret).await?),
+        )),
+    }
+}
+
+/// `REDIS_SECRET_ARN` when set: `config.redis_url` with the secret's credentials in it. Otherwise
+/// `config.redis_url`.
+pub async fn resolve_redis_url(config: &Config) -> Result<String, SecretError> {
+    match secret_name(REDIS_SECRET_ENV) {
+        None => Ok(config.redis_url.clone()),
+        Some(secret) => fetch_redis_url(&sdk_client().await, &secret, &config.redis_url).await,
+    }
+}
+
+/// Reads `secret` with `client` and puts its credentials into `redis_url`.
+pub async fn fetch_redis_url(client: &Client, secret: &str, redis_url: &str) -> Result<String, SecretError> {
+    let text = fetch_text(client, secret).await?;
+    redis_url_from_secret(secret, &text, redis_url)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RedisSecret {
+    username: Option<String>,
+    password: Option<String>,
+    auth_token: Option<String>,
+}
+
+/// `redis_url` with the user (when the secret has one) and the password or AUTH token of the
+/// secret named `secret`, replacing any credentials the URL had.
+pub fn redis_url_from_secret(secret: &str, text: &str, redis_url: &str) -> Result<String, SecretError> {
+    let parsed: RedisSecret = serde_json::from_str(text).map_err(|source| SecretError::BadJson {
+        secret: secret.to_owned(),
+        source,
+    })?;
+    let password = parsed
+        .password
+        .or(parsed.auth_token)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| SecretError::MissingField {
+            secret: secret.to_owned(),
+            field: "password",
+        })?;
+    let (scheme, rest) = redis_url.split_once("://").unwrap_or(("redis", redis_url));
+    let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
+    let user = parsed.username.as_deref().map(encode).unwrap_or_default();
+    Ok(format!("{scheme}://{user}:{}@{rest}", encode(&password)))
+}
+
+/// `DB_SECRET_ARN` when set: the database URL built from that secret, with `PGSSLMODE` /
+/// `PGSSLROOTCERT` applied. Otherwise `config.database_url`.
+pub async fn resolve_database_url(config: &Config) -> Result<String, SecretError> {
+    match secret_name(SECRET_ENV) {
         None => Ok(config.database_url.clone()),
-        Some(secret) => {
-            // Region, credentials and endpoint (AWS_ENDPOINT_URL_SECRETS_MANAGER) from the environment.
-            let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-            fetch_database_url(&Client::new(&sdk), &secret).await
-        }
+        // The secret's host is the URL's host, so verify-full checks the certificate against it.
+        Some(secret) => Ok(config.with_pg_tls(&fetch_database_url(&sdk_client().await, &secret).await?)),
     }
 }
 
 /// Reads `secret` (an ARN or a name) with `client` and builds the database URL from it.
 pub async fn fetch_database_url(client: &Client, secret: &str) -> Result<String, SecretError> {
+    let text = fetch_text(client, secret).await?;
+    database_url_from_secret(secret, &text)
+}
+
+async fn fetch_text(client: &Client, secret: &str) -> Result<String, SecretError> {
     let output = client
         .get_secret_value()
         .secret_id(secret)
@@ -66,10 +139,12 @@ pub async fn fetch_database_url(client: &Client, secret: &str) -> Result<String,
             secret: secret.to_owned(),
             source: Box::new(err.into()),
         })?;
-    let text = output.secret_string().ok_or_else(|| SecretError::NotText {
-        secret: secret.to_owned(),
-    })?;
-    database_url_from_secret(secret, text)
+    output
+        .secret_string()
+        .map(str::to_owned)
+        .ok_or_else(|| SecretError::NotText {
+            secret: secret.to_owned(),
+        })
 }
 
 /// The RDS secret layout. Unknown fields (`dbInstanceIdentifier`, ...) are ignored.
@@ -193,6 +268,25 @@ mod tests {
         let mut with_text = base;
         with_text["port"] = json!("5433");
         assert_eq!(url(with_text).expect("text port"), "postgres://u:p@h:5433/d");
+    }
+
+    #[test]
+    fn redis_credentials_replace_those_of_the_url() {
+        let token = json!({"authToken": "t0k/en+"}).to_string();
+        assert_eq!(
+            redis_url_from_secret("r", &token, "rediss://old:pw@cache.example:6379").expect("token"),
+            "rediss://:t0k%2Fen%2B@cache.example:6379"
+        );
+        let acl = json!({"username": "jobq", "password": "p@ss"}).to_string();
+        let url = redis_url_from_secret("r", &acl, "rediss://cache.example:6379/0").expect("acl");
+        assert_eq!(url, "rediss://jobq:p%40ss@cache.example:6379/0");
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("redis parses it");
+        assert_eq!(info.redis_settings().username(), Some("jobq"));
+        assert_eq!(info.redis_settings().password(), Some("p@ss"));
+        match redis_url_from_secret("r", "{}", "rediss://h") {
+            Err(SecretError::MissingField { field, .. }) => assert_eq!(field, "password"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
 use crate::state::{Event, transition};
+use crate::tls::{SslMode, pg_client_config, split_pg_url};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -129,15 +132,29 @@ macro_rules! sql {
 
 impl Store {
     /// A pool that connects on demand, so a database that is down now does not stop the caller.
+    /// TLS follows the URL's `sslmode` and `sslrootcert` (see [`crate::tls`]); a CA file that cannot
+    /// be read is an error now, not at the first connection.
     pub fn connect(database_url: &str, pool_size: usize, timeout: Duration) -> Result<Store> {
-        let mut pg: tokio_postgres::Config = database_url.parse()?;
+        let target = split_pg_url(database_url)?;
+        let mut pg: tokio_postgres::Config = target.url.parse()?;
+        let mode = target.mode.unwrap_or(match pg.get_ssl_mode() {
+            PgSslMode::Disable => SslMode::Disable,
+            PgSslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        });
+        pg.ssl_mode(match mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        let tls = MakeRustlsConnect::new(pg_client_config(mode, &target.root_certs)?);
         pg.connect_timeout(timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("jobq");
         }
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

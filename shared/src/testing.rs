@@ -3,11 +3,10 @@
 //! run in parallel against the real servers and never see each other's data.
 //!
 //! `DATABASE_URL` names the server and a database to connect to for creating others (default
-//! `postgres://postgres:postgres@127.0.0.1:5432/postgres`); `REDIS_URL` the Redis server.
+//! `postgres://postgres:postgres@127.0.0.1:5432/postgres`), its `sslmode` and `sslrootcert` included;
+//! `REDIS_URL` (and `REDIS_CA_FILE`) the Redis server.
 
 use std::time::Duration;
-
-use tokio_postgres::NoTls;
 
 use crate::config::Config;
 use crate::handler::Registry;
@@ -61,17 +60,20 @@ impl TestEnv {
         let admin_url = admin_url();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("jobq_test_{suffix}");
-        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+        // Through Store, so that the URL's TLS settings apply to this connection too.
+        let admin_pool = Store::connect(&admin_url, 1, Duration::from_secs(10)).expect("admin pool");
+        let admin = admin_pool
+            .pool()
+            .get()
             .await
             .unwrap_or_else(|err| panic!("cannot reach postgres at {admin_url}: {err}"));
-        tokio::spawn(connection);
         admin
             .batch_execute(&format!("CREATE DATABASE {database}"))
             .await
             .expect("create test database");
 
         let mut config = Config::from_lookup(|name| match name {
-            "REDIS_URL" => std::env::var("REDIS_URL").ok(),
+            "REDIS_URL" | "REDIS_CA_FILE" => std::env::var(name).ok(),
             _ => None,
         })
         .expect("default config");
@@ -90,7 +92,12 @@ impl TestEnv {
 
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout).expect("pool");
         store.migrate().await.expect("migrate test database");
-        let queue = Queue::connect(&config.redis_url, &config.namespace).expect("redis client");
+        let queue = Queue::connect_with_ca(
+            &config.redis_url,
+            &config.namespace,
+            config.redis_ca().expect("REDIS_CA_FILE"),
+        )
+        .expect("redis client");
         let jobs = Jobs::new(store.clone(), queue.clone(), config.worker.default_timeout);
         TestEnv {
             config,
@@ -155,6 +162,7 @@ impl Drop for TestEnv {
         let admin_url = self.admin_url.clone();
         let database = self.database.clone();
         let redis_url = self.config.redis_url.clone();
+        let redis_ca = self.config.redis_ca().ok().flatten();
         let namespace = self.config.namespace.clone();
         self.store.pool().close();
         // Drop runs inside the test's runtime, which cannot block on its own futures: clean up on a
@@ -164,11 +172,13 @@ impl Drop for TestEnv {
             let Ok(runtime) = runtime else { return };
             runtime.block_on(async move {
                 // A new connection: the test's own is driven by the runtime this thread blocks.
-                if let Ok(queue) = Queue::connect(&redis_url, &namespace) {
+                if let Ok(queue) = Queue::connect_with_ca(&redis_url, &namespace, redis_ca) {
                     let _ = queue.delete_namespace().await;
                 }
-                if let Ok((admin, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(connection);
+                let admin = Store::connect(&admin_url, 1, Duration::from_secs(10));
+                if let Ok(admin) = admin
+                    && let Ok(admin) = admin.pool().get().await
+                {
                     let _ = admin
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                         .await;

@@ -3,6 +3,8 @@
 //! machine's servers or other tests. Dropping a server kills it and removes its directory.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -105,12 +107,24 @@ pub struct PrivatePostgres {
     port: u16,
     /// Set when we run as root: the server then runs as the `postgres` user.
     run_as: Option<(u32, u32)>,
+    /// Extra `-c name=value` settings given at every start.
+    settings: Vec<String>,
     child: Option<Child>,
 }
 
 impl PrivatePostgres {
     /// Initializes a cluster (user `postgres`, trust auth) and starts it.
     pub fn start_new() -> PrivatePostgres {
+        Self::start_new_with(None)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` in pg_hba.conf, trust auth), with
+    /// `cert` and `key` (PEM files) as its certificate.
+    pub fn start_new_tls(cert: &Path, key: &Path) -> PrivatePostgres {
+        Self::start_new_with(Some((cert, key)))
+    }
+
+    fn start_new_with(tls: Option<(&Path, &Path)>) -> PrivatePostgres {
         let bin = postgres_bin();
         let dir = temp_dir("pg");
         let run_as = is_root().then(postgres_user);
@@ -128,6 +142,7 @@ impl PrivatePostgres {
             dir,
             port: free_port(),
             run_as,
+            settings: Vec::new(),
             child: None,
         };
         let mut initdb = pg.command("initdb");
@@ -150,6 +165,38 @@ impl PrivatePostgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if let Some((cert, key)) = tls {
+            // The server reads its key as its own user and refuses one others can read.
+            let (server_cert, server_key) = (pg.dir.join("server.pem"), pg.dir.join("server.key"));
+            std::fs::copy(cert, &server_cert).expect("copy certificate");
+            std::fs::copy(key, &server_key).expect("copy key");
+            std::fs::write(
+                pg.data_dir().join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            )
+            .expect("write pg_hba.conf");
+            let status = Command::new("chmod")
+                .arg("600")
+                .arg(&server_key)
+                .status()
+                .expect("chmod");
+            assert!(status.success(), "chmod of the key failed");
+            if let Some((uid, gid)) = run_as {
+                let status = Command::new("chown")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(&server_cert)
+                    .arg(&server_key)
+                    .arg(pg.data_dir().join("pg_hba.conf"))
+                    .status()
+                    .expect("chown");
+                assert!(status.success(), "chown of the certificate failed");
+            }
+            pg.settings = vec![
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", server_cert.display()),
+                format!("ssl_key_file={}", server_key.display()),
+            ];
+        }
         pg.start();
         pg
     }
@@ -209,6 +256,7 @@ impl PrivatePostgres {
                 "-c",
                 "shared_buffers=16MB",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -347,6 +395,9 @@ impl Drop for PrivatePostgres {
 pub struct PrivateRedis {
     dir: PathBuf,
     port: u16,
+    /// Extra arguments given at every start (TLS, users).
+    args: Vec<String>,
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -355,6 +406,47 @@ impl PrivateRedis {
         let mut redis = PrivateRedis {
             dir: temp_dir("redis"),
             port: free_port(),
+            args: Vec::new(),
+            tls: false,
+            child: None,
+        };
+        redis.start();
+        redis
+    }
+
+    /// A Redis that speaks TLS only (no plain port), with `cert`/`key` as its certificate and no
+    /// client certificates asked for; `user` with `password` is its only enabled ACL user.
+    pub fn start_new_tls(cert: &Path, key: &Path, ca: &Path, user: &str, password: &str) -> PrivateRedis {
+        let port = free_port();
+        let path = |p: &Path| p.display().to_string();
+        let mut redis = PrivateRedis {
+            dir: temp_dir("redis"),
+            port,
+            args: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-ca-cert-file".into(),
+                path(ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--user".into(),
+                "default".into(),
+                "off".into(),
+                "--user".into(),
+                user.into(),
+                "on".into(),
+                format!(">{password}"),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ],
+            tls: true,
             child: None,
         };
         redis.start();
@@ -372,8 +464,12 @@ impl PrivateRedis {
     /// Starts the server (again, on the same port: empty) and waits until it answers PING.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "redis is already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.args.is_empty() {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(&self.args)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -403,6 +499,10 @@ impl PrivateRedis {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            // Listening is enough: a plain PING would only be dropped by the TLS port.
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         if stream.write_all(b"PING\r\n").is_err() {
             return false;
