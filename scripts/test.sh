@@ -53,6 +53,14 @@ test_targets() { # fast|slow: prints --test NAME for each integration test targe
 
 step "services"
 bash scripts/services.sh
+# The TLS tests make their certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "test: installing openssl (the TLS tests make certificates with it)" >&2
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
+fi
 
 step "tools (cargo-lambda, sam, cfn-lint, moto in .venv-tools)"
 PATH="$(bash scripts/tools.sh | tail -n1):$PATH"
