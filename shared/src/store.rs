@@ -484,13 +484,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        match status_from_row(&row)? {
-            Status::Pending => Ok(AfterFailure::Retry {
-                run_at: row.try_get("run_at")?,
-                priority: row.try_get("priority")?,
-            }),
-            _ => Ok(AfterFailure::Dead),
-        }
+        after_failure_from_row(&row)
     }
 
     /// Gives the job back unfinished; the attempt does not count. Returns its priority.
@@ -549,13 +543,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        match status_from_row(&row)? {
-            Status::Pending => Ok(AfterFailure::Retry {
-                run_at: row.try_get("run_at")?,
-                priority: row.try_get("priority")?,
-            }),
-            _ => Ok(AfterFailure::Dead),
-        }
+        after_failure_from_row(&row)
     }
 
     /// A page of PENDING jobs in id order: (id, priority, run_at).
@@ -617,6 +605,17 @@ fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
         row.try_get("priority")?,
         row.try_get("run_at")?,
     ))
+}
+
+/// What a failed or expired attempt led to, from the row its statement returned.
+fn after_failure_from_row(row: &Row) -> Result<AfterFailure> {
+    match status_from_row(row)? {
+        Status::Pending => Ok(AfterFailure::Retry {
+            run_at: row.try_get("run_at")?,
+            priority: row.try_get("priority")?,
+        }),
+        _ => Ok(AfterFailure::Dead),
+    }
 }
 
 /// A lease length as the SQL statements take it: whole milliseconds.
