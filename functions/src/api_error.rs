@@ -58,9 +58,13 @@ struct ErrorBody<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ErrorDetail<'a> {
     code: &'a str,
     message: &'a str,
+    /// For a create whose outcome is unknown: the ids the jobs were stored under, if they were.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    job_ids: &'a [jobq_shared::JobId],
 }
 
 impl ApiError {
@@ -91,6 +95,7 @@ impl ApiError {
                     (StatusCode::CONFLICT, "not_dead")
                 }
                 Error::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+                Error::InDoubt { jobs, .. } if !jobs.is_empty() => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
                 err if err.is_database_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
@@ -99,6 +104,17 @@ impl ApiError {
 
     /// The sentence shown to the caller. For a 5xx it reveals nothing of the cause.
     pub fn message(&self, status: StatusCode) -> String {
+        if let ApiError::Domain(Error::InDoubt { jobs, .. }) = self
+            && !jobs.is_empty()
+        {
+            let what = match jobs.as_slice() {
+                [one] => format!("the job may have been stored as {one}: GET /jobs/{one} tells"),
+                _ => "the jobs may have been stored under the ids in jobIds: GET /jobs/{id} tells".to_owned(),
+            };
+            return format!(
+                "the database did not confirm in time; {what}. A retry with the same Idempotency-Key is safe; without one it may store the job twice"
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             return "the service is temporarily unavailable; try again shortly".to_owned();
         }
@@ -137,6 +153,10 @@ impl ApiError {
                 error: ErrorDetail {
                     code,
                     message: &message,
+                    job_ids: match &self {
+                        ApiError::Domain(Error::InDoubt { jobs, .. }) => jobs,
+                        _ => &[],
+                    },
                 },
             },
         );

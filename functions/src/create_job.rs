@@ -1,7 +1,6 @@
 //! `POST /jobs`: creates a job. 201 with the job, or 200 with the existing job when an idempotency
 //! key replays the same request; `Location: /jobs/{id}` either way.
 
-use chrono::Utc;
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode};
 use jobq_shared::NewJob;
@@ -21,7 +20,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     expect_method(req, Method::POST)?;
     let body: CreateRequest = parse_json(json_body(req)?)?;
     let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
-    let created = deps.jobs.create(&new, Utc::now()).await?;
+    let created = deps.jobs.create(&new, deps.jobs.store().now().await).await?;
     let status = if created.replayed {
         StatusCode::OK
     } else {

@@ -4,7 +4,6 @@
 //! in order: `{"status": 201, "job": {...}}` (created), `{"status": 200, "job": {...}}` (idempotent
 //! replay), or `{"status": 409, "error": {...}}` (its idempotency key was used for another request).
 
-use chrono::Utc;
 use http::{Method, StatusCode};
 use jobq_shared::NewJob;
 use jobq_shared::job::CreateRequest;
@@ -56,7 +55,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let created = deps.jobs.create_many(&new, Utc::now()).await?;
+    let created = deps.jobs.create_many(&new, deps.jobs.store().now().await).await?;
     let results = created
         .into_iter()
         .map(|result| match result {

@@ -30,6 +30,8 @@ pub struct Deps {
     /// The handlers the worker function runs.
     pub registry: Registry,
     api_token: Option<ApiToken>,
+    /// Set once this instance has applied (or found applied) every migration.
+    migrated: tokio::sync::OnceCell<()>,
 }
 
 impl Deps {
@@ -60,7 +62,28 @@ impl Deps {
             jobs,
             registry: Registry::with_builtins(),
             api_token: None,
+            migrated: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Applies the migrations this code needs, once per instance, as the schema owner when
+    /// `DB_OWNER_SECRET_ARN` (or `JOBQ_MIGRATION_DATABASE_URL`) names one. The worker function does
+    /// this so that a deployment without the promoter container still gets its schema; several
+    /// instances (and promoters) at once serialize on an advisory lock. A failure is returned and
+    /// tried again at the next call.
+    pub async fn migrate_once(&self) -> Result<(), InitError> {
+        self.migrated
+            .get_or_try_init(|| async {
+                let owner = jobq_shared::secrets::resolve_migration_database_url(&self.config).await?;
+                match owner {
+                    Some(url) => Store::connect(&url, 1, self.config.pg_timeout)?.migrate().await?,
+                    None => self.jobs.store().migrate().await?,
+                }
+                tracing::info!("schema migrations applied");
+                Ok::<(), InitError>(())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Requires `Authorization: Bearer <token>` on every HTTP route.

@@ -2,7 +2,6 @@
 //! earlier attempts stay in its history). 200 with the job; 409 when the job is not dead. The body,
 //! if any, is ignored: the seed's curl sends none.
 
-use chrono::Utc;
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 
@@ -18,6 +17,6 @@ async fn requeue(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
     deps.authorize(req)?;
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
-    let job = deps.jobs.requeue(id, Utc::now()).await?;
+    let job = deps.jobs.requeue(id, deps.jobs.store().now().await).await?;
     Ok(json_response(StatusCode::OK, &job))
 }

@@ -7,10 +7,21 @@
 //! one poll, not its whole timeout, and the next schedule picks up what arrives later.
 //! `"untilIdle": false` keeps it taking work until the deadline (or `maxJobs`).
 //!
+//! `JOBQ_WORKER_IDLE_WAIT_MS` (or `"idleWaitMs"` in the request) keeps a run waiting for work that
+//! long after the queue went quiet: with the one-minute schedule and 60000, one run is always
+//! waiting, so a new job starts within milliseconds even with no promoter container, for about
+//! one function-second per second (see the README).
+//!
 //! It stops taking work a safety margin before the deadline (a tenth of the time left, 1 to 10 s)
 //! and gives running jobs half that margin to finish; the rest are released unfinished (their
-//! attempt does not count) so that the next run takes them. While it runs it also promotes due
-//! retries and reaps expired leases, so a deployment without the promoter container still moves.
+//! attempt does not count, up to [`jobq_shared::worker::MAX_FREE_RELEASES`] times) so that the next
+//! run takes them. A job's timeout is cut to what one run can give, so a job longer than an
+//! invocation times out and is charged instead of being released forever.
+//!
+//! So that a deployment without the promoter container loses nothing, each run first applies the
+//! schema migrations (once per instance) and makes one repair pass (Redis rebuilt if it lost its
+//! keys, overdue jobs pushed again), and while it runs it promotes due retries and reaps expired
+//! leases.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +29,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use jobq_shared::Worker;
 use jobq_shared::maintenance::promoter::Promoter;
 use jobq_shared::maintenance::reaper::Reaper;
+use jobq_shared::maintenance::repairer::Repairer;
 use jobq_shared::worker::{Limits, Summary};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde::Deserialize;
@@ -56,6 +68,7 @@ impl From<WorkerError> for Diagnostic {
 struct DrainRequest {
     max_jobs: Option<usize>,
     until_idle: Option<bool>,
+    idle_wait_ms: Option<u64>,
 }
 
 /// What an invocation asked for.
@@ -63,6 +76,8 @@ struct DrainRequest {
 pub struct Request {
     pub max_jobs: Option<usize>,
     pub until_idle: bool,
+    /// How long to keep waiting for work once the queue is empty (`None`: the configured wait).
+    pub idle_wait: Option<Duration>,
 }
 
 /// Reads a scheduled event or a `{"maxJobs": n}` request.
@@ -74,6 +89,7 @@ pub fn parse_event(event: serde_json::Value) -> Result<Request, WorkerError> {
         return Ok(Request {
             max_jobs: None,
             until_idle: true,
+            idle_wait: None,
         });
     }
     let event = if event.is_null() {
@@ -83,7 +99,7 @@ pub fn parse_event(event: serde_json::Value) -> Result<Request, WorkerError> {
     };
     let drain: DrainRequest = serde_json::from_value(event).map_err(|err| {
         WorkerError::BadEvent(format!(
-            "expected an EventBridge scheduled event or {{\"maxJobs\": n, \"untilIdle\": bool}}: {err}"
+            "expected an EventBridge scheduled event or {{\"maxJobs\": n, \"untilIdle\": bool, \"idleWaitMs\": ms}}: {err}"
         ))
     })?;
     if drain.max_jobs == Some(0) {
@@ -92,6 +108,7 @@ pub fn parse_event(event: serde_json::Value) -> Result<Request, WorkerError> {
     Ok(Request {
         max_jobs: drain.max_jobs,
         until_idle: drain.until_idle.unwrap_or(true),
+        idle_wait: drain.idle_wait_ms.map(Duration::from_millis),
     })
 }
 
@@ -141,12 +158,26 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
     );
     let mut config = deps.config.worker.clone();
     config.shutdown_grace = plan.grace;
+    // A job gets at most the time this run takes work for: one started at once that needs longer
+    // times out here and is charged, rather than being released at the deadline run after run. A
+    // job started later in the run may still be released (uncharged, a bounded number of times).
+    config.max_job_timeout = Some(plan.take_for);
 
+    if let Err(err) = deps.migrate_once().await {
+        tracing::error!(error = %err, source = ?std::error::Error::source(&err), "could not apply migrations; trying again next run");
+    }
     let store = deps.jobs.store().clone();
     let queue = deps.jobs.queue().clone();
+    let repairer = Repairer::new(store.clone(), queue.clone(), deps.config.maintenance.repair_after);
+    match repairer.run_once(store.now().await).await {
+        Ok(repaired) if repaired.pushed > 0 || repaired.rebuilt => tracing::warn!(?repaired, "repaired redis"),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "repair pass failed; the next run tries again"),
+    }
     let maintenance = CancellationToken::new();
-    let promoter =
-        tokio::spawn(Promoter::new(queue.clone()).run(deps.config.maintenance.promote_interval, maintenance.clone()));
+    let promoter = tokio::spawn(
+        Promoter::new(store.clone(), queue.clone()).run(deps.config.maintenance.promote_interval, maintenance.clone()),
+    );
     let reaper = tokio::spawn(
         Reaper::new(store.clone(), queue.clone())
             .with_retry(deps.config.worker.retry)
@@ -158,6 +189,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
         stop_taking_at: Some(Instant::now() + plan.take_for),
         max_jobs: request.max_jobs,
         until_idle: request.until_idle,
+        idle_wait: request.idle_wait.unwrap_or(deps.config.worker_idle_wait),
     };
     let outcome = worker.run_with(CancellationToken::new(), limits).await;
 
@@ -246,28 +278,40 @@ mod tests {
             parse_event(scheduled).expect("schedule"),
             Request {
                 max_jobs: None,
-                until_idle: true
+                until_idle: true,
+                idle_wait: None
             }
         );
         assert_eq!(
             parse_event(json!({"maxJobs": 5})).expect("drain"),
             Request {
                 max_jobs: Some(5),
-                until_idle: true
+                until_idle: true,
+                idle_wait: None
             }
         );
         assert_eq!(
             parse_event(json!({"untilIdle": false})).expect("drain"),
             Request {
                 max_jobs: None,
-                until_idle: false
+                until_idle: false,
+                idle_wait: None
+            }
+        );
+        assert_eq!(
+            parse_event(json!({"idleWaitMs": 60000})).expect("drain"),
+            Request {
+                max_jobs: None,
+                until_idle: true,
+                idle_wait: Some(Duration::from_secs(60))
             }
         );
         assert_eq!(
             parse_event(json!(null)).expect("empty"),
             Request {
                 max_jobs: None,
-                until_idle: true
+                until_idle: true,
+                idle_wait: None
             }
         );
         for bad in [

@@ -99,3 +99,57 @@ async fn bad_input_is_still_a_400_while_the_database_is_down() {
     let response = list_dlq::handle(&deps, get_dlq(&[("cursor", "bad")])).await;
     assert_error(&response, 400, "invalid_cursor", "cursor");
 }
+
+/// A create whose statement reached Postgres but whose answer did not come back in time: the 503
+/// says the job may exist and under which id; a replay with the same key finds it and pushes it to
+/// Redis, where the lost answer had left it out.
+#[tokio::test]
+async fn a_create_left_in_doubt_names_its_job_and_a_keyed_replay_recovers_it() {
+    use jobq_shared::fault::{Fault, Proxy};
+    use jobq_shared::testing::TestEnv;
+
+    let env = TestEnv::new().await;
+    let (proxy, proxied_url) = Proxy::for_url(&env.config.database_url).await.expect("proxy");
+    let mut config = env.config.clone();
+    config.database_url = proxied_url;
+    config.pg_timeout = Duration::from_secs(1);
+    let deps = Deps::from_config(config).expect("deps");
+    // Connect, read the clock and prepare the insert while the network is fine.
+    let warm = create_job::handle(&deps, post_json("/jobs", r#"{"type":"TEST","payload":"warm"}"#)).await;
+    assert_eq!(warm.status(), 201, "{:?}", warm.body());
+
+    // Answers now take 1.5 s each way: the insert lands, its answer comes too late.
+    proxy.set(Fault::Delay(Duration::from_millis(1_500)));
+    let body = r#"{"type":"TEST","payload":"once","idempotencyKey":"in-doubt-1"}"#;
+    let response = create_job::handle(&deps, post_json("/jobs", body)).await;
+    assert_error(&response, 503, "outcome_unknown", "may have been stored as");
+    let reply = common::json(&response);
+    let id = reply["error"]["jobIds"][0].as_str().expect("the job's id").to_owned();
+    assert!(
+        reply["error"]["message"].as_str().unwrap_or_default().contains(&id),
+        "{reply}"
+    );
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+
+    // The insert committed although its answer was lost; Redis never heard of it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.set(Fault::None);
+    let job_id = jobq_shared::JobId(id.parse().expect("uuid"));
+    assert_eq!(
+        env.jobs.get(job_id).await.expect("stored").status,
+        jobq_shared::Status::Pending
+    );
+    let ready = env.queue.ready_ids().await.expect("redis");
+    assert!(!ready.contains(&id), "pushed although the create failed");
+
+    // The client retries with its key: the same job, and now it is in Redis to be run.
+    let replay = create_job::handle(&deps, post_json("/jobs", body)).await;
+    assert_eq!(replay.status(), 200, "{:?}", replay.body());
+    assert_eq!(common::json(&replay)["jobId"], id.as_str());
+    let ready = env.queue.ready_ids().await.expect("redis");
+    assert!(ready.contains(&id), "a replay must push a job Redis lacks: {ready:?}");
+    assert_eq!(env.count_jobs(None).await, 2, "the warm-up job and this one, once");
+}

@@ -145,17 +145,21 @@ async fn the_max_jobs_fixture_is_a_drain_request() {
 #[tokio::test]
 async fn a_run_stops_taking_work_before_the_deadline_and_releases_what_is_still_running() {
     let (env, deps) = setup_fast_maintenance().await;
+    let time_left = Duration::from_secs(3);
+    let started = Instant::now();
+
+    let run = tokio::spawn({
+        let deps = Deps::from_config(env.config.clone()).expect("deps");
+        async move { worker::handle(&deps, event(json!({"untilIdle": false}), time_left)).await }
+    });
+    // A long job that arrives late in the run: the deadline comes before its timeout.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let long = create(
         &env,
         NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60)),
     )
     .await;
-    let time_left = Duration::from_secs(3);
-    let started = Instant::now();
-
-    let summary = worker::handle(&deps, event(json!({"untilIdle": false}), time_left))
-        .await
-        .expect("run");
+    let summary = run.await.expect("run task").expect("run");
 
     let took = started.elapsed();
     assert!(took < time_left, "returned after the deadline: {took:?}");
@@ -174,6 +178,165 @@ async fn a_run_stops_taking_work_before_the_deadline_and_releases_what_is_still_
     let job = env.jobs.get(long).await.expect("job");
     assert_eq!(job.status, Status::Pending, "released, for the next run");
     assert_eq!(job.attempts, 0, "a released attempt does not count");
+    drop(deps);
+}
+
+#[tokio::test]
+async fn a_job_longer_than_a_run_times_out_and_is_charged_instead_of_being_released_forever() {
+    let env = TestEnv::with(|config| {
+        config.maintenance.promote_interval = Duration::from_millis(50);
+        // Its retry is not due within this run.
+        config.worker.retry.base = Duration::from_secs(60);
+        config.worker.retry.cap = Duration::from_secs(60);
+    })
+    .await;
+    let deps = Deps::from_config(env.config.clone()).expect("deps");
+    // Its own timeout (60 s) is more than any run of this function (3 s here) can give.
+    let long = create(
+        &env,
+        NewJob::new("TEST", json!("SLEEP_MS=30000"))
+            .timeout(Duration::from_secs(60))
+            .max_attempts(2),
+    )
+    .await;
+    let summary = worker::handle(&deps, event(json!({"untilIdle": false}), Duration::from_secs(3)))
+        .await
+        .expect("run");
+    assert_eq!(summary.claimed, 1);
+    assert_eq!(summary.released, 0, "{summary:?}");
+    assert_eq!(summary.retried, 1, "{summary:?}");
+    let job = env.jobs.get(long).await.expect("job");
+    assert_eq!(job.attempts, 1, "the attempt counts");
+    let cut_to_ms: Option<u64> = job
+        .last_error
+        .as_deref()
+        .and_then(|e| e.strip_prefix("timed out after "))
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse().ok());
+    assert!(
+        cut_to_ms.is_some_and(|ms| (1_500..=2_000).contains(&ms)),
+        "cut to the 2 s this run takes work for: {:?}",
+        job.last_error
+    );
+}
+
+/// With no promoter at all: each run applies the migrations, repairs Redis, and waits a while for
+/// work, so nothing a promoter would have done is missing.
+#[tokio::test]
+async fn without_a_promoter_the_worker_function_migrates_repairs_and_picks_up_new_jobs_at_once() {
+    let env = TestEnv::with(|config| {
+        config.maintenance.promote_interval = Duration::from_millis(50);
+        config.maintenance.reap_interval = Duration::from_millis(200);
+        config.maintenance.repair_after = Duration::from_millis(200);
+    })
+    .await;
+
+    // A database nobody has migrated: the first run creates the schema.
+    let fresh = FreshDatabase::create().await;
+    let mut config = env.config.clone();
+    config.database_url = fresh.url.clone();
+    let deps = Deps::from_config(config).expect("deps");
+    let summary = worker::handle(&deps, event(json!({}), Duration::from_secs(10)))
+        .await
+        .expect("first run on an empty database");
+    assert_eq!(summary, Summary::default());
+    let tables: i64 = deps
+        .jobs
+        .store()
+        .pool()
+        .get()
+        .await
+        .expect("connection")
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'jobs'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(tables, 1, "the run applied the migrations");
+    drop(deps);
+
+    // Jobs whose ids Redis lost: the next run's repair pass pushes them, and it runs them.
+    let deps = Deps::from_config(env.config.clone()).expect("deps");
+    let mut lost = Vec::new();
+    for _ in 0..5 {
+        lost.push(create(&env, NewJob::new("TEST", json!("hello"))).await);
+    }
+    let ready = env.queue.ready_ids().await.expect("ready");
+    assert_eq!(env.queue.forget_ready(&ready, 50).await.expect("forget"), 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let summary = worker::handle(&deps, event(json!({}), Duration::from_secs(10)))
+        .await
+        .expect("run");
+    assert_eq!(summary.completed, 5, "{summary:?}");
+    for id in lost {
+        assert_eq!(env.jobs.get(id).await.expect("job").status, Status::Completed);
+    }
+
+    // A run that waits for work once the queue is empty starts a new job at once.
+    let run = tokio::spawn({
+        let deps = Deps::from_config(env.config.clone()).expect("deps");
+        async move { worker::handle(&deps, event(json!({"idleWaitMs": 3000}), Duration::from_secs(20))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let created_at = Instant::now();
+    let late = create(&env, NewJob::new("TEST", json!("hello"))).await;
+    env.wait_for(late, Status::Completed, Duration::from_secs(2)).await;
+    let picked_up = created_at.elapsed();
+    let summary = run.await.expect("run task").expect("run");
+    assert_eq!(summary.completed, 1, "{summary:?}");
+    assert!(picked_up < Duration::from_secs(2), "took {picked_up:?}");
+}
+
+/// A database created empty for one test, dropped when the test ends.
+struct FreshDatabase {
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    async fn create() -> FreshDatabase {
+        let admin = jobq_shared::testing::admin_url();
+        let name = format!("jobq_test_{}", uuid_suffix());
+        let store = jobq_shared::Store::connect(&admin, 1, Duration::from_secs(10)).expect("admin");
+        let client = store.pool().get().await.expect("admin connection");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let url = jobq_shared::testing::with_database(&admin, &name);
+        FreshDatabase { name, url }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let Ok(runtime) = runtime else { return };
+            runtime.block_on(async move {
+                let admin = jobq_shared::testing::admin_url();
+                if let Ok(store) = jobq_shared::Store::connect(&admin, 1, Duration::from_secs(10))
+                    && let Ok(client) = store.pool().get().await
+                {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn uuid_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}_{}", std::process::id())
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
 
     let m = &config.maintenance;
     let mut services = tokio::task::JoinSet::new();
-    services.spawn(Promoter::new(queue.clone()).run(m.promote_interval, shutdown.clone()));
+    services.spawn(Promoter::new(store.clone(), queue.clone()).run(m.promote_interval, shutdown.clone()));
     services.spawn(
         Reaper::new(store.clone(), queue.clone())
             .with_retry(config.worker.retry)

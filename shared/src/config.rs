@@ -33,6 +33,10 @@ pub struct WorkerConfig {
     /// Names this process in leases and attempt history.
     pub worker_id: String,
     pub retry: RetryPolicy,
+    /// The longest any job may run here, whatever its own timeout. The worker function sets it to
+    /// what one invocation can give, so that a job longer than that times out (its attempt
+    /// charged, then retried or dead) rather than being released unfinished again and again.
+    pub max_job_timeout: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -46,6 +50,7 @@ impl Default for WorkerConfig {
             poll: Duration::from_secs(1),
             worker_id: default_worker_id(),
             retry: RetryPolicy::default(),
+            max_job_timeout: None,
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct Config {
     pub pg_timeout: Duration,
     pub worker: WorkerConfig,
     pub maintenance: MaintenanceConfig,
+    /// `JOBQ_WORKER_IDLE_WAIT_MS`: how long a worker function run keeps waiting for work once the
+    /// queue is empty before it returns (default 0: at the first empty poll).
+    pub worker_idle_wait: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/jobq";
@@ -214,6 +222,7 @@ impl Config {
                     cap: env.millis("JOBQ_RETRY_CAP_MS", retry_defaults.cap)?,
                     jitter,
                 },
+                max_job_timeout: None,
             },
             maintenance: MaintenanceConfig {
                 promote_interval: env.millis("JOBQ_PROMOTE_INTERVAL_MS", maint.promote_interval)?,
@@ -221,6 +230,7 @@ impl Config {
                 repair_interval: env.millis("JOBQ_REPAIR_INTERVAL_MS", maint.repair_interval)?,
                 repair_after: env.millis("JOBQ_REPAIR_AFTER_MS", maint.repair_after)?,
             },
+            worker_idle_wait: Duration::from_millis(env.parse("JOBQ_WORKER_IDLE_WAIT_MS", 0)?),
         })
     }
 }

@@ -31,6 +31,16 @@ pub enum Error {
     PoolConfig(#[from] deadpool_postgres::BuildError),
     #[error("postgres did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The statement was sent but its outcome never came back (no answer in time, or the connection
+    /// broke): it may have committed. Never act as if it did not; look at what it did, or say so.
+    #[error("postgres did not confirm a statement within {after:?}; it may have committed")]
+    InDoubt {
+        after: std::time::Duration,
+        /// The jobs a create in doubt may have stored, under these ids.
+        jobs: Vec<JobId>,
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
     #[error("TLS configuration")]
     Tls(#[from] crate::tls::TlsError),
     #[error("redis")]
@@ -46,10 +56,15 @@ impl Error {
     /// try again later, and an HTTP caller answers 503.
     pub fn is_database_unavailable(&self) -> bool {
         match self {
-            Error::Pool(_) | Error::Timeout(_) => true,
+            Error::Pool(_) | Error::Timeout(_) | Error::InDoubt { .. } => true,
             Error::Postgres(err) => err.is_closed() || err.code().is_none_or(is_unavailable_code),
             _ => false,
         }
+    }
+
+    /// True when a statement may have committed although the caller got no answer.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, Error::InDoubt { .. })
     }
 }
 

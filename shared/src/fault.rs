@@ -24,6 +24,9 @@ pub enum Fault {
     None,
     /// Hold every chunk this long before forwarding it.
     Delay(Duration),
+    /// Forward requests at once, but hold every chunk coming back from the server this long: a
+    /// statement runs and commits, and its answer arrives after the client has given up.
+    DelayReplies(Duration),
     /// Read and drop every byte, in both directions; connections stay open, new ones are accepted
     /// and never reach the server (a half-open partition).
     Blackhole,
@@ -138,8 +141,8 @@ async fn carry(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let fault = Arc::new(fault);
-    let up = pump(client_read, server_write, fault.clone());
-    let down = pump(server_read, client_write, fault);
+    let up = pump(client_read, server_write, fault.clone(), false);
+    let down = pump(server_read, client_write, fault, true);
     tokio::select! {
         _ = up => {}
         _ = down => {}
@@ -151,6 +154,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     fault: Arc<watch::Receiver<Fault>>,
+    replies: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -162,6 +166,8 @@ async fn pump(
         match now {
             Fault::None => {}
             Fault::Delay(by) => tokio::time::sleep(by).await,
+            Fault::DelayReplies(by) if replies => tokio::time::sleep(by).await,
+            Fault::DelayReplies(_) => {}
             Fault::Blackhole => continue,
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::job::{Job, JobId, NewJob};
+use crate::job::{Job, JobId, NewJob, Status};
 use crate::queue::Queue;
 use crate::store::{Created, DeadCursor, Page, Store};
 
@@ -50,7 +50,9 @@ impl Jobs {
     /// failed push is logged and left to the repairer, never reported as a failed create.
     pub async fn create(&self, new: &NewJob, now: DateTime<Utc>) -> Result<Created> {
         let created = self.store.create(new, self.default_timeout_ms(), now).await?;
-        if !created.replayed {
+        // A replay pushes too: the first request may have committed without reaching Redis (its
+        // answer lost, say). Redis holds each id once, so pushing again is harmless.
+        if !created.replayed || created.job.status == Status::Pending {
             let job = &created.job;
             if let Err(err) = self.queue.enqueue(job.id, job.priority, job.run_at, now).await {
                 tracing::warn!(job_id = %job.id, error = %err, "job stored but not pushed to redis; the repairer will push it");
@@ -66,7 +68,7 @@ impl Jobs {
         let fresh: Vec<(JobId, i16, DateTime<Utc>)> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .filter(|c| !c.replayed)
+            .filter(|c| !c.replayed || c.job.status == Status::Pending)
             .map(|c| (c.job.id, c.job.priority, c.job.run_at))
             .collect();
         if let Err(err) = self.queue.enqueue_many(&fresh, now).await {

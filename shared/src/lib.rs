@@ -12,11 +12,13 @@
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
 //! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases) and repairer
 //!   (Redis rebuilt from Postgres).
+//! - [`clock`]: the database's clock, read on any host; leases and due times are decided on it.
 //! - [`config`]: typed configuration from the environment.
 //! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
 //! - `testing` and `fault` (feature `test-support`): a fresh database and namespace per test, and
 //!   a TCP proxy that injects partial network faults into one process's connections.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 #[cfg(feature = "test-support")]

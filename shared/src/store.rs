@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -13,6 +14,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
+use crate::clock::DbClock;
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
 use crate::state::{Event, transition};
@@ -30,6 +32,8 @@ const MIGRATION_LOCK: i64 = 0x6a6f_6271_6d69_6772; // "jobqmigr"
 pub struct Lease {
     job: Job,
     token: i64,
+    /// How many times the job was released unfinished and uncharged before this claim.
+    releases: i32,
 }
 
 impl Lease {
@@ -46,6 +50,10 @@ impl Lease {
     /// The attempt number within the job's budget (1 for the first).
     pub fn attempt(&self) -> i32 {
         self.job.attempts
+    }
+    /// How many times the job was given back unfinished, uncharged, before this claim.
+    pub fn releases(&self) -> i32 {
+        self.releases
     }
 }
 
@@ -122,6 +130,8 @@ pub struct Store {
     /// How long one statement (with getting its connection) may take before Postgres counts as
     /// unavailable: a hung server or a silent network must not hold a caller forever.
     timeout: Duration,
+    /// The database's clock as read from this host (see [`crate::clock`]).
+    clock: Arc<DbClock>,
 }
 
 macro_rules! sql {
@@ -149,6 +159,18 @@ impl Store {
         });
         let tls = MakeRustlsConnect::new(pg_client_config(mode, &target.root_certs)?);
         pg.connect_timeout(timeout);
+        // Postgres ends any statement that runs past half the client's patience, so a statement the
+        // client gave up on is not still running (and committing) long after.
+        let server_bound = format!(
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            statement_timeout(timeout).as_millis(),
+            timeout.as_millis().max(1),
+        );
+        let options = match pg.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {server_bound}"),
+            _ => server_bound,
+        };
+        pg.options(&options);
         if pg.get_application_name().is_none() {
             pg.application_name("jobq");
         }
@@ -166,12 +188,62 @@ impl Store {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()?;
-        Ok(Store { pool, timeout })
+        Ok(Store {
+            pool,
+            timeout,
+            clock: Arc::new(DbClock::new(chrono::Duration::zero())),
+        })
+    }
+
+    /// This store with its host's clock taken to be `skew` off, for tests of clock skew: the
+    /// store's [`Store::now`] must still read the database's time.
+    #[cfg(feature = "test-support")]
+    pub fn with_host_skew(mut self, skew: chrono::Duration) -> Store {
+        self.clock = Arc::new(DbClock::new(skew));
+        self
+    }
+
+    /// The database's time now, read on this host: its clock corrected by the offset measured
+    /// against Postgres (again every [`crate::clock::RESYNC`]). Every due time, eligibility check
+    /// and recorded time is taken from here, so a host clock that is off changes nothing. While
+    /// Postgres cannot be reached the last offset stands (none yet: this host's clock).
+    pub async fn now(&self) -> DateTime<Utc> {
+        if self.clock.sync_due()
+            && let Some(_syncing) = self.clock.try_begin_sync()
+            && self.clock.sync_due()
+            && let Err(err) = self.sync_clock().await
+        {
+            self.clock.retry_soon();
+            tracing::debug!(error = %err, "could not read the database clock; keeping the last offset");
+        }
+        self.clock.now()
+    }
+
+    /// Measures this host's offset from the database clock; returns it when the round trip was
+    /// short enough to trust.
+    pub async fn sync_clock(&self) -> Result<Option<chrono::Duration>> {
+        let measure = async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached("SELECT clock_timestamp()").await?;
+            let sent = self.clock.host_now();
+            let started = Instant::now();
+            let row = client.query_one(&statement, &[]).await?;
+            let round_trip = started.elapsed();
+            let db: DateTime<Utc> = row.try_get(0)?;
+            Ok((sent, db, self.clock.host_now(), round_trip))
+        };
+        let (sent, db, received, round_trip) = tokio::time::timeout(self.timeout, measure)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)))?;
+        Ok(self.clock.record(sent, db, received, round_trip))
     }
 
     /// Applies the schema migrations that are not applied yet. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         let mut client = self.pool.get().await?;
+        // Waiting for another process's migrations, or building an index, may take longer than the
+        // bound on ordinary statements.
+        client.batch_execute("SET statement_timeout = 0").await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -180,19 +252,48 @@ impl Store {
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
+        client.batch_execute("RESET statement_timeout").await?;
         outcome?;
         Ok(())
     }
 
+    /// Runs one statement within the client timeout. Getting a connection or preparing that runs out
+    /// of time is [`Error::Timeout`]: nothing was sent. A statement sent without an answer in time
+    /// (or whose connection broke) is [`Error::InDoubt`], and its connection is discarded rather than
+    /// given back to the pool still busy; the server's `statement_timeout` ends the statement.
     async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
-        let run = async {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.query(&statement, params).await?)
-        };
-        tokio::time::timeout(self.timeout, run)
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
-            .unwrap_or(Err(Error::Timeout(self.timeout)))
+            .map_err(|_| Error::Timeout(self.timeout))??;
+        let statement = match tokio::time::timeout_at(deadline, client.prepare_cached(sql)).await {
+            Ok(prepared) => prepared?,
+            Err(_) => {
+                // Nothing ran, but the connection still waits for an answer: never reuse it.
+                drop(deadpool_postgres::Object::take(client));
+                return Err(Error::Timeout(self.timeout));
+            }
+        };
+        match tokio::time::timeout_at(deadline, client.query(&statement, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(err)) if err.code().is_some() => Err(err.into()),
+            Ok(Err(err)) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(Error::InDoubt {
+                    after: self.timeout,
+                    jobs: Vec::new(),
+                    source: Some(err),
+                })
+            }
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(Error::InDoubt {
+                    after: self.timeout,
+                    jobs: Vec::new(),
+                    source: None,
+                })
+            }
+        }
     }
 
     async fn query_opt(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Option<Row>> {
@@ -240,7 +341,16 @@ impl Store {
                     &now,
                 ],
             )
-            .await?;
+            .await
+            .map_err(|err| match err {
+                // Say under which ids the jobs may have been stored, so the caller can look.
+                Error::InDoubt { after, source, .. } => Error::InDoubt {
+                    after,
+                    jobs: ids.iter().map(|id| JobId(*id)).collect(),
+                    source,
+                },
+                other => other,
+            })?;
         let mut inserted: HashMap<Uuid, Job> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let job = job_from_row(row)?;
@@ -409,9 +519,36 @@ impl Store {
     ) -> Result<Vec<Lease>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         let rows = self
-            .query(sql!("claim_many"), &[&ids, &worker_id, &now, &lease_ms(lease)])
+            .query(
+                sql!("claim_many"),
+                &[&ids, &worker_id, &now, &lease_ms(lease), &self.start_by(now)],
+            )
             .await?;
         rows.iter().map(lease_from_row).collect()
+    }
+
+    /// The latest database time at which a claim sent at `now` may still start. One that reaches
+    /// Postgres later (held up in the network past the client's patience) claims nothing, and one
+    /// that starts in time ends within `statement_timeout`: either way it has settled once the
+    /// client timeout has passed, so what it did can then be read back ([`Store::held_by`]).
+    /// Until this host has read the database clock once, there is no bound (`None`): a host clock
+    /// that is far off must not make every claim a no-op.
+    fn start_by(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.clock
+            .synced()
+            .then(|| now + chrono::Duration::from_std(self.timeout / 4).unwrap_or(chrono::Duration::MAX))
+    }
+
+    /// Which of `ids` are running under `worker_id`: after a claim in doubt, the leases it took.
+    pub async fn held_by(&self, ids: &[JobId], worker_id: &str) -> Result<Vec<Lease>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = self.query(sql!("held_by"), &[&ids, &worker_id]).await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// The client timeout: how long a statement may take before its outcome is in doubt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Claims up to `limit` of the best runnable jobs directly, without Redis.
@@ -425,7 +562,7 @@ impl Store {
         let rows = self
             .query(
                 sql!("claim_next"),
-                &[&worker_id, &now, &lease_ms(lease), &(limit as i64)],
+                &[&worker_id, &now, &lease_ms(lease), &(limit as i64), &self.start_by(now)],
             )
             .await?;
         rows.iter().map(lease_from_row).collect()
@@ -489,7 +626,9 @@ impl Store {
 
     /// Gives the job back unfinished; the attempt does not count. Returns its priority.
     pub async fn release(&self, held: &Lease, now: DateTime<Utc>) -> Result<i16> {
-        let (_, priority) = self.defer(held, now, now, "released at worker shutdown").await?;
+        let (_, priority) = self
+            .give_back(held, now, now, "released unfinished at worker shutdown", true)
+            .await?;
         Ok(priority)
     }
 
@@ -502,8 +641,23 @@ impl Store {
         run_at: DateTime<Utc>,
         why: &str,
     ) -> Result<(DateTime<Utc>, i16)> {
+        self.give_back(held, now, run_at, why, false).await
+    }
+
+    /// [`Store::release`] (counted in the job's releases) or [`Store::defer`] (not counted).
+    async fn give_back(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        run_at: DateTime<Utc>,
+        why: &str,
+        counted: bool,
+    ) -> Result<(DateTime<Utc>, i16)> {
         let row = self
-            .query_opt(sql!("release"), &[&held.id().0, &held.token, &now, &run_at, &why])
+            .query_opt(
+                sql!("release"),
+                &[&held.id().0, &held.token, &now, &run_at, &why, &counted],
+            )
             .await?
             .ok_or_else(|| lease_lost(held))?;
         Ok((row.try_get("run_at")?, row.try_get("priority")?))
@@ -619,6 +773,12 @@ fn after_failure_from_row(row: &Row) -> Result<AfterFailure> {
 }
 
 /// A lease length as the SQL statements take it: whole milliseconds.
+/// The server's bound on one statement for a client that waits `timeout`: half of it, so that a
+/// statement that starts as late as [`Store::start_by`] allows still ends before the client gives up.
+fn statement_timeout(timeout: Duration) -> Duration {
+    (timeout / 2).max(Duration::from_millis(1))
+}
+
 fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
@@ -631,6 +791,7 @@ fn status_from_row(row: &Row) -> Result<Status> {
 fn lease_from_row(row: &Row) -> Result<Lease> {
     Ok(Lease {
         token: row.try_get("lease_token")?,
+        releases: row.try_get("releases")?,
         job: job_from_row(row)?,
     })
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -32,6 +31,9 @@ const MAX_COMPLETE: usize = 1000;
 const FILL_WAIT: Duration = Duration::from_millis(2);
 /// How long to wait when Postgres had nothing to claim, or failed.
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
+/// How many times a job may be given back unfinished without its attempt counting; past this, a
+/// release is charged as a failed attempt (see [`Worker::release`]).
+pub const MAX_FREE_RELEASES: i32 = 3;
 
 /// What one run of the engine did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -90,8 +92,9 @@ pub struct Limits {
     pub stop_taking_at: Option<Instant>,
     /// Take at most this many jobs.
     pub max_jobs: Option<usize>,
-    /// Return as soon as the queue has nothing ready (after one empty poll).
+    /// Return once the queue has had nothing ready for `idle_wait` (at once: after one empty poll).
     pub until_idle: bool,
+    pub idle_wait: Duration,
 }
 
 #[derive(Clone)]
@@ -147,6 +150,8 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let mut popper = self.inner.queue.blocking(config.poll)?;
         let mut redis_down_until: Option<Instant> = None;
+        // Since when nothing was ready and nothing ran, for `Limits::idle_wait`.
+        let mut idle_since: Option<Instant> = None;
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut summary = Summary::default();
         let (completer, completions) = Completer::start(self.inner.store.clone());
@@ -206,7 +211,12 @@ impl Worker {
                         "fetched"
                     );
                     if leases.is_empty() && limits.until_idle && tasks.is_empty() {
-                        break;
+                        let since = *idle_since.get_or_insert(fetch_started);
+                        if since.elapsed() >= limits.idle_wait {
+                            break;
+                        }
+                    } else {
+                        idle_since = None;
                     }
                     summary.claimed += leases.len();
                     for (lease, permit) in leases.into_iter().zip(permits) {
@@ -272,7 +282,7 @@ impl Worker {
                 }
             }
         }
-        let now = Utc::now();
+        let now = inner.store.now().await;
         let sent = Instant::now();
         let claimed = inner
             .store
@@ -289,7 +299,7 @@ impl Worker {
     /// meets.
     async fn claim_popped(&self, popped: Popped) -> Result<(Vec<Lease>, Instant)> {
         let inner = &self.inner;
-        let now = Utc::now();
+        let now = inner.store.now().await;
         let sent = Instant::now();
         let Popped { level, ids } = popped;
         let claimed = inner
@@ -298,6 +308,10 @@ impl Worker {
             .await;
         let leases = match claimed {
             Ok(leases) => leases,
+            Err(err) if err.is_in_doubt() => {
+                tracing::warn!(ids = ids.len(), error = %err, "claim in doubt; reading back what it did");
+                return self.settle_claim(ids, level, sent, err).await;
+            }
             Err(err) => {
                 // The ids left Redis but the claim failed: put them back, at the head of the queue
                 // they came from, rather than wait for the repairer.
@@ -326,6 +340,64 @@ impl Worker {
             }
         }
         Ok((leases, sent))
+    }
+
+    /// After a claim whose answer was lost: it may have committed. Once it can no longer change
+    /// anything (the client timeout has passed since it was sent: it either started by
+    /// [`Store::claim_many`]'s start-by time and ended within `statement_timeout`, or claimed
+    /// nothing), read back which of `ids` it took. Those run here, under the leases it took (timed
+    /// from when the claim was sent); the rest go back to the head of their queue. Pushing them
+    /// back before that could let another worker claim a job this claim was taking, leaving it
+    /// charged an attempt that never ran. If Postgres stays out of reach for the whole lease, all
+    /// of them go back: whatever the claim took is not claimable, and the reaper takes it back.
+    async fn settle_claim(
+        &self,
+        ids: Vec<JobId>,
+        level: usize,
+        sent: Instant,
+        in_doubt: Error,
+    ) -> Result<(Vec<Lease>, Instant)> {
+        let inner = &self.inner;
+        let lease = inner.config.lease;
+        let give_up = sent + lease.saturating_sub(fence_margin(lease));
+        tokio::time::sleep_until(sent + inner.store.timeout()).await;
+        let mut pause = Duration::from_millis(50);
+        while Instant::now() < give_up {
+            match inner.store.held_by(&ids, &inner.config.worker_id).await {
+                Ok(held) => {
+                    let taken: HashSet<JobId> = held.iter().map(Lease::id).collect();
+                    let back: Vec<(JobId, usize)> = ids
+                        .iter()
+                        .filter(|id| !taken.contains(id))
+                        .map(|id| (*id, level))
+                        .collect();
+                    tracing::info!(claimed = held.len(), pushed_back = back.len(), "claim in doubt settled");
+                    if !back.is_empty()
+                        && let Err(push) = inner.queue.push_front_many(&back).await
+                    {
+                        tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+                    }
+                    return Ok((held, sent));
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "claim in doubt: postgres still out of reach");
+                    tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        // Postgres is still out of reach. The claim cannot commit any more, so every id may go
+        // back: one it did claim is skipped by whoever pops it (it is not pending) and is taken
+        // back by the reaper when its lease runs out.
+        tracing::warn!(
+            ids = ids.len(),
+            "claim in doubt not settled within the lease; its ids go back"
+        );
+        let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
+        if let Err(push) = inner.queue.push_front_many(&back).await {
+            tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+        }
+        Err(in_doubt)
     }
 
     /// Runs one claimed job to its recorded outcome.
@@ -366,7 +438,14 @@ impl Worker {
                     max_attempts: job.max_attempts,
                     cancel: cancel.clone(),
                 };
-                let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+                let own = Duration::from_millis(job.timeout_ms.max(1) as u64);
+                let timeout = inner.config.max_job_timeout.map_or(own, |most| own.min(most));
+                if timeout < own {
+                    tracing::info!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "job timeout cut to what this worker can give"
+                    );
+                }
                 let task = tokio::spawn(async move { handler.handle(ctx).await });
                 self.supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
                     .await
@@ -385,7 +464,7 @@ impl Worker {
                 );
                 Finished::Fenced
             }
-            Verdict::Release => self.release(&lease).await,
+            Verdict::Release => self.release(&lease, elapsed_ms).await,
             Verdict::NoHandler => self.defer_without_handler(&lease).await,
             Verdict::Ran(Ok(())) => {
                 let recorded = match completer.complete(&lease).await {
@@ -395,7 +474,10 @@ impl Worker {
                         token: lease.token(),
                     }),
                     // The grouped write failed: go on alone, retrying while Postgres is away.
-                    None => self.record(|| inner.store.complete(&lease, Utc::now())).await,
+                    None => {
+                        let now = inner.store.now().await;
+                        self.record(|| inner.store.complete(&lease, now)).await
+                    }
                 };
                 match recorded {
                     Ok(()) => {
@@ -455,7 +537,8 @@ impl Worker {
                     let held = lease.clone();
                     renewing = Some(tokio::spawn(async move {
                         let sent = Instant::now();
-                        (sent, store.heartbeat(&held, Utc::now(), lease_for).await)
+                        let now = store.now().await;
+                        (sent, store.heartbeat(&held, now, lease_for).await)
                     }));
                 }
                 renewed = renewal => {
@@ -484,7 +567,7 @@ impl Worker {
 
     async fn fail(&self, lease: &Lease, failure: HandlerError, elapsed_ms: u64) -> Finished {
         let inner = &self.inner;
-        let now = Utc::now();
+        let now = inner.store.now().await;
         let (message, retryable) = match &failure {
             HandlerError::Retryable(m) => (m.as_str(), true),
             HandlerError::Permanent(m) => (m.as_str(), false),
@@ -537,7 +620,7 @@ impl Worker {
     /// handler (a rolling deploy that adds a type, a worker serving other types).
     async fn defer_without_handler(&self, lease: &Lease) -> Finished {
         let inner = &self.inner;
-        let now = Utc::now();
+        let now = inner.store.now().await;
         let claims = i32::try_from(lease.token()).unwrap_or(i32::MAX).max(1);
         let delay = inner.config.retry.delay(claims, crate::retry::RetryPolicy::sample());
         let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -561,9 +644,19 @@ impl Worker {
         }
     }
 
-    async fn release(&self, lease: &Lease) -> Finished {
+    async fn release(&self, lease: &Lease, elapsed_ms: u64) -> Finished {
         let inner = &self.inner;
-        match self.record(|| inner.store.release(lease, Utc::now())).await {
+        if lease.releases() >= MAX_FREE_RELEASES {
+            // Given back unfinished too often (a job that outlasts every invocation, say): this time
+            // the attempt counts, so the job is retried with backoff or, past its budget, dead.
+            let why = format!(
+                "stopped unfinished: released {} times before (worker shutdown or the end of an invocation); this attempt counts",
+                lease.releases()
+            );
+            return self.fail(lease, HandlerError::retryable(why), elapsed_ms).await;
+        }
+        let now = inner.store.now().await;
+        match self.record(|| inner.store.release(lease, now)).await {
             Ok(priority) => {
                 tracing::info!("job released at shutdown");
                 if let Err(err) = inner.queue.push_front(lease.id(), priority).await {
@@ -621,7 +714,7 @@ impl Completer {
             while rx.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
                 let held: Vec<(JobId, i64)> = batch.iter().map(|(id, token, _)| (*id, *token)).collect();
                 let flush_started = Instant::now();
-                match store.complete_many(&held, Utc::now()).await {
+                match store.complete_many(&held, store.now().await).await {
                     Ok(done) => {
                         tracing::trace!(
                             jobs = held.len(),

@@ -357,6 +357,48 @@ async fn shutdown_lets_short_jobs_finish_and_releases_the_rest_to_another_worker
 }
 
 #[tokio::test]
+async fn a_job_released_unfinished_again_and_again_is_charged_past_the_free_releases() {
+    let env = TestEnv::with(|c| {
+        c.worker.shutdown_grace = Duration::from_millis(200);
+        c.worker.lease = Duration::from_secs(30);
+        c.worker.heartbeat = Duration::from_secs(5);
+    })
+    .await;
+    let long = env
+        .jobs
+        .create(
+            &NewJob::new("TEST", json!("SLEEP_MS=20000")).max_attempts(5),
+            Utc::now(),
+        )
+        .await
+        .expect("create")
+        .job
+        .id;
+    for round in 1..=jobq_shared::worker::MAX_FREE_RELEASES + 1 {
+        let running = Running::start(&env, Registry::with_builtins());
+        wait_for(&env, long, Status::InProgress, SOON).await;
+        let summary = running.stop().await;
+        let job = env.jobs.get(long).await.expect("get");
+        assert_eq!(job.status, Status::Pending, "round {round}");
+        if round <= jobq_shared::worker::MAX_FREE_RELEASES {
+            assert_eq!(summary.released, 1, "round {round}: {summary:?}");
+            assert_eq!(job.attempts, 0, "round {round}: a release is free up to the bound");
+        } else {
+            assert_eq!(summary.retried, 1, "round {round}: {summary:?}");
+            assert_eq!(job.attempts, 1, "past the bound the attempt counts");
+            let last = job.history.last().expect("history");
+            assert_eq!(last.outcome, Outcome::Failed);
+            assert!(
+                last.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("released 3 times before")),
+                "{last:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn many_jobs_run_concurrently_and_each_completes_once() {
     let env = TestEnv::with(|c| c.worker.concurrency = 8).await;
     let running = Running::start(&env, Registry::with_builtins());

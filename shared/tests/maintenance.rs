@@ -49,7 +49,7 @@ async fn a_promoter_pass_moves_only_due_ids_to_their_priority_lists() {
         .id;
     assert!(env.queue.ready_ids().await.expect("ready").is_empty());
 
-    let moved = Promoter::new(env.queue.clone())
+    let moved = Promoter::new(env.store.clone(), env.queue.clone())
         .run_once(now_plus(t0, 2000))
         .await
         .expect("promote");
@@ -75,7 +75,9 @@ async fn promoters_running_at_once_move_each_id_exactly_once() {
             .await
             .expect("c");
     }
-    let promoters: Vec<Promoter> = (0..4).map(|_| Promoter::new(env.queue.clone())).collect();
+    let promoters: Vec<Promoter> = (0..4)
+        .map(|_| Promoter::new(env.store.clone(), env.queue.clone()))
+        .collect();
     let moved: usize = futures::future::join_all(promoters.iter().map(|p| p.run_once(now_plus(t0, 10))))
         .await
         .into_iter()
@@ -348,7 +350,7 @@ async fn an_id_is_held_at_most_once_however_often_and_wherever_it_is_pushed() {
     }
     assert!(env.queue.ready_ids().await.expect("ready").is_empty());
     assert_eq!(env.queue.scheduled().await.expect("schedule").len(), 1);
-    Promoter::new(env.queue.clone())
+    Promoter::new(env.store.clone(), env.queue.clone())
         .run_once(now_plus(t0, 50_000))
         .await
         .expect("promote");

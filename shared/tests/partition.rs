@@ -139,8 +139,9 @@ async fn a_worker_cut_off_from_postgres_stops_its_job_before_another_can_claim_i
     let reaper = Reaper::new(env.store.clone(), env.queue.clone()).with_retry(env.config.worker.retry);
     let reaper_stop = CancellationToken::new();
     let reaper_run = tokio::spawn(reaper.run(Duration::from_millis(100), reaper_stop.clone()));
-    let promoter_run =
-        tokio::spawn(Promoter::new(env.queue.clone()).run(Duration::from_millis(50), reaper_stop.clone()));
+    let promoter_run = tokio::spawn(
+        Promoter::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(50), reaper_stop.clone()),
+    );
     let b = env.worker(Registry::new().register(
         "SLOW",
         Recorded {

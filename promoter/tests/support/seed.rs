@@ -46,7 +46,8 @@ pub async fn run_seed_flows(store: &Store, queue: &Queue) {
     let worker = Worker::new(store.clone(), queue.clone(), Registry::with_builtins(), worker_config());
     let token = shutdown.clone();
     let worker = tokio::spawn(async move { worker.run(token).await });
-    let promoter = tokio::spawn(Promoter::new(queue.clone()).run(Duration::from_millis(20), shutdown.clone()));
+    let promoter =
+        tokio::spawn(Promoter::new(store.clone(), queue.clone()).run(Duration::from_millis(20), shutdown.clone()));
     let reaper =
         tokio::spawn(Reaper::new(store.clone(), queue.clone()).run(Duration::from_millis(50), shutdown.clone()));
 

@@ -7,18 +7,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::queue::Queue;
+use crate::store::Store;
 
 /// Ids moved per script call; a larger backlog takes several calls in one pass.
 const BATCH: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Promoter {
+    store: Store,
     queue: Queue,
 }
 
 impl Promoter {
-    pub fn new(queue: Queue) -> Self {
-        Promoter { queue }
+    /// A promoter for `queue`'s schedule; "due" is read on `store`'s database clock, the clock that
+    /// set every due time and that claims check them against.
+    pub fn new(store: Store, queue: Queue) -> Self {
+        Promoter { store, queue }
     }
 
     /// Moves every id due at `now`; returns how many moved.
@@ -34,6 +38,9 @@ impl Promoter {
     }
 
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        super::every("promoter", interval, shutdown, || self.run_once(Utc::now())).await
+        super::every("promoter", interval, shutdown, || async {
+            self.run_once(self.store.now().await).await
+        })
+        .await
     }
 }

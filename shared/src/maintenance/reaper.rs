@@ -91,6 +91,9 @@ impl Reaper {
     }
 
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        super::every("reaper", interval, shutdown, || self.run_once(Utc::now())).await
+        super::every("reaper", interval, shutdown, || async {
+            self.run_once(self.store.now().await).await
+        })
+        .await
     }
 }

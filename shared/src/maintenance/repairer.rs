@@ -87,6 +87,9 @@ impl Repairer {
     }
 
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        super::every("repairer", interval, shutdown, || self.run_once(Utc::now())).await
+        super::every("repairer", interval, shutdown, || async {
+            self.run_once(self.store.now().await).await
+        })
+        .await
     }
 }

@@ -1,5 +1,7 @@
 -- claim_many: claims every runnable job among the given ids under new leases, opening their attempts.
--- $1 ids, $2 worker_id, $3 now, $4 lease length in ms (the expiry is set by the database clock)
+-- $1 ids, $2 worker_id, $3 now, $4 lease length in ms (the expiry is set by the database clock),
+-- $5 start by: a claim that reaches the database after this claims nothing (its client gave up);
+-- NULL for no bound
 -- Returns the claimed rows; ids that are not PENDING or not due are left out.
 -- The ids are joined as a set rather than tested with `= ANY`: that keeps the plan on the primary
 -- key, where `= ANY` let the planner scan every pending job instead.
@@ -8,7 +10,7 @@ WITH claimed AS (
     SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = now() + interval '1 millisecond' * $4::bigint, worker_id = $2, started_at = COALESCE(j.started_at, $3), updated_at = $3
     FROM unnest($1::uuid[]) AS want(id)
-    WHERE j.id = want.id AND j.status = 'PENDING' AND j.run_at <= $3
+    WHERE j.id = want.id AND j.status = 'PENDING' AND j.run_at <= $3 AND ($5::timestamptz IS NULL OR now() <= $5)
     RETURNING j.*
 ), attempt AS (
     INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)

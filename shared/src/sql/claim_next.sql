@@ -1,9 +1,11 @@
 -- claim_next: claims the best runnable jobs straight from Postgres (used while Redis is down).
--- $1 worker_id, $2 now, $3 lease length in ms (the expiry is set by the database clock), $4 how many
+-- $1 worker_id, $2 now, $3 lease length in ms (the expiry is set by the database clock), $4 how many,
+-- $5 start by: a claim that reaches the database after this claims nothing (its client gave up);
+-- NULL for no bound
 -- Returns the claimed rows. SKIP LOCKED lets many workers do this at once without waiting.
 WITH next AS (
     SELECT id FROM jobs
-    WHERE status = 'PENDING' AND run_at <= $2
+    WHERE status = 'PENDING' AND run_at <= $2 AND ($5::timestamptz IS NULL OR now() <= $5)
     ORDER BY priority DESC, run_at, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED

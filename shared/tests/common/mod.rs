@@ -19,12 +19,19 @@ pub struct Running {
 
 impl Running {
     pub fn start(env: &TestEnv, registry: Registry) -> Running {
+        Running::start_with(env, env.worker(registry))
+    }
+
+    /// Runs `worker` (one with a store or queue of its own, say) beside the environment's
+    /// promoter and reaper.
+    pub fn start_with(env: &TestEnv, worker: jobq_shared::Worker) -> Running {
         let shutdown = CancellationToken::new();
-        let worker = env.worker(registry);
         let token = shutdown.clone();
         let worker = tokio::spawn(async move { worker.run(token).await });
         let services = vec![
-            tokio::spawn(Promoter::new(env.queue.clone()).run(Duration::from_millis(20), shutdown.clone())),
+            tokio::spawn(
+                Promoter::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(20), shutdown.clone()),
+            ),
             tokio::spawn(
                 Reaper::new(env.store.clone(), env.queue.clone())
                     .with_retry(env.config.worker.retry)
