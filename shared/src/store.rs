@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
+use crate::search::{Found, JobCursor, JobFilter};
 use crate::state::{Event, transition};
 use crate::tls::{SslMode, pg_client_config, split_pg_url};
 
@@ -352,6 +353,82 @@ impl Store {
         }
     }
 
+    /// Records that a running job should stop (its worker acts on it); the job stays IN_PROGRESS.
+    /// A job that is not running is refused, as [`Store::cancel`] refuses one that is not pending.
+    pub async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        match self.query_opt(sql!("request_cancel"), &[&id.0, &now]).await? {
+            Some(row) => job_from_row(&row),
+            None => Err(self.rejected(id, Event::Cancel).await),
+        }
+    }
+
+    /// Jobs matching every filter of `filter`, newest first, after `after`, `limit` a page (at
+    /// most 1000), each with its attempt history.
+    pub async fn find(&self, filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> Result<Found> {
+        let limit = limit.clamp(1, 1000);
+        let args = FindArgs::new(filter, after, limit + 1);
+        let rows = self.query_planned(sql!("find"), &args.params()).await?;
+        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|job| JobCursor {
+                created_at: job.created_at,
+                id: job.id,
+            })
+        } else {
+            None
+        };
+        if !items.is_empty() {
+            let ids: Vec<Uuid> = items.iter().map(|job| job.id.0).collect();
+            let mut histories: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
+            for row in self.query(sql!("history_many"), &[&ids]).await? {
+                let job_id: Uuid = row.try_get("job_id")?;
+                histories.entry(job_id).or_default().push(attempt_from_row(&row)?);
+            }
+            for job in &mut items {
+                job.history = histories.remove(&job.id.0).unwrap_or_default();
+            }
+        }
+        Ok(Found { items, next })
+    }
+
+    /// The plan Postgres makes for [`Store::find`] with these arguments, as `EXPLAIN (FORMAT JSON)`
+    /// gives it; with `analyze`, run, with its timings (`EXPLAIN (ANALYZE, FORMAT JSON)`).
+    pub async fn explain_find(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobCursor>,
+        limit: usize,
+        analyze: bool,
+    ) -> Result<serde_json::Value> {
+        let options = if analyze { "ANALYZE, FORMAT JSON" } else { "FORMAT JSON" };
+        let sql = format!("EXPLAIN ({options})\n{}", sql!("find"));
+        let args = FindArgs::new(filter, after, limit.clamp(1, 1000) + 1);
+        let rows = self.query_planned(&sql, &args.params()).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::CorruptRow("EXPLAIN returned no row".into()))?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// As `query`, but as a statement prepared for this call only, so that Postgres plans it for
+    /// the values given (the first executions of a statement get such custom plans): `find`'s
+    /// optional filters then fold away, where a cached statement could switch to one generic plan
+    /// for every combination of them.
+    async fn query_planned(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let run = async {
+            let client = self.pool.get().await?;
+            Ok(client.query(sql, params).await?)
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)))
+    }
+
     /// Why a guarded write on `id` matched nothing: the job is missing, or its status forbids `event`.
     async fn rejected(&self, id: JobId, event: Event) -> Error {
         match self.query_opt(sql!("status_of"), &[&id.0]).await {
@@ -591,6 +668,52 @@ impl Store {
     }
 }
 
+/// `find.sql`'s parameters, owned.
+struct FindArgs {
+    status: Option<&'static str>,
+    queue: Option<String>,
+    job_type: Option<String>,
+    payload: Option<serde_json::Value>,
+    error: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    after_created_at: Option<DateTime<Utc>>,
+    after_id: Option<Uuid>,
+    limit: i64,
+}
+
+impl FindArgs {
+    fn new(filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> FindArgs {
+        FindArgs {
+            status: filter.status.map(Status::as_str),
+            queue: filter.queue.clone(),
+            job_type: filter.job_type.clone(),
+            payload: filter.payload.clone(),
+            error: filter.error_pattern(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            after_created_at: after.map(|c| c.created_at),
+            after_id: after.map(|c| c.id.0),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.status,
+            &self.queue,
+            &self.job_type,
+            &self.payload,
+            &self.error,
+            &self.created_after,
+            &self.created_before,
+            &self.after_created_at,
+            &self.after_id,
+            &self.limit,
+        ]
+    }
+}
+
 fn lease_lost(held: &Lease) -> Error {
     Error::LeaseLost {
         job_id: held.id(),
@@ -654,6 +777,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
         history: Vec::new(),
     })
 }
