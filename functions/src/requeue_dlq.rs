@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
+use crate::job_body::JobBody;
 use crate::request::{expect_method, path_job_id};
 
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
@@ -19,5 +20,5 @@ async fn requeue(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
     let job = deps.jobs.requeue(id, Utc::now()).await?;
-    Ok(json_response(StatusCode::OK, &job))
+    Ok(json_response(StatusCode::OK, &JobBody::new(&job)))
 }
