@@ -238,7 +238,8 @@ for target in $TARGETS; do
       fi
       # Warm every function once: the emulator starts a function on its first request.
       for path in "GET /jobs/00000000-0000-0000-0000-000000000000" "GET /dlq" \
-        "POST /dlq/00000000-0000-0000-0000-000000000000/requeue" "POST /jobs/batch"; do
+        "POST /dlq/00000000-0000-0000-0000-000000000000/requeue" "POST /jobs/batch" "GET /jobs" \
+        "POST /jobs/00000000-0000-0000-0000-000000000000/cancel"; do
         curl -s -o /dev/null --max-time 60 -X "${path%% *}" -H 'Content-Type: application/json' --data '{' \
           "http://127.0.0.1:$PORT${path#* }" || true
       done

@@ -223,6 +223,8 @@ jobq is running at $BASE   (namespace $JOBQ_NAMESPACE, promoter job slots ${JOBQ
   curl -s -X POST $BASE/jobs -H "Content-Type: application/json" -d '{"type":"TEST", "payload":"FAIL_TIMES=2"}' -w "\n"
   curl -s -X POST $BASE/jobs -H "Content-Type: application/json" -d '{"type":"TEST", "payload":"FAIL_ALWAYS"}' -w "\n"
   curl -s -X POST $BASE/dlq/<PASTE_JOBID_HERE>/requeue -w "\n"
+  curl -s "$BASE/jobs?status=FAILED&limit=10" -w "\n"
+  curl -s -X POST $BASE/jobs/<PASTE_JOBID_HERE>/cancel -w "\n"
 
   worker function:  cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port $PORT --data-file events/max-jobs.json
   logs:             $RUN_DIR/promoter.log  $RUN_DIR/watch.log

@@ -304,6 +304,50 @@ def run_checks(api, port, r):
         job = api.wait_for(batch_id, "COMPLETED") if batch_id else None
         r.check("a batch-created job is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
 
+    # 3c. Finding jobs, ChronoQueue's calls, and cancelling.
+    marker = f"e2e-find-{int(time.time() * 1000)}"
+    status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": {"marker": marker}, "delaySeconds": 3600})
+    later = (body or {}).get("jobId")
+    r.check("POST /jobs with delaySeconds returns 201", status == 201 and bool(later), f"{status} {text[:300]}")
+    query = urllib.parse.urlencode({"payload": json.dumps({"marker": marker}), "status": "PENDING"})
+    status, body, text = api.call("GET", f"/jobs?{query}")
+    items = (body or {}).get("items") or []
+    r.check(
+        "GET /jobs?payload=&status= finds the job, in GET /jobs/{id}'s shape",
+        status == 200 and [job_id_of(i) for i in items] == [later] and items[0].get("id") == later,
+        f"{status} {text[:300]}",
+    )
+    status, body, text = api.call("GET", "/jobs?status=DONE")
+    r.check("GET /jobs with an unknown status gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("POST", f"/jobs/{later}/cancel")
+    r.check(
+        "POST /jobs/{id}/cancel of a scheduled job returns 200, CANCELLED",
+        status == 200 and (body or {}).get("status") == "CANCELLED",
+        f"{status} {text[:300]}",
+    )
+    job = api.wait_for(later, "CANCELLED", timeout=5) if later else None
+    r.check("GET /jobs/{id} shows it CANCELLED", job is not None and job.get("status") == "CANCELLED", f"{job}")
+    status, body, text = api.call("POST", f"/jobs/{later}/cancel")
+    r.check("cancelling it again gets 409 with a JSON body", status == 409 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("POST", f"/jobs/{NIL_ID}/cancel")
+    r.check("cancelling an unknown id gets 404 with a JSON body", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    chrono = {
+        "queueType": "EMAIL", "taskType": "TEST", "payload": {"userId": 123, "marker": marker},
+        "scheduledAt": "2025-10-24T18:00:00Z", "priority": 100, "maxAttempts": 5,
+        "idempotencyKey": f"welcome-email-{marker}",
+    }
+    status, body, text = api.call("POST", "/api/jobs", chrono)
+    chrono_id = (body or {}).get("id")
+    r.check("POST /api/jobs (ChronoQueue's body) returns 201 with an id", status == 201 and bool(chrono_id), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", f"/api/jobs/{chrono_id}")
+    r.check("GET /api/jobs/{id} returns the job with its id", status == 200 and (body or {}).get("id") == chrono_id, f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/api/jobs?queue=EMAIL")
+    r.check(
+        "GET /api/jobs lists it",
+        status == 200 and chrono_id in [job_id_of(i) for i in (body or {}).get("items") or []],
+        f"{status} {text[:300]}",
+    )
+
     # 4. Bad input: 4xx with a JSON body, nothing stored.
     status, body, text = api.call("POST", "/jobs", raw=b'{"type":"TEST","payload":')
     r.check("malformed JSON gets 400 with a JSON body", status == 400 and is_json_error(status, body), f"{status} {text[:300]}")
@@ -351,7 +395,10 @@ def run_checks(api, port, r):
 
 
 NIL_ID = "00000000-0000-4000-8000-000000000000"
-ROUTES = [("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue")]
+ROUTES = [
+    ("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/jobs"), ("POST", "/jobs/{id}/cancel"),
+    ("POST", "/api/jobs"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue"),
+]
 
 
 def raw_call(port, method, path, headers, body):
@@ -382,6 +429,10 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"POST /jobs/batch answers 200 {when}", status == 200 and bool((body or {}).get("results")), f"{status} {text[:300]}")
     status, body, text = api.call("GET", f"/jobs/{new_id or job_id or NIL_ID}")
     r.check(f"GET /jobs/{{id}} answers 200 {when}", status == 200 and isinstance(body, dict) and "jobId" in body, f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/jobs?limit=1")
+    r.check(f"GET /jobs answers 200 {when}", status == 200 and isinstance(body, dict) and "items" in body, f"{status} {text[:300]}")
+    status, body, text = api.call("POST", f"/jobs/{NIL_ID}/cancel")
+    r.check(f"POST /jobs/{{id}}/cancel answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
     status, body, text = api.call("GET", "/dlq")
     r.check(f"GET /dlq answers 200 {when}", status == 200 and isinstance(body, dict) and "items" in body, f"{status} {text[:300]}")
     status, body, text = api.call("POST", f"/dlq/{NIL_ID}/requeue")

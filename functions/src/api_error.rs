@@ -41,6 +41,10 @@ pub enum ApiError {
     InvalidHeader { name: &'static str },
     #[error("{value:?} is not a valid job id (a UUID)")]
     InvalidUuid { value: String },
+    #[error("query parameter {name:?} is not valid: {detail}")]
+    InvalidParameter { name: &'static str, detail: String },
+    #[error("unknown query parameter {name:?}; this route takes {known}")]
+    UnknownParameter { name: String, known: &'static str },
     #[error("limit must be a whole number from 1 to {max}, got {value:?}")]
     InvalidLimit { value: String, max: usize },
     #[error("jobs: send from 1 to {max} jobs in one call, got {count}")]
@@ -82,17 +86,23 @@ impl ApiError {
             ApiError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
             ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
             ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
+            ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            ApiError::UnknownParameter { .. } => (StatusCode::BAD_REQUEST, "unknown_parameter"),
             ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),
             ApiError::BatchSize { .. } => (StatusCode::BAD_REQUEST, "invalid_batch"),
             ApiError::InBatch { source, .. } => source.status_and_code(),
             ApiError::Domain(err) => match err {
                 Error::Invalid(invalid) if invalid.missing => (StatusCode::BAD_REQUEST, "missing_field"),
                 Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
+                Error::InvalidFilter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
                 Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
                 Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
                 Error::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
                 Error::InvalidTransition { source, .. } if source.event == Event::Requeue => {
                     (StatusCode::CONFLICT, "not_dead")
+                }
+                Error::InvalidTransition { source, .. } if source.event == Event::Cancel => {
+                    (StatusCode::CONFLICT, "not_cancellable")
                 }
                 Error::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
                 Error::InDoubt { jobs, .. } if !jobs.is_empty() => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
@@ -124,11 +134,17 @@ impl ApiError {
         match self {
             ApiError::Domain(Error::Invalid(invalid)) => format!("field {:?} {}", invalid.field, invalid.problem),
             ApiError::InBatch { index, source } => format!("jobs[{index}]: {}", source.message(status)),
+            ApiError::Domain(Error::InvalidFilter(invalid)) => {
+                format!("query parameter {:?} {}", invalid.parameter, invalid.problem)
+            }
             ApiError::Domain(Error::InvalidCursor) => {
                 "cursor is not valid; pass the nextCursor of a previous page unchanged".to_owned()
             }
             ApiError::Domain(Error::InvalidTransition { job_id, status, source }) if source.event == Event::Requeue => {
                 format!("job {job_id} is {status}; only a dead (FAILED) job can be requeued")
+            }
+            ApiError::Domain(Error::InvalidTransition { job_id, status, source }) if source.event == Event::Cancel => {
+                format!("job {job_id} is {status}; only a PENDING or IN_PROGRESS job can be cancelled")
             }
             other => other.to_string(),
         }

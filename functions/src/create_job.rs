@@ -1,4 +1,4 @@
-//! `POST /jobs`: creates a job. 201 with the job, or 200 with the existing job when an idempotency
+//! `POST /jobs` (also ChronoQueue's `POST /api/jobs`): creates a job. 201 with the job, or 200 with the existing job when an idempotency
 //! key replays the same request; `Location: /jobs/{id}` either way.
 
 use http::header::{HeaderValue, LOCATION};
@@ -9,6 +9,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
+use crate::job_body::JobBody;
 use crate::request::{expect_method, header, json_body, parse_json};
 
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
@@ -26,7 +27,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     } else {
         StatusCode::CREATED
     };
-    let mut response = json_response(status, &created.job);
+    let mut response = json_response(status, &JobBody::new(&created.job));
     if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", created.job.id)) {
         response.headers_mut().insert(LOCATION, location);
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
+use crate::job_body::JobBody;
 use crate::request::{expect_method, from_value, json_body, parse_json};
 
 /// The most jobs one call may create.
@@ -61,7 +62,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
         .map(|result| match result {
             Ok(created) => {
                 let status = if created.replayed { 200 } else { 201 };
-                serde_json::json!({"status": status, "job": created.job})
+                serde_json::json!({"status": status, "job": JobBody::new(&created.job)})
             }
             Err(err) => {
                 let err = ApiError::Domain(err);

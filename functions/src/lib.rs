@@ -3,20 +3,27 @@
 //! request into domain types, make one call into `jobq_shared`, and map the outcome to a response
 //! through [`api_error`], the one error-to-HTTP table.
 //!
-//! - [`create_job`]: `POST /jobs`.
+//! - [`create_job`]: `POST /jobs` (and ChronoQueue's `POST /api/jobs`).
 //! - [`create_jobs`]: `POST /jobs/batch`.
-//! - [`get_job`]: `GET /jobs/{id}`.
+//! - [`get_job`]: `GET /jobs/{id}` (and `GET /api/jobs/{id}`).
+//! - [`find_jobs`]: `GET /jobs?status=&queue=&type=&payload=&error=&createdAfter=&createdBefore=`
+//!   (and `GET /api/jobs`).
+//! - [`cancel_job`]: `POST /jobs/{id}/cancel`.
 //! - [`list_dlq`]: `GET /dlq?limit=&cursor=`.
 //! - [`requeue_dlq`]: `POST /dlq/{id}/requeue`.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
-//! - [`request`]: reading bodies, path ids and query parameters; [`deps`]: clients and the API token;
+//! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
+//!   show it; [`deps`]: clients and the API token;
 //!   [`telemetry`]: logging.
 
 pub mod api_error;
+pub mod cancel_job;
 pub mod create_job;
 pub mod create_jobs;
 pub mod deps;
+pub mod find_jobs;
 pub mod get_job;
+pub mod job_body;
 pub mod list_dlq;
 pub mod request;
 pub mod requeue_dlq;

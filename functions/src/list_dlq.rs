@@ -3,13 +3,13 @@
 //! next page; `null` means this was the last.
 
 use http::{Method, StatusCode};
-use jobq_shared::Job;
 use jobq_shared::store::DeadCursor;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
+use crate::job_body::JobBody;
 use crate::request::{expect_method, query_param};
 
 pub const DEFAULT_LIMIT: usize = 20;
@@ -17,8 +17,8 @@ pub const MAX_LIMIT: usize = 100;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct DlqPage {
-    items: Vec<Job>,
+struct DlqPage<'a> {
+    items: Vec<JobBody<'a>>,
     next_cursor: Option<String>,
 }
 
@@ -48,7 +48,7 @@ async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     };
     let page = deps.jobs.list_dead(cursor, limit).await?;
     let body = DlqPage {
-        items: page.items,
+        items: page.items.iter().map(JobBody::new).collect(),
         next_cursor: page.next.map(|cursor| cursor.to_string()),
     };
     Ok(json_response(StatusCode::OK, &body))

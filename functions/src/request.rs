@@ -4,6 +4,7 @@
 use http::Method;
 use http::header::CONTENT_TYPE;
 use jobq_shared::JobId;
+use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::{Request, RequestExt};
 use serde::de::DeserializeOwned;
 
@@ -103,9 +104,9 @@ pub fn header<'r>(req: &'r Request, name: &'static str) -> Result<Option<&'r str
     }
 }
 
-/// The job id of a route like `/jobs/{id}` or `/dlq/{id}/requeue`: the `id` path parameter (API
+/// The job id of a route like `/jobs/{id}`, `/jobs/{id}/cancel` or `/dlq/{id}/requeue`: the `id` path parameter (API
 /// Gateway, or `cargo lambda watch` with its router), else the last path segment other than
-/// `requeue` (a function URL, such as `/lambda-url/get-job/{id}`).
+/// `requeue` or `cancel` (a function URL, such as `/lambda-url/get-job/{id}`).
 pub fn path_job_id(req: &Request) -> Result<JobId, ApiError> {
     let from_params = req
         .path_parameters_ref()
@@ -114,7 +115,7 @@ pub fn path_job_id(req: &Request) -> Result<JobId, ApiError> {
     let raw = from_params.unwrap_or_else(|| {
         let path = req.uri().path();
         let mut segments = path.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>();
-        if segments.last() == Some(&"requeue") {
+        if matches!(segments.last(), Some(&"requeue") | Some(&"cancel")) {
             segments.pop();
         }
         segments.last().copied().unwrap_or_default().to_owned()
@@ -124,21 +125,35 @@ pub fn path_job_id(req: &Request) -> Result<JobId, ApiError> {
         .map_err(|_| ApiError::InvalidUuid { value: shorten(&raw) })
 }
 
-/// A query string parameter: from the event's parsed parameters, else from the URI.
+/// A query string parameter: from the event's parsed parameters, else from the URI, decoded as
+/// API Gateway decodes it (`%xx` escapes, and `+` as a space).
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
     if let Some(value) = req.query_string_parameters_ref().and_then(|params| params.first(name)) {
         return Some(value.to_owned());
     }
-    req.uri().query().and_then(|query| {
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then(|| value.to_owned())
-        })
-    })
+    uri_query(req).and_then(|params| params.first(name).map(str::to_owned))
+}
+
+/// The first query parameter in the URI whose name is not in `known`, cut short. The URI carries
+/// the query string of every API Gateway event. (The event's own parsed map is not read here: one
+/// deserialized with a name but no value would make its iterator panic.)
+pub fn unknown_query_param(req: &Request, known: &[&str]) -> Option<String> {
+    uri_query(req)?
+        .iter()
+        .map(|(name, _)| name)
+        .find(|name| !known.contains(name))
+        .map(shorten)
+}
+
+fn uri_query(req: &Request) -> Option<QueryMap> {
+    req.uri()
+        .query()
+        .filter(|query| !query.is_empty())
+        .and_then(|query| query.parse().ok())
 }
 
 /// Echoed input is cut short, so that an error body never grows with a hostile request.
-fn shorten(raw: &str) -> String {
+pub(crate) fn shorten(raw: &str) -> String {
     const MAX_CHARS: usize = 80;
     if raw.chars().count() <= MAX_CHARS {
         raw.to_owned()

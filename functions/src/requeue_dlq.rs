@@ -7,6 +7,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
+use crate::job_body::JobBody;
 use crate::request::{expect_method, path_job_id};
 
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
@@ -18,5 +19,5 @@ async fn requeue(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError>
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
     let job = deps.jobs.requeue(id, deps.jobs.store().now().await).await?;
-    Ok(json_response(StatusCode::OK, &job))
+    Ok(json_response(StatusCode::OK, &JobBody::new(&job)))
 }

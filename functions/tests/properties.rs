@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use jobq_functions::api_error::MAX_BODY_BYTES;
-use jobq_functions::{Deps, create_job, create_jobs, get_job, list_dlq, requeue_dlq};
+use jobq_functions::{Deps, cancel_job, create_job, create_jobs, find_jobs, get_job, list_dlq, requeue_dlq};
 use jobq_shared::store::DeadCursor;
 use jobq_shared::testing::TestEnv;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -35,6 +35,8 @@ enum Route {
     GetJob,
     ListDlq,
     RequeueDlq,
+    FindJobs,
+    CancelJob,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +88,8 @@ impl Case {
             Route::GetJob => ("GET", "/jobs/x"),
             Route::ListDlq => ("GET", "/dlq"),
             Route::RequeueDlq => ("POST", "/dlq/x/requeue"),
+            Route::FindJobs => ("GET", "/jobs"),
+            Route::CancelJob => ("POST", "/jobs/x/cancel"),
         };
         Case {
             route,
@@ -493,8 +497,11 @@ fn encode_path_segment(raw: &str) -> String {
 }
 
 fn id_case(route: Route) -> BoxedStrategy<Case> {
-    let prefix = if route == Route::GetJob { "/jobs" } else { "/dlq" };
-    let suffix = if route == Route::GetJob { "" } else { "/requeue" };
+    let (prefix, suffix) = match route {
+        Route::GetJob => ("/jobs", ""),
+        Route::CancelJob => ("/jobs", "/cancel"),
+        _ => ("/dlq", "/requeue"),
+    };
     prop_oneof![
         // As API Gateway delivers it: the id as a path parameter.
         3 => invalid_id().prop_map(move |id| {
@@ -585,6 +592,78 @@ fn bad_cursor_any() -> impl Strategy<Value = String> {
     "[0-9]{1,5}\\.[0-9a-f]{31}".prop_filter("not a cursor", |raw| raw.parse::<DeadCursor>().is_err())
 }
 
+/// A search with one filter no job could match the way it is written: an unknown status, a payload
+/// that is not a JSON object, a date that is not RFC 3339, error text out of bounds, or a parameter
+/// the route does not know (in the URI, where API Gateway's query string arrives).
+fn find_case() -> BoxedStrategy<Case> {
+    let not_blank = |raw: &String| !raw.trim().is_empty();
+    let status = prop_oneof![Just("DONE".to_owned()), Just("PENDING,FAILED".to_owned()), odd_text(6)]
+        .prop_filter("not a status", move |raw| {
+            not_blank(raw) && raw.trim().to_ascii_uppercase().parse::<jobq_shared::Status>().is_err()
+        })
+        .prop_map(|raw| ("status", raw));
+    let payload = prop_oneof![
+        any_json().prop_map(|v| v.to_string()),
+        odd_text(8),
+        Just(r#"{"a":"\u0000"}"#.to_owned()),
+        Just("{\"a\":1e400}".to_owned()),
+        Just(format!("{{\"a\":\"{}\"}}", "x".repeat(5000))),
+    ]
+    .prop_filter("not a JSON object", move |raw| {
+        not_blank(raw)
+            && (raw.len() > 4096
+                || raw.contains("\\u0000")
+                || !serde_json::from_str::<Value>(raw).is_ok_and(|v| v.is_object()))
+    })
+    .prop_map(|raw| ("payload", raw));
+    let date = (
+        prop_oneof![Just("createdAfter"), Just("createdBefore")],
+        prop_oneof![
+            Just("yesterday".to_owned()),
+            Just("2030-02-30T00:00:00Z".to_owned()),
+            Just("2030-01-01".to_owned()),
+            Just("1700000000".to_owned()),
+            odd_text(8)
+        ]
+        .prop_filter("not a date", move |raw| {
+            not_blank(raw) && chrono::DateTime::parse_from_rfc3339(raw.trim()).is_err()
+        }),
+    );
+    let error = prop_oneof![
+        "[a-z]{1,2}",
+        (201usize..300).prop_map(|n| "e".repeat(n)),
+        Just("ab\u{0}c".to_owned())
+    ]
+    .prop_filter("not blank", not_blank)
+    .prop_map(|raw| ("error", raw));
+    let params = prop_oneof![status, payload, date, error].prop_map(|(name, raw)| {
+        let mut case = Case::new(Route::FindJobs).expect(400);
+        case.query = vec![(name.to_owned(), raw)];
+        case
+    });
+    let unknown = "[a-zA-Z_]{1,12}"
+        .prop_filter("unknown", |name| {
+            ![
+                "status",
+                "queue",
+                "type",
+                "payload",
+                "error",
+                "createdAfter",
+                "createdBefore",
+                "limit",
+                "cursor",
+            ]
+            .contains(&name.as_str())
+        })
+        .prop_map(|name| {
+            let mut case = Case::new(Route::FindJobs).expect(400);
+            case.uri = format!("/jobs?{name}=1");
+            case
+        });
+    prop_oneof![4 => params, 1 => unknown].boxed()
+}
+
 /// A batch the function must refuse as a whole.
 fn invalid_batch_body() -> BoxedStrategy<Vec<u8>> {
     prop_oneof![
@@ -622,7 +701,9 @@ fn hostile_case() -> BoxedStrategy<Case> {
         Just(Route::CreateJobs),
         Just(Route::GetJob),
         Just(Route::ListDlq),
-        Just(Route::RequeueDlq)
+        Just(Route::RequeueDlq),
+        Just(Route::FindJobs),
+        Just(Route::CancelJob)
     ];
     prop_oneof![
         6 => invalid_create_body().prop_map(|body| Case::json_body(Route::CreateJob, body).expect(400)),
@@ -653,6 +734,8 @@ fn hostile_case() -> BoxedStrategy<Case> {
         2 => id_case(Route::GetJob),
         2 => id_case(Route::RequeueDlq),
         2 => dlq_case(),
+        2 => id_case(Route::CancelJob),
+        2 => find_case(),
         // Any route, with a token required and missing or wrong: 401 before anything else.
         1 => (any_route.clone(), prop_oneof![
             Just(None),
@@ -706,6 +789,8 @@ async fn send(functions: Arc<Functions>, case: Case) -> Result<Response<Body>, S
             Route::GetJob => get_job::handle(deps, req).await,
             Route::ListDlq => list_dlq::handle(deps, req).await,
             Route::RequeueDlq => requeue_dlq::handle(deps, req).await,
+            Route::FindJobs => find_jobs::handle(deps, req).await,
+            Route::CancelJob => cancel_job::handle(deps, req).await,
         }
     });
     task.await.map_err(|err| format!("the handler panicked: {err}"))

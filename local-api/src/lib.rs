@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use jobq_functions::{Deps, create_job, create_jobs, get_job, list_dlq, requeue_dlq};
+use jobq_functions::{Deps, cancel_job, create_job, create_jobs, find_jobs, get_job, list_dlq, requeue_dlq};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
 use percent_encoding::percent_decode_str;
@@ -30,6 +30,8 @@ pub enum Function {
     CreateJob,
     CreateJobs,
     GetJob,
+    FindJobs,
+    CancelJob,
     ListDlq,
     RequeueDlq,
 }
@@ -41,6 +43,8 @@ impl Function {
             Function::CreateJob => "create-job",
             Function::CreateJobs => "create-jobs",
             Function::GetJob => "get-job",
+            Function::FindJobs => "find-jobs",
+            Function::CancelJob => "cancel-job",
             Function::ListDlq => "list-dlq",
             Function::RequeueDlq => "requeue-dlq",
         }
@@ -51,6 +55,8 @@ impl Function {
             Function::CreateJob => create_job::handle(deps, req).await,
             Function::CreateJobs => create_jobs::handle(deps, req).await,
             Function::GetJob => get_job::handle(deps, req).await,
+            Function::FindJobs => find_jobs::handle(deps, req).await,
+            Function::CancelJob => cancel_job::handle(deps, req).await,
             Function::ListDlq => list_dlq::handle(deps, req).await,
             Function::RequeueDlq => requeue_dlq::handle(deps, req).await,
         }
@@ -62,7 +68,13 @@ impl Function {
 pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/jobs", Function::CreateJob),
     ("POST", "/jobs/batch", Function::CreateJobs),
+    ("GET", "/jobs", Function::FindJobs),
     ("GET", "/jobs/{id}", Function::GetJob),
+    ("POST", "/jobs/{id}/cancel", Function::CancelJob),
+    // ChronoQueue's calls, on the same functions.
+    ("POST", "/api/jobs", Function::CreateJob),
+    ("GET", "/api/jobs", Function::FindJobs),
+    ("GET", "/api/jobs/{id}", Function::GetJob),
     ("GET", "/dlq", Function::ListDlq),
     ("POST", "/dlq/{id}/requeue", Function::RequeueDlq),
 ];
@@ -268,7 +280,11 @@ mod tests {
         let (function, _, params) = route("GET", "/jobs/a%20b").expect("route");
         assert_eq!(function, Function::GetJob);
         assert_eq!(params["id"], "a b");
-        assert!(route("GET", "/jobs").is_none());
+        assert_eq!(route("GET", "/jobs").map(|r| r.0), Some(Function::FindJobs));
+        assert_eq!(route("POST", "/api/jobs").map(|r| r.0), Some(Function::CreateJob));
+        let (function, _, params) = route("POST", "/jobs/abc/cancel").expect("route");
+        assert_eq!((function, params["id"].as_str()), (Function::CancelJob, "abc"));
+        assert!(route("GET", "/jobs/abc/cancel").is_none());
         assert!(route("DELETE", "/jobs/1").is_none());
         assert!(route("GET", "/jobs/").is_none());
     }
@@ -280,11 +296,16 @@ mod tests {
         let cargo = std::fs::read_to_string(format!("{root}/Cargo.toml")).expect("Cargo.toml");
         let template = std::fs::read_to_string(format!("{root}/template.yaml")).expect("template.yaml");
         for &(method, path, function) in ROUTES {
-            let router_line = format!(
-                r#""{path}" = [{{ method = "{method}", function = "{}" }}]"#,
-                function.binary()
+            // One line per path: `"/path" = [{ method = "M", function = "f" }, ...]`.
+            let router_line = cargo
+                .lines()
+                .find(|l| l.starts_with(&format!(r#""{path}" = ["#)))
+                .unwrap_or_else(|| panic!("Cargo.toml's router has no line for {path}"));
+            let entry = format!(r#"{{ method = "{method}", function = "{}" }}"#, function.binary());
+            assert!(
+                router_line.contains(&entry),
+                "Cargo.toml's router lacks {entry} for {path}"
             );
-            assert!(cargo.contains(&router_line), "Cargo.toml's router lacks {router_line}");
             let template_lines: Vec<String> = template.lines().map(|l| l.trim().to_lowercase()).collect();
             let (path_line, method_line) = (format!("path: {path}"), format!("method: {}", method.to_lowercase()));
             let at = template_lines
@@ -292,7 +313,7 @@ mod tests {
                 .position(|w| (w[0] == path_line && w[1] == method_line) || (w[0] == method_line && w[1] == path_line));
             assert!(at.is_some(), "template.yaml has no {method} {path} route");
         }
-        let router_routes = cargo.lines().filter(|l| l.contains("function = \"")).count();
+        let router_routes = cargo.matches("function = \"").count();
         assert_eq!(
             router_routes,
             ROUTES.len(),

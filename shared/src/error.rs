@@ -1,12 +1,15 @@
 //! The one error type of the library. Callers map it to HTTP (or logs) in one place each.
 
 use crate::job::{InvalidJob, JobId, Status};
+use crate::search::InvalidFilter;
 use crate::state::InvalidTransition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid job: {0}")]
     Invalid(#[from] InvalidJob),
+    #[error("invalid filter: {0}")]
+    InvalidFilter(#[from] InvalidFilter),
     #[error("invalid cursor")]
     InvalidCursor,
     #[error("job {0} not found")]

@@ -178,7 +178,10 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Filled by `Store::get`; empty in listings.
+    /// When a cancel was asked for while the job was running (its worker stops it); kept if the
+    /// job finished anyway.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Filled by `Store::get` and `Store::find`; empty in the DLQ listing.
     pub history: Vec<Attempt>,
 }
 

@@ -1,14 +1,27 @@
-//! The operations behind the HTTP API: create, get, list the DLQ, requeue, cancel. Each keeps
+//! The operations behind the HTTP API: create, get, find, list the DLQ, requeue, cancel. Each keeps
 //! Postgres as the record (written first) and Redis as the fast path (written after, repaired if
 //! that write fails).
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{Job, JobId, NewJob, Status};
 use crate::queue::Queue;
+use crate::search::{Found, JobCursor, JobFilter};
 use crate::store::{Created, DeadCursor, Page, Store};
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancellation {
+    /// The job had not started: it is CANCELLED and will not run.
+    Cancelled(Job),
+    /// The job is running: the cancel is recorded on it, for its worker to stop it.
+    Requested(Job),
+}
+
+/// How often a cancel tries again when the job moved between PENDING and IN_PROGRESS under it.
+const CANCEL_TRIES: usize = 3;
 
 #[derive(Clone, Debug)]
 pub struct Jobs {
@@ -98,8 +111,48 @@ impl Jobs {
         Ok(job)
     }
 
-    /// Withdraws a job that has not started. Its id may linger in Redis; a worker skips it.
-    pub async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
-        self.store.cancel(id, now).await
+    /// Jobs matching `filter`, newest first, a page at a time.
+    pub async fn find(&self, filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> Result<Found> {
+        self.store.find(filter, after, limit).await
+    }
+
+    /// Cancels a job: one that has not started is CANCELLED at once and its id taken out of Redis;
+    /// on a running one the request is recorded for its worker. A finished job is refused
+    /// (`InvalidTransition`), an unknown one is `NotFound`.
+    pub async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Cancellation> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.store.cancel(id, now).await {
+                Ok(job) => {
+                    // A failure here leaves an id that no claim will take (the job is not PENDING):
+                    // a worker that pops it drops it.
+                    if let Err(err) = self.queue.withdraw(job.id, job.priority).await {
+                        tracing::warn!(job_id = %job.id, error = %err, "job cancelled but its id not taken out of redis; workers will skip it");
+                    }
+                    return Ok(Cancellation::Cancelled(job));
+                }
+                Err(Error::InvalidTransition {
+                    status: Status::InProgress,
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+            match self.store.request_cancel(id, now).await {
+                Ok(job) => return Ok(Cancellation::Requested(job)),
+                // Back to PENDING (a retry, a release) since the first statement: cancel it now.
+                Err(
+                    err @ Error::InvalidTransition {
+                        status: Status::Pending,
+                        ..
+                    },
+                ) if tries >= CANCEL_TRIES => return Err(err),
+                Err(Error::InvalidTransition {
+                    status: Status::Pending,
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+        }
     }
 }

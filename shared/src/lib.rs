@@ -3,10 +3,11 @@
 //!
 //! - [`job`]: the job record, its statuses, attempt history, and [`job::NewJob::parse`] for requests.
 //! - [`state`]: the state machine, a pure `(status, event) -> status`.
-//! - [`store`]: Postgres: create, get, list the DLQ, requeue, claim with a lease and fencing token,
-//!   heartbeat, complete, fail, release. SQL in `src/sql/`, one file per method.
+//! - [`store`]: Postgres: create, get, find, list the DLQ, requeue, cancel, claim with a lease and
+//!   fencing token, heartbeat, complete, fail, release. SQL in `src/sql/`, one file per method.
 //! - [`queue`]: Redis: ready lists per priority level, the schedule ZSET, the DLQ list. Lua in `src/lua/`.
 //! - [`retry`]: the backoff policy (when a failed job runs again).
+//! - [`search`]: finding jobs: the filter, the cursor of its pages, a page of results.
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
@@ -29,6 +30,7 @@ pub mod jobs;
 pub mod maintenance;
 pub mod queue;
 pub mod retry;
+pub mod search;
 #[cfg(feature = "aws-secrets")]
 pub mod secrets;
 pub mod state;

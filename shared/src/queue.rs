@@ -64,6 +64,7 @@ pub struct Queue {
     promote: std::sync::Arc<redis::Script>,
     requeue: std::sync::Arc<redis::Script>,
     enqueue: std::sync::Arc<redis::Script>,
+    withdraw: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -120,6 +121,7 @@ impl Queue {
             promote: std::sync::Arc::new(redis::Script::new(include_str!("lua/promote.lua"))),
             requeue: std::sync::Arc::new(redis::Script::new(include_str!("lua/requeue.lua"))),
             enqueue: std::sync::Arc::new(redis::Script::new(include_str!("lua/enqueue.lua"))),
+            withdraw: std::sync::Arc::new(redis::Script::new(include_str!("lua/withdraw.lua"))),
         })
     }
 
@@ -239,6 +241,17 @@ impl Queue {
             .arg(now.timestamp_millis());
         let _: i64 = retry_once!(invocation.invoke_async(&mut conn))?;
         Ok(())
+    }
+
+    /// Takes a job's id out of the ready queue and the schedule (it was cancelled), atomically.
+    /// Returns whether it was there.
+    pub async fn withdraw(&self, id: JobId, priority: i16) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let level = level(priority);
+        let mut invocation = self.withdraw.key(&self.keys.scheduled);
+        invocation.key(&self.keys.ready[level]).arg(id.to_string()).arg(level);
+        let removed: i64 = retry_once!(invocation.invoke_async(&mut conn))?;
+        Ok(removed > 0)
     }
 
     /// Round trip to Redis (connecting if need be).

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::clock::DbClock;
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
+use crate::search::{Found, JobCursor, JobFilter};
 use crate::state::{Event, transition};
 use crate::tls::{SslMode, pg_client_config, split_pg_url};
 
@@ -262,35 +263,56 @@ impl Store {
     /// (or whose connection broke) is [`Error::InDoubt`], and its connection is discarded rather than
     /// given back to the pool still busy; the server's `statement_timeout` ends the statement.
     async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.run(sql, params, true).await
+    }
+
+    /// [`Store::query`] for a statement written for the call at hand (a search with some filters):
+    /// prepared unnamed each time, so Postgres plans it for these parameters and nothing is cached.
+    async fn query_planned(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        self.run(sql, params, false).await
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        cached: bool,
+    ) -> Result<Vec<Row>> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
             .map_err(|_| Error::Timeout(self.timeout))??;
-        let statement = match tokio::time::timeout_at(deadline, client.prepare_cached(sql)).await {
-            Ok(prepared) => prepared?,
-            Err(_) => {
-                // Nothing ran, but the connection still waits for an answer: never reuse it.
-                drop(deadpool_postgres::Object::take(client));
-                return Err(Error::Timeout(self.timeout));
+        let statement = if cached {
+            match tokio::time::timeout_at(deadline, client.prepare_cached(sql)).await {
+                Ok(prepared) => Some(prepared?),
+                Err(_) => {
+                    // Nothing ran, but the connection still waits for an answer: never reuse it.
+                    drop(deadpool_postgres::Object::take(client));
+                    return Err(Error::Timeout(self.timeout));
+                }
+            }
+        } else {
+            None
+        };
+        let rows = async {
+            match &statement {
+                Some(statement) => client.query(statement, params).await,
+                None => client.query(sql, params).await,
             }
         };
-        match tokio::time::timeout_at(deadline, client.query(&statement, params)).await {
+        match tokio::time::timeout_at(deadline, rows).await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(err)) if err.code().is_some() => Err(err.into()),
-            Ok(Err(err)) => {
+            answer => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(Error::InDoubt {
                     after: self.timeout,
                     jobs: Vec::new(),
-                    source: Some(err),
-                })
-            }
-            Err(_) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(Error::InDoubt {
-                    after: self.timeout,
-                    jobs: Vec::new(),
-                    source: None,
+                    source: answer.ok().and_then(Result::err),
                 })
             }
         }
@@ -460,6 +482,64 @@ impl Store {
             Some(row) => job_from_row(&row),
             None => Err(self.rejected(id, Event::Cancel).await),
         }
+    }
+
+    /// Records that a running job should stop (its worker acts on it); the job stays IN_PROGRESS.
+    /// A job that is not running is refused, as [`Store::cancel`] refuses one that is not pending.
+    pub async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        match self.query_opt(sql!("request_cancel"), &[&id.0, &now]).await? {
+            Some(row) => job_from_row(&row),
+            None => Err(self.rejected(id, Event::Cancel).await),
+        }
+    }
+
+    /// Jobs matching every filter of `filter`, newest first, after `after`, `limit` a page (at
+    /// most 1000), each with its attempt history.
+    pub async fn find(&self, filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> Result<Found> {
+        let limit = limit.clamp(1, 1000);
+        let args = FindArgs::new(filter, after, limit + 1);
+        let rows = self.query_planned(sql!("find"), &args.params()).await?;
+        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|job| JobCursor {
+                created_at: job.created_at,
+                id: job.id,
+            })
+        } else {
+            None
+        };
+        if !items.is_empty() {
+            let ids: Vec<Uuid> = items.iter().map(|job| job.id.0).collect();
+            let mut histories: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
+            for row in self.query(sql!("history_many"), &[&ids]).await? {
+                let job_id: Uuid = row.try_get("job_id")?;
+                histories.entry(job_id).or_default().push(attempt_from_row(&row)?);
+            }
+            for job in &mut items {
+                job.history = histories.remove(&job.id.0).unwrap_or_default();
+            }
+        }
+        Ok(Found { items, next })
+    }
+
+    /// The plan Postgres makes for [`Store::find`] with these arguments, as `EXPLAIN (FORMAT JSON)`
+    /// gives it; with `analyze`, run, with its timings (`EXPLAIN (ANALYZE, FORMAT JSON)`).
+    pub async fn explain_find(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobCursor>,
+        limit: usize,
+        analyze: bool,
+    ) -> Result<serde_json::Value> {
+        let options = if analyze { "ANALYZE, FORMAT JSON" } else { "FORMAT JSON" };
+        let sql = format!("EXPLAIN ({options})\n{}", sql!("find"));
+        let args = FindArgs::new(filter, after, limit.clamp(1, 1000) + 1);
+        let rows = self.query_planned(&sql, &args.params()).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::CorruptRow("EXPLAIN returned no row".into()))?;
+        Ok(row.try_get(0)?)
     }
 
     /// Why a guarded write on `id` matched nothing: the job is missing, or its status forbids `event`.
@@ -745,6 +825,52 @@ impl Store {
     }
 }
 
+/// `find.sql`'s parameters, owned.
+struct FindArgs {
+    status: Option<&'static str>,
+    queue: Option<String>,
+    job_type: Option<String>,
+    payload: Option<serde_json::Value>,
+    error: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    after_created_at: Option<DateTime<Utc>>,
+    after_id: Option<Uuid>,
+    limit: i64,
+}
+
+impl FindArgs {
+    fn new(filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> FindArgs {
+        FindArgs {
+            status: filter.status.map(Status::as_str),
+            queue: filter.queue.clone(),
+            job_type: filter.job_type.clone(),
+            payload: filter.payload.clone(),
+            error: filter.error_pattern(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            after_created_at: after.map(|c| c.created_at),
+            after_id: after.map(|c| c.id.0),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.status,
+            &self.queue,
+            &self.job_type,
+            &self.payload,
+            &self.error,
+            &self.created_after,
+            &self.created_before,
+            &self.after_created_at,
+            &self.after_id,
+            &self.limit,
+        ]
+    }
+}
+
 fn lease_lost(held: &Lease) -> Error {
     Error::LeaseLost {
         job_id: held.id(),
@@ -815,6 +941,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
         history: Vec::new(),
     })
 }

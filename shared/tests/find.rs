@@ -1,0 +1,429 @@
+//! Finding jobs: every filter, the pages, and the plans Postgres makes for them over a large table.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use jobq_shared::job::Outcome;
+use jobq_shared::search::{JobCursor, JobFilter};
+use jobq_shared::store::{Claim, Lease};
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{JobId, NewJob, Status};
+use serde_json::{Value, json};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_900_000_000_000 + ms).expect("valid time")
+}
+
+async fn create(env: &TestEnv, new: NewJob, now: DateTime<Utc>) -> JobId {
+    env.store.create(&new, 60_000, now).await.expect("create").job.id
+}
+
+async fn claim(env: &TestEnv, id: JobId, now: DateTime<Utc>) -> Lease {
+    match env.store.claim(id, "w", now, LEASE).await.expect("claim") {
+        Claim::Claimed(lease) => *lease,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn ids(found: &jobq_shared::search::Found) -> Vec<JobId> {
+    found.items.iter().map(|job| job.id).collect()
+}
+
+#[tokio::test]
+async fn every_filter_finds_its_jobs_newest_first() {
+    let env = TestEnv::new().await;
+    let email_old = create(
+        &env,
+        NewJob::new("email.send", json!({"userId": 1, "tags": ["a", "b"]})).queue("EMAIL"),
+        at(0),
+    )
+    .await;
+    let email_new = create(
+        &env,
+        NewJob::new("email.send", json!({"userId": 2, "tags": ["b"]})).queue("EMAIL"),
+        at(10),
+    )
+    .await;
+    let thumb = create(
+        &env,
+        NewJob::new("thumbnail", json!({"userId": 1})).queue("MEDIA"),
+        at(20),
+    )
+    .await;
+    let dead = create(&env, NewJob::new("sync", json!("x")).max_attempts(1), at(30)).await;
+    let lease = claim(&env, dead, at(31)).await;
+    env.store
+        .fail(
+            &lease,
+            at(32),
+            "Upstream TIMED OUT after 30 s (50% done)",
+            false,
+            at(32),
+            Outcome::Failed,
+        )
+        .await
+        .expect("fail");
+
+    let find = |filter: JobFilter| {
+        let store = env.store.clone();
+        async move { ids(&store.find(&filter, None, 100).await.expect("find")) }
+    };
+    assert_eq!(
+        find(JobFilter::default()).await,
+        vec![dead, thumb, email_new, email_old]
+    );
+    assert_eq!(find(JobFilter::default().status(Status::Failed)).await, vec![dead]);
+    assert_eq!(
+        find(JobFilter::default().status(Status::Pending)).await,
+        vec![thumb, email_new, email_old]
+    );
+    assert_eq!(
+        find(JobFilter::default().queue(" EMAIL ").expect("queue")).await,
+        vec![email_new, email_old]
+    );
+    assert_eq!(find(JobFilter::default().queue("email").expect("queue")).await, vec![]);
+    assert_eq!(
+        find(JobFilter::default().job_type("thumbnail").expect("type")).await,
+        vec![thumb]
+    );
+    assert_eq!(
+        find(JobFilter::default().payload(json!({"userId": 1})).expect("payload")).await,
+        vec![thumb, email_old]
+    );
+    assert_eq!(
+        find(JobFilter::default().payload(json!({"tags": ["b"]})).expect("payload")).await,
+        vec![email_new, email_old]
+    );
+    assert_eq!(
+        find(JobFilter::default().error("timed out").expect("error")).await,
+        vec![dead]
+    );
+    // `%` and `_` are text, not wildcards.
+    assert_eq!(
+        find(JobFilter::default().error("50%").expect("error")).await,
+        vec![dead]
+    );
+    assert_eq!(find(JobFilter::default().error("5_%").expect("error")).await, vec![]);
+    assert_eq!(
+        find(JobFilter::default().created_after(at(10)).created_before(at(30))).await,
+        vec![thumb, email_new]
+    );
+    assert_eq!(
+        find(
+            JobFilter::default()
+                .queue("EMAIL")
+                .expect("queue")
+                .payload(json!({"userId": 2}))
+                .expect("payload")
+        )
+        .await,
+        vec![email_new]
+    );
+
+    // Found jobs come whole, with their history.
+    let found = env
+        .store
+        .find(&JobFilter::default().status(Status::Failed), None, 10)
+        .await
+        .expect("find");
+    assert_eq!(found.items[0], env.store.get(dead).await.expect("get"));
+    assert_eq!(found.items[0].history.len(), 1);
+}
+
+#[tokio::test]
+async fn pages_follow_the_cursor_without_gaps_or_repeats_even_within_one_instant() {
+    let env = TestEnv::new().await;
+    let mut created = Vec::new();
+    // Five jobs created in the same microsecond: the id breaks the tie.
+    for i in 0..5 {
+        created.push(create(&env, NewJob::new("T", json!(i)), at(0)).await);
+    }
+    for i in 0..4 {
+        created.push(create(&env, NewJob::new("T", json!(i)), at(1 + i)).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<JobCursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = env.store.find(&JobFilter::default(), cursor, 2).await.expect("page");
+        pages += 1;
+        seen.extend(ids(&page));
+        match page.next {
+            Some(next) => cursor = Some(next.to_string().parse().expect("the cursor parses back")),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    // Newest first; within one instant, the higher id first.
+    let mut by_time: Vec<(DateTime<Utc>, JobId)> = Vec::new();
+    for id in &created {
+        by_time.push((env.store.get(*id).await.expect("get").created_at, *id));
+    }
+    by_time.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, by_time.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_cancel_request_is_kept_through_what_the_existing_sql_does_with_its_attempt() {
+    let env = TestEnv::new().await;
+    let limited = NewJob::new("T", json!(1)).max_attempts(2);
+
+    // Completes anyway: COMPLETED, the request kept as a record.
+    let completes = create(&env, limited.clone(), at(0)).await;
+    let lease = claim(&env, completes, at(1)).await;
+    let requested = env.store.request_cancel(completes, at(2)).await.expect("request");
+    assert_eq!(
+        (requested.status, requested.cancel_requested_at),
+        (Status::InProgress, Some(at(2)))
+    );
+    // A second request keeps the first one's time.
+    let again = env.store.request_cancel(completes, at(3)).await.expect("request again");
+    assert_eq!(again.cancel_requested_at, Some(at(2)));
+    env.store.complete(&lease, at(4)).await.expect("complete");
+    let job = env.store.get(completes).await.expect("get");
+    assert_eq!((job.status, job.cancel_requested_at), (Status::Completed, Some(at(2))));
+
+    // Fails for good: dead, the request kept.
+    let dies = create(&env, limited.clone(), at(0)).await;
+    let lease = claim(&env, dies, at(1)).await;
+    env.store.request_cancel(dies, at(2)).await.expect("request");
+    env.store
+        .fail(&lease, at(3), "boom", false, at(3), Outcome::Failed)
+        .await
+        .expect("fail");
+    let job = env.store.get(dies).await.expect("get");
+    assert_eq!((job.status, job.cancel_requested_at), (Status::Failed, Some(at(2))));
+
+    // Fails with attempts left: today's fail.sql puts it back to PENDING (the request kept), and a
+    // claim would run it again; a new cancel then withdraws it at once.
+    let retries = create(&env, limited, at(0)).await;
+    let lease = claim(&env, retries, at(1)).await;
+    env.store.request_cancel(retries, at(2)).await.expect("request");
+    env.store
+        .fail(&lease, at(3), "flaky", true, at(4), Outcome::Failed)
+        .await
+        .expect("fail");
+    let job = env.store.get(retries).await.expect("get");
+    assert_eq!((job.status, job.cancel_requested_at), (Status::Pending, Some(at(2))));
+    let cancelled = env.store.cancel(retries, at(5)).await.expect("cancel");
+    assert_eq!(cancelled.status, Status::Cancelled);
+
+    // Only a running job takes a request.
+    let pending = create(&env, NewJob::new("T", json!(1)), at(0)).await;
+    assert!(matches!(
+        env.store.request_cancel(pending, at(1)).await,
+        Err(jobq_shared::Error::InvalidTransition {
+            status: Status::Pending,
+            ..
+        })
+    ));
+    assert!(matches!(
+        env.store.request_cancel(completes, at(5)).await,
+        Err(jobq_shared::Error::InvalidTransition {
+            status: Status::Completed,
+            ..
+        })
+    ));
+    assert!(matches!(
+        env.store.request_cancel(JobId::new(), at(1)).await,
+        Err(jobq_shared::Error::NotFound(_))
+    ));
+}
+
+// --------------------------------------------------------------------------------------------------
+// Plans over a large table
+
+const LARGE: i64 = 200_000;
+
+/// Fills `jobs` with `LARGE` rows in one statement: 70% COMPLETED, 10% FAILED (with an error naming
+/// one of 1000 hosts), 10% PENDING, 5% IN_PROGRESS, 5% CANCELLED; 50 queues, 200 types, 10,000
+/// users in the payloads; one job every 10 s from 2025-01-01.
+async fn fill(env: &TestEnv) {
+    let client = env.store.pool().get().await.expect("connection");
+    client
+        .batch_execute(&format!(
+            "INSERT INTO jobs (id, job_type, queue, payload, status, attempts, max_attempts, priority,
+                               run_at, timeout_ms, lease_expires_at, worker_id, last_error,
+                               created_at, updated_at, started_at, completed_at)
+             SELECT gen_random_uuid(), 'type-' || (i % 200), 'queue-' || (i % 50),
+                    jsonb_build_object('userId', i % 10000, 'tenant', 'tenant-' || (i % 100), 'seq', i),
+                    s.status,
+                    CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END, 3, 50,
+                    t, 60000,
+                    CASE WHEN s.status = 'IN_PROGRESS' THEN now() + interval '1 hour' END,
+                    CASE WHEN s.status = 'IN_PROGRESS' THEN 'w' END,
+                    CASE WHEN s.status = 'FAILED'
+                         THEN 'connection to host-' || ((i / 20) % 1000) || '.internal timed out after 30 s' END,
+                    t, t,
+                    CASE WHEN s.status <> 'PENDING' THEN t END,
+                    CASE WHEN s.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN t + interval '1 second' END
+             FROM generate_series(1, {LARGE}) AS i,
+                  LATERAL (SELECT timestamptz '2025-01-01 00:00:00+00' + i * interval '10 seconds' AS t) AS c,
+                  LATERAL (SELECT CASE
+                      WHEN i % 20 < 14 THEN 'COMPLETED'
+                      WHEN i % 20 < 16 THEN 'FAILED'
+                      WHEN i % 20 < 18 THEN 'PENDING'
+                      WHEN i % 20 < 19 THEN 'IN_PROGRESS'
+                      ELSE 'CANCELLED' END AS status) AS s;"
+        ))
+        .await
+        .expect("fill jobs");
+    // As autovacuum keeps a live table: GIN's pending list merged, statistics fresh.
+    client.batch_execute("VACUUM ANALYZE jobs").await.expect("vacuum");
+}
+
+/// (what, filter, cursor, the indexes that may serve it, rows on the page).
+type PlanCase = (
+    &'static str,
+    JobFilter,
+    Option<JobCursor>,
+    &'static [&'static str],
+    usize,
+);
+
+/// Every node of a plan, depth first.
+fn nodes(plan: &Value) -> Vec<&Value> {
+    let mut all = vec![plan];
+    if let Some(children) = plan["Plans"].as_array() {
+        for child in children {
+            all.extend(nodes(child));
+        }
+    }
+    all
+}
+
+fn date(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("date").with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_is_answered_from_an_index_over_200000_jobs() {
+    let env = TestEnv::new().await;
+    let started = Instant::now();
+    fill(&env).await;
+    eprintln!(
+        "inserted {LARGE} jobs with every index in place in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.count_jobs(None).await, LARGE);
+
+    let first_completed = env
+        .store
+        .find(&JobFilter::default().status(Status::Completed), None, 20)
+        .await
+        .expect("first page");
+    let cursor = first_completed.next.expect("more than one page");
+
+    // (what, filter, cursor, the indexes that may serve it, rows on the page). Where most jobs match
+    // (70% are COMPLETED), walking the creation-time index and skipping the few others is as good.
+    let cases: Vec<PlanCase> = vec![
+        ("no filter", JobFilter::default(), None, &["jobs_created_idx"], 20),
+        (
+            "status=FAILED",
+            JobFilter::default().status(Status::Failed),
+            None,
+            &["jobs_status_created_idx"],
+            20,
+        ),
+        (
+            "status=COMPLETED, page 2",
+            JobFilter::default().status(Status::Completed),
+            Some(cursor),
+            &["jobs_status_created_idx", "jobs_created_idx"],
+            20,
+        ),
+        (
+            "queue=queue-7",
+            JobFilter::default().queue("queue-7").expect("queue"),
+            None,
+            &["jobs_queue_created_idx"],
+            20,
+        ),
+        (
+            "type=type-42",
+            JobFilter::default().job_type("type-42").expect("type"),
+            None,
+            &["jobs_type_created_idx"],
+            20,
+        ),
+        (
+            "payload={\"userId\":4242}",
+            JobFilter::default().payload(json!({"userId": 4242})).expect("payload"),
+            None,
+            &["jobs_payload_idx"],
+            20,
+        ),
+        (
+            "error=host-123.internal",
+            JobFilter::default().error("host-123.internal").expect("error"),
+            None,
+            &["jobs_last_error_trgm_idx"],
+            20,
+        ),
+        (
+            "createdAfter..createdBefore (1 hour)",
+            JobFilter::default()
+                .created_after(date("2025-01-10T00:00:00Z"))
+                .created_before(date("2025-01-10T01:00:00Z")),
+            None,
+            &["jobs_created_idx"],
+            20,
+        ),
+    ];
+
+    let mut report = Vec::new();
+    for (name, filter, after, indexes, expected_rows) in &cases {
+        let plan = env
+            .store
+            .explain_find(filter, *after, 20, false)
+            .await
+            .expect("explain");
+        let root = &plan[0]["Plan"];
+        let all = nodes(root);
+        let scans: Vec<String> = all
+            .iter()
+            .filter_map(|n| n["Node Type"].as_str().map(|t| (t, n)))
+            .filter(|(t, _)| t.contains("Scan"))
+            .map(|(t, n)| format!("{t} {}", n["Index Name"].as_str().unwrap_or_default()))
+            .collect();
+        assert!(
+            !all.iter()
+                .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "jobs"),
+            "{name}: a sequential scan of jobs: {root:#}"
+        );
+        assert!(
+            all.iter()
+                .any(|n| n["Index Name"].as_str().is_some_and(|used| indexes.contains(&used))),
+            "{name}: none of {indexes:?} used: {root:#}"
+        );
+
+        let analyzed = env
+            .store
+            .explain_find(filter, *after, 20, true)
+            .await
+            .expect("explain analyze");
+        let execution_ms = analyzed[0]["Execution Time"].as_f64().expect("execution time");
+        let rows = analyzed[0]["Plan"]["Actual Rows"].as_f64().unwrap_or_default();
+        let call = Instant::now();
+        let found = env.store.find(filter, *after, 20).await.expect("find");
+        let call_ms = call.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(found.items.len(), *expected_rows, "{name}");
+        assert!(
+            found
+                .items
+                .windows(2)
+                .all(|w| (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id))
+        );
+        report.push(format!(
+            "| {name} | {} | {rows} | {execution_ms:.3} | {call_ms:.1} |",
+            scans.join(", ")
+        ));
+    }
+    eprintln!("| filter | scans | rows | execution ms (EXPLAIN ANALYZE) | Store::find ms (with history) |");
+    eprintln!("|---|---|---|---|---|");
+    for line in report {
+        eprintln!("{line}");
+    }
+}
