@@ -242,6 +242,11 @@ const LARGE: i64 = 200_000;
 /// users in the payloads; one job every 10 s from 2025-01-01.
 async fn fill(env: &TestEnv) {
     let client = env.store.pool().get().await.expect("connection");
+    // Filling 200,000 rows takes longer than the bound jobq puts on its own statements.
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("unbounded for the fill");
     client
         .batch_execute(&format!(
             "INSERT INTO jobs (id, job_type, queue, payload, status, attempts, max_attempts, priority,
@@ -272,6 +277,10 @@ async fn fill(env: &TestEnv) {
         .expect("fill jobs");
     // As autovacuum keeps a live table: GIN's pending list merged, statistics fresh.
     client.batch_execute("VACUUM ANALYZE jobs").await.expect("vacuum");
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("bounded again");
 }
 
 /// (what, filter, cursor, the indexes that may serve it, rows on the page).
