@@ -179,7 +179,14 @@ async fn the_worker_function_stops_taking_jobs_before_its_deadline_and_releases_
     };
     // With 4 s left the function takes work for 3 s (a 1 s margin), then gives running jobs 0.5 s.
     let time_left = Duration::from_secs(4);
-    let long = create(NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60))).await;
+    // A long job that becomes due 1.5 s into the run: the deadline comes before its timeout (a job
+    // started at once would get at most the 3 s the run takes work for, and time out).
+    let long = create(
+        NewJob::new("TEST", json!("SLEEP_MS=30000"))
+            .timeout(Duration::from_secs(60))
+            .delay(Duration::from_millis(1_500)),
+    )
+    .await;
     let quick = create(NewJob::new("TEST", json!("hello"))).await;
     // Due inside the margin: after the function stopped taking work, before its deadline.
     let too_late = create(NewJob::new("TEST", json!("hello")).delay(Duration::from_millis(3_400))).await;
@@ -242,7 +249,10 @@ async fn with_every_slot_busy_the_worker_function_still_returns_before_its_deadl
     let long = env
         .jobs
         .create(
-            &NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60)),
+            // Due 1.5 s into the run, so the deadline comes before its (cut) timeout.
+            &NewJob::new("TEST", json!("SLEEP_MS=30000"))
+                .timeout(Duration::from_secs(60))
+                .delay(Duration::from_millis(1_500)),
             Utc::now(),
         )
         .await
