@@ -56,6 +56,10 @@ impl Lease {
     pub fn releases(&self) -> i32 {
         self.releases
     }
+    /// Whether a failure of this attempt may be retried: it is not the last of the job's budget.
+    pub fn has_attempts_left(&self) -> bool {
+        self.job.attempts < self.job.max_attempts
+    }
 }
 
 /// What a claim of one id found.
@@ -676,7 +680,8 @@ impl Store {
     }
 
     /// Records a failed attempt. A retryable failure with attempts left waits until `retry_at`;
-    /// anything else is dead.
+    /// anything else is dead. The decision is made here, from the lease; each statement only
+    /// guards its own transition.
     pub async fn fail(
         &self,
         held: &Lease,
@@ -686,22 +691,67 @@ impl Store {
         retry_at: DateTime<Utc>,
         outcome: Outcome,
     ) -> Result<AfterFailure> {
+        if retryable && held.has_attempts_left() {
+            self.retry(held, now, error, retry_at, outcome, false).await
+        } else {
+            self.bury(held, now, error, outcome, false).await
+        }
+    }
+
+    /// The job runs again at `run_at`. `only_if_expired`: the reaper's guard.
+    async fn retry(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        error: &str,
+        run_at: DateTime<Utc>,
+        outcome: Outcome,
+        only_if_expired: bool,
+    ) -> Result<AfterFailure> {
         let row = self
             .query_opt(
-                sql!("fail"),
+                sql!("retry"),
                 &[
                     &held.id().0,
                     &held.token,
                     &now,
                     &error,
-                    &retryable,
-                    &retry_at,
+                    &run_at,
                     &outcome.as_str(),
+                    &only_if_expired,
                 ],
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        after_failure_from_row(&row)
+        Ok(AfterFailure::Retry {
+            run_at: row.try_get("run_at")?,
+            priority: row.try_get("priority")?,
+        })
+    }
+
+    /// The job is dead. `only_if_expired`: the reaper's guard.
+    async fn bury(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        error: &str,
+        outcome: Outcome,
+        only_if_expired: bool,
+    ) -> Result<AfterFailure> {
+        self.query_opt(
+            sql!("bury"),
+            &[
+                &held.id().0,
+                &held.token,
+                &now,
+                &error,
+                &outcome.as_str(),
+                &only_if_expired,
+            ],
+        )
+        .await?
+        .ok_or_else(|| lease_lost(held))?;
+        Ok(AfterFailure::Dead)
     }
 
     /// Gives the job back unfinished; the attempt does not count. Returns its priority.
@@ -762,22 +812,13 @@ impl Store {
         next: Status,
         retry_in: Duration,
     ) -> Result<AfterFailure> {
-        let row = self
-            .query_opt(
-                sql!("expire"),
-                &[
-                    &held.id().0,
-                    &held.token,
-                    &now,
-                    &error,
-                    &next.as_str(),
-                    &Outcome::LeaseExpired.as_str(),
-                    &lease_ms(retry_in),
-                ],
-            )
-            .await?
-            .ok_or_else(|| lease_lost(held))?;
-        after_failure_from_row(&row)
+        match next {
+            Status::Pending => {
+                let run_at = now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
+                self.retry(held, now, error, run_at, Outcome::LeaseExpired, true).await
+            }
+            _ => self.bury(held, now, error, Outcome::LeaseExpired, true).await,
+        }
     }
 
     /// A page of PENDING jobs in id order: (id, priority, run_at).
@@ -888,23 +929,13 @@ fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
 }
 
 /// What a failed or expired attempt led to, from the row its statement returned.
-fn after_failure_from_row(row: &Row) -> Result<AfterFailure> {
-    match status_from_row(row)? {
-        Status::Pending => Ok(AfterFailure::Retry {
-            run_at: row.try_get("run_at")?,
-            priority: row.try_get("priority")?,
-        }),
-        _ => Ok(AfterFailure::Dead),
-    }
-}
-
-/// A lease length as the SQL statements take it: whole milliseconds.
 /// The server's bound on one statement for a client that waits `timeout`: half of it, so that a
 /// statement that starts as late as [`Store::start_by`] allows still ends before the client gives up.
 fn statement_timeout(timeout: Duration) -> Duration {
     (timeout / 2).max(Duration::from_millis(1))
 }
 
+/// A lease length as the SQL statements take it: whole milliseconds.
 fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }

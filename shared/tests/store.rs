@@ -314,11 +314,13 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
     // w1's lease expires; the reaper fails its attempt; w2 claims the retry.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reaped = jobq_shared::maintenance::reaper::Reaper::new(env.store.clone(), env.queue.clone())
+        .with_retry(env.config.worker.retry)
         .run_once(at(31_000))
         .await
         .expect("reap");
     assert_eq!(reaped.retried, 1);
-    let fresh = claim(&env, id, "w2", at(31_001)).await;
+    // Due again after the backoff (at most 100 ms here), counted from the reaper's time.
+    let fresh = claim(&env, id, "w2", at(31_200)).await;
     assert!(fresh.token() > stale.token());
     let before = env.store.get(id).await.expect("get");
 

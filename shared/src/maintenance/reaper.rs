@@ -55,7 +55,7 @@ impl Reaper {
             let count = expired.len();
             for lease in expired {
                 // Retry after the backoff of a failed attempt, while attempts remain.
-                let next = if lease.job().attempts < lease.job().max_attempts {
+                let next = if lease.has_attempts_left() {
                     Status::Pending
                 } else {
                     Status::Failed

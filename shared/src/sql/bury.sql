@@ -1,0 +1,18 @@
+-- bury: a failed attempt after which the job is dead (FAILED, in the DLQ); the caller decided so
+-- (a permanent error, or the last attempt). Guarded: only while the caller's lease is the job's
+-- ($2), and, for the reaper ($6), only if the lease has run out by the database clock when this
+-- lands.
+-- $1 id, $2 lease_token, $3 now, $4 error, $5 attempt outcome, $6 only if expired
+-- Returns the job's id; none when the guard did not hold.
+WITH buried AS (
+    UPDATE jobs
+    SET status = 'FAILED', completed_at = $3, last_error = $4, updated_at = $3,
+        lease_expires_at = NULL, worker_id = NULL
+    WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
+      AND (NOT $6::boolean OR lease_expires_at < now())
+    RETURNING id, lease_token
+), attempt AS (
+    UPDATE job_attempts a SET finished_at = $3, outcome = $5, error = $4
+    FROM buried WHERE a.job_id = buried.id AND a.lease_token = buried.lease_token
+)
+SELECT id FROM buried

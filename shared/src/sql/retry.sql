@@ -1,0 +1,18 @@
+-- retry: a failed attempt whose job runs again at $5; the caller decided that it may (retryable,
+-- attempts left). Guarded: only while the caller's lease is the job's ($2), only with attempts left,
+-- and, for the reaper ($7), only if the lease has run out by the database clock when this lands (a
+-- heartbeat that renewed it since it was read wins).
+-- $1 id, $2 lease_token, $3 now, $4 error, $5 run again at, $6 attempt outcome, $7 only if expired
+-- Returns the job's run_at and priority; none when the guard did not hold.
+WITH retried AS (
+    UPDATE jobs
+    SET status = 'PENDING', run_at = $5, last_error = $4, updated_at = $3,
+        lease_expires_at = NULL, worker_id = NULL
+    WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND attempts < max_attempts
+      AND (NOT $7::boolean OR lease_expires_at < now())
+    RETURNING id, lease_token, run_at, priority
+), attempt AS (
+    UPDATE job_attempts a SET finished_at = $3, outcome = $6, error = $4
+    FROM retried WHERE a.job_id = retried.id AND a.lease_token = retried.lease_token
+)
+SELECT run_at, priority FROM retried

@@ -1,0 +1,190 @@
+//! Running one claimed job: its handler under its timeout, the lease renewed beside it, the
+//! handler stopped when the lease can no longer be trusted; then its outcome handed to be recorded.
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::complete::Completer;
+use super::{Finished, Verdict, Worker, fence_margin};
+use crate::error::{Error, Result};
+use crate::handler::{HandlerError, JobContext};
+use crate::store::Lease;
+
+impl Worker {
+    /// Runs one claimed job to its recorded outcome.
+    pub(super) async fn execute(
+        &self,
+        lease: Lease,
+        claim_sent: Instant,
+        hard_stop: CancellationToken,
+        _slot: OwnedSemaphorePermit,
+        completer: Completer,
+    ) -> Finished {
+        let job = lease.job();
+        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
+        self.execute_inner(lease, claim_sent, hard_stop, completer)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        lease: Lease,
+        claim_sent: Instant,
+        hard_stop: CancellationToken,
+        completer: Completer,
+    ) -> Finished {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let verdict = match inner.registry.get(&lease.job().job_type) {
+            None => Verdict::NoHandler,
+            Some(handler) => {
+                let job = lease.job();
+                let cancel = CancellationToken::new();
+                let ctx = JobContext {
+                    id: job.id,
+                    job_type: job.job_type.clone(),
+                    payload: job.payload.clone(),
+                    attempt: lease.attempt(),
+                    max_attempts: job.max_attempts,
+                    cancel: cancel.clone(),
+                };
+                let own = Duration::from_millis(job.timeout_ms.max(1) as u64);
+                let timeout = inner.config.max_job_timeout.map_or(own, |most| own.min(most));
+                if timeout < own {
+                    tracing::info!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "job timeout cut to what this worker can give"
+                    );
+                }
+                let task = tokio::spawn(async move { handler.handle(ctx).await });
+                self.supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
+                    .await
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match verdict {
+            Verdict::LeaseLost => {
+                tracing::warn!(elapsed_ms, "lease lost to another worker; outcome discarded");
+                Finished::LeaseLost
+            }
+            Verdict::Fenced => {
+                tracing::error!(
+                    elapsed_ms,
+                    "could not renew the lease in time (Postgres unreachable?); stopped the job before its lease could expire"
+                );
+                Finished::Fenced
+            }
+            Verdict::Release => self.release(&lease, elapsed_ms).await,
+            Verdict::NoHandler => self.defer_without_handler(&lease).await,
+            Verdict::Ran(Ok(())) => {
+                let recorded = match completer.complete(&lease).await {
+                    Some(true) => Ok(()),
+                    Some(false) => Err(Error::LeaseLost {
+                        job_id: lease.id(),
+                        token: lease.token(),
+                    }),
+                    // The grouped write failed: go on alone, retrying while Postgres is away.
+                    None => {
+                        let now = inner.store.now().await;
+                        self.record(|| inner.store.complete(&lease, now)).await
+                    }
+                };
+                match recorded {
+                    Ok(()) => {
+                        tracing::debug!(elapsed_ms, "job completed");
+                        Finished::Completed
+                    }
+                    Err(err) => self.unrecorded(err),
+                }
+            }
+            Verdict::Ran(Err(failure)) => self.fail(&lease, failure, elapsed_ms).await,
+        }
+    }
+
+    /// Waits for the handler while renewing the lease; stops it on timeout, lost lease, hard stop,
+    /// or when the lease could not be renewed in time: once `lease - fence_margin(lease)` has
+    /// passed since the last renewal (or the claim) was sent, this worker stops the handler
+    /// itself, so that it has ended before anyone else can claim the job, even when this worker
+    /// cannot reach Postgres to hear that it lost the lease. Heartbeats run beside the handler and
+    /// never delay that decision, however long one takes.
+    async fn supervise(
+        &self,
+        lease: &Lease,
+        claim_sent: Instant,
+        mut task: tokio::task::JoinHandle<Result<(), HandlerError>>,
+        cancel: CancellationToken,
+        timeout: Duration,
+        hard_stop: &CancellationToken,
+    ) -> Verdict {
+        let inner = &self.inner;
+        let lease_for = inner.config.lease;
+        let hold_for = lease_for.saturating_sub(fence_margin(lease_for));
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let beat_every = inner.config.heartbeat;
+        let mut beat = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
+        let mut renewed_from = claim_sent;
+        let mut renewing: Option<tokio::task::JoinHandle<(Instant, Result<()>)>> = None;
+        let verdict = loop {
+            let may_beat = renewing.is_none();
+            let renewal = async {
+                match renewing.as_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = &mut task => break Verdict::Ran(match joined {
+                    Ok(result) => result,
+                    Err(err) if err.is_panic() => Err(HandlerError::retryable(format!("handler panicked: {}", panic_message(err.into_panic())))),
+                    Err(_) => Err(HandlerError::retryable("handler was cancelled")),
+                }),
+                _ = &mut deadline => break Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis())))),
+                _ = hard_stop.cancelled() => break Verdict::Release,
+                _ = tokio::time::sleep_until(renewed_from + hold_for) => break Verdict::Fenced,
+                _ = beat.tick(), if may_beat => {
+                    let store = inner.store.clone();
+                    let held = lease.clone();
+                    renewing = Some(tokio::spawn(async move {
+                        let sent = Instant::now();
+                        let now = store.now().await;
+                        (sent, store.heartbeat(&held, now, lease_for).await)
+                    }));
+                }
+                renewed = renewal => {
+                    renewing = None;
+                    match renewed {
+                        Ok((sent, Ok(()))) => renewed_from = sent,
+                        Ok((_, Err(Error::LeaseLost { .. }))) => break Verdict::LeaseLost,
+                        Ok((_, Err(err))) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
+                        Err(err) => tracing::warn!(error = %err, "heartbeat task failed; will try again"),
+                    }
+                }
+            }
+        };
+        if let Some(renewal) = renewing {
+            renewal.abort();
+        }
+        if !task.is_finished() {
+            // Tell the handler, stop its work at its next await, and wait until it has stopped, so
+            // that no two attempts overlap.
+            cancel.cancel();
+            task.abort();
+            let _ = task.await;
+        }
+        verdict
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,158 @@
+//! Taking work: ids popped from Redis (or, while it is down, jobs claimed straight from Postgres)
+//! and claimed under leases; a claim whose answer was lost is settled before anything acts on it.
+
+use std::collections::HashSet;
+
+use tokio::time::{Duration, Instant};
+
+use super::{IDLE_PAUSE, REDIS_RETRY_AFTER, Worker, fence_margin};
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::queue::{BlockingPop, Popped};
+use crate::store::{Claim, Lease};
+
+impl Worker {
+    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise. Returns the
+    /// leases and when their claim was sent (no lease can have been granted before that).
+    pub(super) async fn fetch(
+        &self,
+        popper: &mut BlockingPop,
+        count: usize,
+        redis_down_until: &mut Option<Instant>,
+    ) -> Result<(Vec<Lease>, Instant)> {
+        let inner = &self.inner;
+        if redis_down_until.is_none_or(|until| Instant::now() >= until) {
+            match popper.pop(count).await {
+                Ok(popped) => {
+                    *redis_down_until = None;
+                    if popped.ids.is_empty() {
+                        return Ok((Vec::new(), Instant::now()));
+                    }
+                    return self.claim_popped(popped).await;
+                }
+                Err(err) => {
+                    if redis_down_until.is_none() {
+                        tracing::warn!(error = %err, "redis unavailable; claiming from postgres");
+                    }
+                    *redis_down_until = Some(Instant::now() + REDIS_RETRY_AFTER);
+                }
+            }
+        }
+        let now = inner.store.now().await;
+        let sent = Instant::now();
+        let claimed = inner
+            .store
+            .claim_next(&inner.config.worker_id, now, inner.config.lease, count)
+            .await?;
+        if claimed.is_empty() {
+            tokio::time::sleep(IDLE_PAUSE).await;
+        }
+        Ok((claimed, sent))
+    }
+
+    /// Claims the ids just popped. What happens after the claim committed is bookkeeping for the
+    /// ids left over, and never costs a lease: the claimed jobs are returned to run whatever it
+    /// meets.
+    async fn claim_popped(&self, popped: Popped) -> Result<(Vec<Lease>, Instant)> {
+        let inner = &self.inner;
+        let now = inner.store.now().await;
+        let sent = Instant::now();
+        let Popped { level, ids } = popped;
+        let claimed = inner
+            .store
+            .claim_many(&ids, &inner.config.worker_id, now, inner.config.lease)
+            .await;
+        let leases = match claimed {
+            Ok(leases) => leases,
+            Err(err) if err.is_in_doubt() => {
+                tracing::warn!(ids = ids.len(), error = %err, "claim in doubt; reading back what it did");
+                return self.settle_claim(ids, level, sent, err).await;
+            }
+            Err(err) => {
+                // The ids left Redis but the claim failed: put them back, at the head of the queue
+                // they came from, rather than wait for the repairer.
+                let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
+                if let Err(push) = inner.queue.push_front_many(&back).await {
+                    tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+                }
+                return Err(err);
+            }
+        };
+        if leases.len() < ids.len() {
+            let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
+            for id in ids.into_iter().filter(|id| !claimed.contains(id)) {
+                // Usually a duplicate or a finished job; a job popped early goes back to the schedule.
+                match inner.store.why_unclaimed(id, now).await {
+                    Ok(Claim::NotDue { run_at, priority }) => {
+                        if let Err(err) = inner.queue.enqueue(id, priority, run_at, now).await {
+                            tracing::warn!(job_id = %id, error = %err, "could not reschedule an early id; the repairer will");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(job_id = %id, error = %err, "could not tell why an id was not claimable; the repairer will push it if it must run");
+                    }
+                }
+            }
+        }
+        Ok((leases, sent))
+    }
+
+    /// After a claim whose answer was lost: it may have committed. Once it can no longer change
+    /// anything (the client timeout has passed since it was sent: it either started by
+    /// [`Store::claim_many`]'s start-by time and ended within `statement_timeout`, or claimed
+    /// nothing), read back which of `ids` it took. Those run here, under the leases it took (timed
+    /// from when the claim was sent); the rest go back to the head of their queue. Pushing them
+    /// back before that could let another worker claim a job this claim was taking, leaving it
+    /// charged an attempt that never ran. If Postgres stays out of reach for the whole lease, all
+    /// of them go back: whatever the claim took is not claimable, and the reaper takes it back.
+    async fn settle_claim(
+        &self,
+        ids: Vec<JobId>,
+        level: usize,
+        sent: Instant,
+        in_doubt: Error,
+    ) -> Result<(Vec<Lease>, Instant)> {
+        let inner = &self.inner;
+        let lease = inner.config.lease;
+        let give_up = sent + lease.saturating_sub(fence_margin(lease));
+        tokio::time::sleep_until(sent + inner.store.timeout()).await;
+        let mut pause = Duration::from_millis(50);
+        while Instant::now() < give_up {
+            match inner.store.held_by(&ids, &inner.config.worker_id).await {
+                Ok(held) => {
+                    let taken: HashSet<JobId> = held.iter().map(Lease::id).collect();
+                    let back: Vec<(JobId, usize)> = ids
+                        .iter()
+                        .filter(|id| !taken.contains(id))
+                        .map(|id| (*id, level))
+                        .collect();
+                    tracing::info!(claimed = held.len(), pushed_back = back.len(), "claim in doubt settled");
+                    if !back.is_empty()
+                        && let Err(push) = inner.queue.push_front_many(&back).await
+                    {
+                        tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+                    }
+                    return Ok((held, sent));
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "claim in doubt: postgres still out of reach");
+                    tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        // Postgres is still out of reach. The claim cannot commit any more, so every id may go
+        // back: one it did claim is skipped by whoever pops it (it is not pending) and is taken
+        // back by the reaper when its lease runs out.
+        tracing::warn!(
+            ids = ids.len(),
+            "claim in doubt not settled within the lease; its ids go back"
+        );
+        let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
+        if let Err(push) = inner.queue.push_front_many(&back).await {
+            tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+        }
+        Err(in_doubt)
+    }
+}

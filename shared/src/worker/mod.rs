@@ -1,0 +1,267 @@
+//! The worker engine: takes job ids from Redis (or, while Redis is down, claims straight from
+//! Postgres), runs each job's handler under its timeout while renewing the lease, and records the
+//! outcome. Runs `concurrency` jobs at once. On shutdown it stops taking work, gives running jobs a
+//! grace period, then cancels the rest and releases their leases so that another worker takes them.
+//!
+//! Split by role, as the loop hands work along: [`fetch`] takes ids and claims them, [`execute`]
+//! runs one job under its lease, and [`complete`] records what came of it. This file holds the loop
+//! that keeps the slots full.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+mod complete;
+mod execute;
+mod fetch;
+
+use complete::Completer;
+
+use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
+use crate::handler::{HandlerError, Registry};
+use crate::queue::Queue;
+use crate::store::Store;
+
+/// How long the engine stays on Postgres after Redis failed, before trying Redis again.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The most jobs taken in one fetch, and completed in one write.
+const MAX_FETCH: usize = 1000;
+const MAX_COMPLETE: usize = 1000;
+/// How long a busy worker waits for more free slots before fetching.
+const FILL_WAIT: Duration = Duration::from_millis(2);
+/// How long to wait when Postgres had nothing to claim, or failed.
+const IDLE_PAUSE: Duration = Duration::from_millis(250);
+/// How many times a job may be given back unfinished without its attempt counting; past this, a
+/// release is charged as a failed attempt (see `complete.rs`).
+pub const MAX_FREE_RELEASES: i32 = 3;
+
+/// What one run of the engine did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub claimed: usize,
+    pub completed: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    /// Given back unfinished at shutdown.
+    pub released: usize,
+    /// Taken over by another worker after this one's lease expired; nothing recorded.
+    pub lease_lost: usize,
+    /// The outcome could not be recorded (Postgres unreachable); the reaper will retry the job.
+    pub unrecorded: usize,
+    /// Stopped by this worker because it could not renew the lease in time (cut off from
+    /// Postgres): nothing recorded; the reaper retries the job once the lease has expired.
+    pub fenced: usize,
+    /// Given back because this worker has no handler for the job's type: not charged an attempt,
+    /// and left, after a backoff, for a worker that has one.
+    pub deferred: usize,
+}
+
+/// How one job ended, from this worker's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Completed,
+    Retried,
+    DeadLettered,
+    Released,
+    LeaseLost,
+    Unrecorded,
+    Fenced,
+    Deferred,
+}
+
+impl Summary {
+    fn add(&mut self, finished: Finished) {
+        match finished {
+            Finished::Completed => self.completed += 1,
+            Finished::Retried => self.retried += 1,
+            Finished::DeadLettered => self.dead_lettered += 1,
+            Finished::Released => self.released += 1,
+            Finished::LeaseLost => self.lease_lost += 1,
+            Finished::Unrecorded => self.unrecorded += 1,
+            Finished::Fenced => self.fenced += 1,
+            Finished::Deferred => self.deferred += 1,
+        }
+    }
+}
+
+/// When a run stops taking new work, besides shutdown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Take no new job after this instant (a Lambda's deadline minus a margin).
+    pub stop_taking_at: Option<Instant>,
+    /// Take at most this many jobs.
+    pub max_jobs: Option<usize>,
+    /// Return once the queue has had nothing ready for `idle_wait` (at once: after one empty poll).
+    pub until_idle: bool,
+    pub idle_wait: Duration,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    queue: Queue,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+enum Verdict {
+    Ran(Result<(), HandlerError>),
+    LeaseLost,
+    /// The lease could not be renewed in time: stopped before it can expire.
+    Fenced,
+    /// This worker has no handler for the job's type.
+    NoHandler,
+    Release,
+}
+
+/// How long before a lease's expiry a worker that has not renewed it stops the job: a fifth of
+/// the lease. The expiry is counted from when the claim or the last successful heartbeat was
+/// sent, which is never later than when the database set it.
+pub fn fence_margin(lease: Duration) -> Duration {
+    lease / 5
+}
+
+impl Worker {
+    pub fn new(store: Store, queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                registry,
+                config,
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<Summary> {
+        self.run_with(shutdown, Limits::default()).await
+    }
+
+    /// Runs until `shutdown` or a limit; then drains running jobs (see the module doc).
+    pub async fn run_with(&self, shutdown: CancellationToken, limits: Limits) -> Result<Summary> {
+        let config = &self.inner.config;
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let hard_stop = CancellationToken::new();
+        let mut popper = self.inner.queue.blocking(config.poll)?;
+        let mut redis_down_until: Option<Instant> = None;
+        // Since when nothing was ready and nothing ran, for `Limits::idle_wait`.
+        let mut idle_since: Option<Instant> = None;
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut summary = Summary::default();
+        let (completer, completions) = Completer::start(self.inner.store.clone());
+
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                summary.add(done.unwrap_or(Finished::Unrecorded));
+            }
+            let out_of_time = limits.stop_taking_at.is_some_and(|at| Instant::now() >= at);
+            let room = limits
+                .max_jobs
+                .map_or(usize::MAX, |max| max.saturating_sub(summary.claimed));
+            if shutdown.is_cancelled() || out_of_time || room == 0 {
+                break;
+            }
+            // With every slot busy, wait for one, but never past the time to stop taking work.
+            let stop_taking = async {
+                match limits.stop_taking_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
+                _ = shutdown.cancelled() => break,
+                _ = stop_taking => break,
+            };
+            // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
+            // While jobs are running, wait a moment for more slots to free up: slots come back one
+            // by one, and fetching for each alone would cost a round trip per job.
+            let mut permits = vec![first];
+            let want = room.min(MAX_FETCH);
+            if !tasks.is_empty() {
+                let target = (config.concurrency / 4).clamp(1, want);
+                let fill_by = Instant::now() + FILL_WAIT;
+                while permits.len() < target {
+                    match tokio::time::timeout_at(fill_by, slots.clone().acquire_owned()).await {
+                        Ok(Ok(permit)) => permits.push(permit),
+                        _ => break,
+                    }
+                }
+            }
+            while permits.len() < want {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
+            let fetch_started = Instant::now();
+            match self.fetch(&mut popper, permits.len(), &mut redis_down_until).await {
+                Ok((leases, claim_sent)) => {
+                    tracing::trace!(
+                        requested = permits.len(),
+                        claimed = leases.len(),
+                        elapsed_us = fetch_started.elapsed().as_micros() as u64,
+                        "fetched"
+                    );
+                    if leases.is_empty() && limits.until_idle && tasks.is_empty() {
+                        let since = *idle_since.get_or_insert(fetch_started);
+                        if since.elapsed() >= limits.idle_wait {
+                            break;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                    summary.claimed += leases.len();
+                    for (lease, permit) in leases.into_iter().zip(permits) {
+                        let worker = self.clone();
+                        let stop = hard_stop.clone();
+                        let completer = completer.clone();
+                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, permit, completer).await });
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "could not take work; pausing");
+                    tokio::time::sleep(IDLE_PAUSE).await;
+                }
+            }
+        }
+        drop(completer);
+
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(done) => summary.add(done.unwrap_or(Finished::Unrecorded)),
+                    None => break,
+                },
+                _ = &mut grace => {
+                    tracing::warn!(running = tasks.len(), "shutdown grace over; releasing running jobs");
+                    hard_stop.cancel();
+                    break;
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            summary.add(done.unwrap_or(Finished::Unrecorded));
+        }
+        let _ = completions.await;
+        Ok(summary)
+    }
+}
+
+pub use complete::{MAX_ERROR_BYTES, stored_error};
