@@ -969,9 +969,93 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
     // Last, so that a run that fails here has passed every other check.
     assert_eq!(
         charged_unstarted, 0,
-        "attempts charged that no execution started (see CHARGED UNSTARTED above)"
+        "attempts charged that no execution started (see CHARGED UNSTARTED above, and \
+         a_claim_whose_answer_is_lost_for_longer_than_the_lease_charges_no_attempt)"
     );
     drop(client);
     drop(env);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The smallest case of what the soak finds: a worker's claim commits, its answer is held up
+/// longer than the lease (replies from Postgres 1.5 s late, 1 s client timeout, for 4 s), the
+/// worker cannot read back what it took before the lease runs out, and gives the ids back. The
+/// job never ran there, so it must not be charged for that claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_is_lost_for_longer_than_the_lease_charges_no_attempt() {
+    let env = TestEnv::with(|c| {
+        c.worker.lease = Duration::from_secs(2);
+        c.worker.heartbeat = Duration::from_millis(500);
+        c.maintenance.reap_interval = Duration::from_millis(100);
+    })
+    .await;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lost-claim-{}", env.database()));
+    std::fs::create_dir_all(&dir).expect("record dir");
+    let (proxy, proxied_url) = Proxy::for_url(&env.config.database_url).await.expect("proxy");
+    let store = Store::connect(&proxied_url, 4, Duration::from_millis(PG_TIMEOUT_MS)).expect("pool");
+    store.sync_clock().await.expect("read the database clock");
+    // The claim is prepared already, so that the claim itself is what is held up.
+    let warm = store
+        .claim_many(&[], "warm-up", store.now().await, Duration::from_secs(1))
+        .await
+        .expect("claim nothing");
+    assert!(warm.is_empty());
+    let id = env
+        .jobs
+        .create(
+            &NewJob::new(JOB_TYPE, json!("ok")).max_attempts(10),
+            env.store.now().await,
+        )
+        .await
+        .expect("create")
+        .job
+        .id;
+
+    proxy.set(Fault::DelayReplies(SPIKE));
+    let worker = Worker::new(
+        store,
+        env.queue.clone(),
+        Registry::new().register(JOB_TYPE, Recorder::open(&dir.join("w.record"), "w")),
+        env.config.worker.clone(),
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+    // The rest of the system, healthy.
+    let services = CancellationToken::new();
+    let reaper = tokio::spawn(
+        Reaper::new(env.store.clone(), env.queue.clone())
+            .with_retry(env.config.worker.retry)
+            .run(env.config.maintenance.reap_interval, services.clone()),
+    );
+    let promoter = tokio::spawn(
+        Promoter::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(100), services.clone()),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    heal(&proxy);
+
+    let job = env
+        .wait_for(id, jobq_shared::Status::Completed, Duration::from_secs(30))
+        .await;
+    stop.cancel();
+    services.cancel();
+    run.await.expect("join").expect("worker");
+    reaper.await.expect("join reaper");
+    promoter.await.expect("join promoter");
+    let executions = read_executions(&dir, &HashMap::new());
+    let _ = std::fs::remove_dir_all(&dir);
+    let history: Vec<(i32, String)> = job
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str().to_owned()))
+        .collect();
+    let started: Vec<i32> = executions.iter().map(|e| e.attempt).collect();
+    println!("LOST CLAIM history={history:?} executions started for attempts {started:?}");
+    assert_eq!(
+        job.attempts, 1,
+        "charged {} attempts; history {history:?}; executions started for attempts {started:?}",
+        job.attempts
+    );
 }
