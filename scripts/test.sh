@@ -5,10 +5,11 @@
 #          lifecycle against real Postgres and Redis, the Lambda handlers in-process, the function
 #          binaries against a misbehaving Runtime API, the local API server. A few minutes warm.
 #   slow   the cargo tests that break servers or run for long (SLOW_TESTS below: fault tests on
-#          private servers, the soak, Lambda deadlines, the promoter as a process, the property
-#          tests), the end-to-end test of the run command over HTTP (scripts/e2e.py, with an idle
-#          minute and hostile requests), schemathesis on the local API server and on the emulator
-#          (scripts/api-fuzz.sh), and the deployment checks (scripts/check-deploy.sh).
+#          private servers, the soak, the chaos soak, the 100,000-job backlog, Lambda deadlines,
+#          the promoter as a process, the property tests), the end-to-end test of the run command
+#          over HTTP (scripts/e2e.py, with an idle minute and hostile requests), schemathesis on the
+#          local API server and on the emulator (scripts/api-fuzz.sh), and the deployment checks
+#          (scripts/check-deploy.sh).
 #
 # Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
 #
@@ -29,7 +30,7 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 # Integration test targets (file names under */tests/) that belong to the slow tier. Every other
 # test target is in the fast tier, so a new test file is fast unless it is listed here.
-SLOW_TESTS=(faults soak deadline process properties)
+SLOW_TESTS=(faults soak chaos backlog deadline process properties)
 
 step() { printf '\n==> %s\n' "$*"; }
 

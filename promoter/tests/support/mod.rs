@@ -511,6 +511,37 @@ impl PrivateRedis {
         matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Writes a snapshot (`SAVE`) into the server's directory, which the next [`PrivateRedis::start`]
+    /// loads: a restart after it comes back with the data as it was at the snapshot.
+    pub fn save(&self) {
+        assert!(!self.tls, "save speaks plain RESP");
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        stream.write_all(b"SAVE\r\n").expect("send SAVE");
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).expect("SAVE answer");
+        assert!(
+            buf[..n].starts_with(b"+OK"),
+            "SAVE answered {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+
+    /// Kills the server and starts it again on the same port: with what it held at a snapshot
+    /// taken just before the kill when `keep_data`, empty otherwise.
+    pub fn restart(&mut self, keep_data: bool) {
+        if keep_data {
+            self.save();
+        }
+        self.stop();
+        if !keep_data {
+            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        }
+        self.start();
+    }
+
     /// Kills the server (as a crash would) and waits until it has exited; everything it held is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
