@@ -6,8 +6,9 @@
 #          binaries against a misbehaving Runtime API, the local API server. A few minutes warm.
 #   slow   the cargo tests that break servers or run for long (SLOW_TESTS below: fault tests on
 #          private servers, the soak, Lambda deadlines, the promoter as a process, the property
-#          tests), the end-to-end test of the run command over HTTP (scripts/e2e.py, with an idle
-#          minute and hostile requests), schemathesis on the local API server and on the emulator
+#          tests), coverage-guided fuzzing of request parsing for a minute (scripts/fuzz.sh), the
+#          end-to-end test of the run command over HTTP (scripts/e2e.py, with an idle minute and
+#          hostile requests), schemathesis on the local API server and on the emulator
 #          (scripts/api-fuzz.sh), and the deployment checks (scripts/check-deploy.sh).
 #
 # Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 TIER="${1:-all}"
 case "$TIER" in
   fast | slow | all) ;;
-  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: scripts/test.sh [fast|slow|all]" >&2; exit 2 ;;
 esac
 
@@ -82,6 +83,9 @@ if [[ "$TIER" != fast ]]; then
   mapfile -t SLOW < <(test_targets slow)
   step "slow: cargo test ${SLOW_TESTS[*]}"
   cargo test --workspace --locked "${SLOW[@]}"
+
+  step "slow: fuzzing request parsing (cargo fuzz, 60 s over the targets in fuzz/)"
+  bash scripts/fuzz.sh 60
 
   step "slow: end-to-end"
   python3 scripts/e2e.py
