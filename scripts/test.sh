@@ -9,7 +9,8 @@
 #          the promoter as a process, the property tests), the end-to-end test of the run command
 #          over HTTP (scripts/e2e.py, with an idle minute and hostile requests), schemathesis on the
 #          local API server and on the emulator (scripts/api-fuzz.sh), and the deployment checks
-#          (scripts/check-deploy.sh).
+#          (scripts/check-deploy.sh). With JOBQ_FUZZ_SECONDS set, also coverage-guided fuzzing of
+#          request parsing for that long (scripts/fuzz.sh; its cold build takes about 10 minutes).
 #
 # Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
 #
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 TIER="${1:-all}"
 case "$TIER" in
   fast | slow | all) ;;
-  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: scripts/test.sh [fast|slow|all]" >&2; exit 2 ;;
 esac
 
@@ -83,6 +84,11 @@ if [[ "$TIER" != fast ]]; then
   mapfile -t SLOW < <(test_targets slow)
   step "slow: cargo test ${SLOW_TESTS[*]}"
   cargo test --workspace --locked "${SLOW[@]}"
+
+  if [[ -n "${JOBQ_FUZZ_SECONDS:-}" ]]; then
+    step "slow: fuzzing request parsing (cargo fuzz, ${JOBQ_FUZZ_SECONDS} s over the targets in fuzz/)"
+    bash scripts/fuzz.sh "$JOBQ_FUZZ_SECONDS"
+  fi
 
   step "slow: end-to-end"
   python3 scripts/e2e.py

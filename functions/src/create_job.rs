@@ -19,8 +19,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
     expect_method(req, Method::POST)?;
-    let body: CreateRequest = parse_json(json_body(req)?)?;
-    let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
+    let new = parse(req)?;
     let created = deps.jobs.create(&new, deps.jobs.store().now().await).await?;
     let status = if created.replayed {
         StatusCode::OK
@@ -32,4 +31,12 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
+}
+
+/// The job a request asks for: its JSON body and its `Idempotency-Key` header, validated. The
+/// untrusted input of this route; `fuzz/` runs it over generated bodies.
+pub fn parse(req: &Request) -> Result<NewJob, ApiError> {
+    let body: CreateRequest = parse_json(json_body(req)?)?;
+    let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
+    Ok(new)
 }

@@ -36,26 +36,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
     expect_method(req, Method::POST)?;
-    let batch: Batch = parse_json(json_body(req)?)?;
-    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
-        return Err(ApiError::BatchSize {
-            count: batch.jobs.len(),
-            max: MAX_BATCH,
-        });
-    }
-    let new = batch
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            from_value::<CreateRequest>(item)
-                .and_then(|parsed| NewJob::parse(parsed, None).map_err(|e| ApiError::Domain(e.into())))
-                .map_err(|source| ApiError::InBatch {
-                    index,
-                    source: Box::new(source),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let new = parse(req)?;
     let created = deps.jobs.create_many(&new, deps.jobs.store().now().await).await?;
     let results = created
         .into_iter()
@@ -75,4 +56,29 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
         })
         .collect();
     Ok(json_response(StatusCode::OK, &Results { results }))
+}
+
+/// The jobs a request asks for, in order, each validated as for `POST /jobs`. The untrusted input
+/// of this route; `fuzz/` runs it over generated bodies.
+pub fn parse(req: &Request) -> Result<Vec<NewJob>, ApiError> {
+    let batch: Batch = parse_json(json_body(req)?)?;
+    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
+        return Err(ApiError::BatchSize {
+            count: batch.jobs.len(),
+            max: MAX_BATCH,
+        });
+    }
+    batch
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            from_value::<CreateRequest>(item)
+                .and_then(|parsed| NewJob::parse(parsed, None).map_err(|e| ApiError::Domain(e.into())))
+                .map_err(|source| ApiError::InBatch {
+                    index,
+                    source: Box::new(source),
+                })
+        })
+        .collect()
 }

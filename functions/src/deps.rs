@@ -2,6 +2,7 @@
 //! Postgres pool, the Redis connection and the job operations over them.
 
 use jobq_shared::config::ConfigError;
+#[cfg(feature = "aws-secrets")]
 use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_redis_url};
 use jobq_shared::{Config, Jobs, Queue, Registry, Store};
 use lambda_http::Request;
@@ -16,6 +17,7 @@ pub const API_TOKEN_ENV: &str = "JOBQ_API_TOKEN";
 pub enum InitError {
     #[error("configuration")]
     Config(#[from] ConfigError),
+    #[cfg(feature = "aws-secrets")]
     #[error("database secret")]
     Secret(#[from] SecretError),
     #[error("TLS settings")]
@@ -34,15 +36,28 @@ pub struct Deps {
     migrated: tokio::sync::OnceCell<()>,
 }
 
+/// The database and Redis URLs from their AWS Secrets Manager secrets, when those are set.
+#[cfg(feature = "aws-secrets")]
+async fn resolve_secrets(mut config: Config) -> Result<Config, InitError> {
+    config.database_url = resolve_database_url(&config).await?;
+    config.redis_url = resolve_redis_url(&config).await?;
+    Ok(config)
+}
+
+/// Without the `aws-secrets` feature (a build that only parses requests, such as the fuzz
+/// targets'), the URLs are the environment's as they are.
+#[cfg(not(feature = "aws-secrets"))]
+async fn resolve_secrets(config: Config) -> Result<Config, InitError> {
+    Ok(config)
+}
+
 impl Deps {
     /// Reads the environment: configuration, the database URL (from the `DB_SECRET_ARN` secret
     /// when set) and `JOBQ_API_TOKEN`, and opens the connections, so that the first request finds them
     /// ready. A database that is down now does not stop the function from starting; requests then
     /// get 503.
     pub async fn from_env() -> Result<Deps, InitError> {
-        let mut config = Config::from_env()?;
-        config.database_url = resolve_database_url(&config).await?;
-        config.redis_url = resolve_redis_url(&config).await?;
+        let config = resolve_secrets(Config::from_env()?).await?;
         let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
         let deps = Deps::from_config(config)?;
         deps.jobs.warm().await;

@@ -29,6 +29,27 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
     expect_method(req, Method::GET)?;
+    let query = parse(req)?;
+    let page = deps.jobs.list_dead(query.cursor, query.limit).await?;
+    let body = DlqPage {
+        items: page.items.iter().map(JobBody::new).collect(),
+        next_cursor: page.next.map(|cursor| cursor.to_string()),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Which page a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageQuery {
+    /// From 1 to [`MAX_LIMIT`].
+    pub limit: usize,
+    /// `None` for the first page.
+    pub cursor: Option<DeadCursor>,
+}
+
+/// The page a request asks for: its `limit` and `cursor` query parameters, validated. The untrusted
+/// input of this route; `fuzz/` runs it over generated queries.
+pub fn parse(req: &Request) -> Result<PageQuery, ApiError> {
     let limit = match query_param(req, "limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => match raw.trim().parse::<usize>() {
@@ -46,10 +67,5 @@ async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
         None => None,
         Some(raw) => Some(raw.trim().parse::<DeadCursor>()?),
     };
-    let page = deps.jobs.list_dead(cursor, limit).await?;
-    let body = DlqPage {
-        items: page.items.iter().map(JobBody::new).collect(),
-        next_cursor: page.next.map(|cursor| cursor.to_string()),
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(PageQuery { limit, cursor })
 }

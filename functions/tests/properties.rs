@@ -6,6 +6,9 @@
 //!
 //! One environment (database and Redis namespace) serves a whole property; proptest drives the
 //! cases synchronously, each one on a runtime made for the test.
+//!
+//! Each property runs a fixed seed (the same cases every run) and then a fresh random one; the
+//! test's output shows both, and `JOBQ_PROPTEST_SEED=<seed>` replays one alone.
 
 mod common;
 
@@ -23,6 +26,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{Value, json};
 
 const CASES: u32 = 128;
+/// The most arrays and objects serde_json reads nested in one another; it refuses one more.
+const JSON_MAX_DEPTH: usize = 127;
 const TOKEN: &str = "property-token";
 
 // --------------------------------------------------------------------------------------------------
@@ -408,8 +413,10 @@ fn invalid_create_body() -> BoxedStrategy<Vec<u8>> {
             odd_text(5).prop_map(Value::from),
             prop::collection::vec(any_json(), 0..3).prop_map(Value::from),
         ].prop_map(|v| v.to_string().into_bytes()),
-        // Nesting far past any parser's recursion limit, alone or as a payload.
-        1 => (100usize..=10_000, any::<bool>(), any::<bool>()).prop_map(|(depth, arrays, in_payload)| {
+        // Nesting past the parser's recursion limit, alone or as a payload. Shallower nesting is
+        // valid JSON: in a payload it makes a valid request (see
+        // `a_payload_nested_to_the_parsers_limit_is_stored_and_one_level_deeper_is_a_400`).
+        1 => (JSON_MAX_DEPTH..=10_000, any::<bool>(), any::<bool>()).prop_map(|(depth, arrays, in_payload)| {
             let (open, close) = if arrays { ("[", "]") } else { ("{\"a\":", "}") };
             let nested = format!("{}1{}", open.repeat(depth), close.repeat(depth));
             if in_payload { format!("{{\"type\":\"T\",\"payload\":{nested}}}").into_bytes() } else { nested.into_bytes() }
@@ -809,23 +816,48 @@ fn error_body(response: &Response<Body>) -> Result<(String, String), TestCaseErr
     Ok((code, message))
 }
 
-/// A fixed seed, so that every run (and CI) sends the same cases; set JOBQ_PROPTEST_SEED to explore
-/// others.
-fn runner(cases: u32) -> TestRunner {
-    let seed = std::env::var("JOBQ_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261123);
-    // Shown with the test's output when it fails.
-    eprintln!("property test seed={seed} (JOBQ_PROPTEST_SEED={seed} replays it)");
-    TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        // Large bodies shrink slowly: keep failure reports quick.
-        max_shrink_iters: 256,
-        ..ProptestConfig::default()
-    })
+/// The seed every run sends, so that every run (and CI) covers the same cases.
+const FIXED_SEED: u64 = 20261123;
+
+/// The seeds a property runs with: `JOBQ_PROPTEST_SEED` alone when set (to replay a failure), else
+/// the fixed seed and then a fresh random one, so that each run also sends cases no run sent before.
+fn seeds() -> Vec<u64> {
+    match std::env::var("JOBQ_PROPTEST_SEED") {
+        Ok(raw) => vec![
+            raw.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("JOBQ_PROPTEST_SEED must be a whole number, got {raw:?}")),
+        ],
+        Err(_) => vec![FIXED_SEED, random_seed()],
+    }
+}
+
+/// A seed from the process's random hasher keys (seeded by the operating system).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Runs `test` over `cases` values of `strategy` for each of [`seeds`]. A failure names its seed
+/// and the command that replays it; the seeds also show in the test's output.
+fn check<S: Strategy>(cases: u32, strategy: &S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    for seed in seeds() {
+        eprintln!("property test seed={seed} (JOBQ_PROPTEST_SEED={seed} replays it)");
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+            // Large bodies shrink slowly: keep failure reports quick.
+            max_shrink_iters: 256,
+            ..ProptestConfig::default()
+        });
+        if let Err(err) = runner.run(strategy, &test) {
+            panic!(
+                "seed {seed} failed (replay: JOBQ_PROPTEST_SEED={seed} cargo test -p jobq-functions --test \
+                 properties): {err}"
+            );
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -851,10 +883,10 @@ fn hostile_requests_get_a_4xx_json_error_never_a_5xx_or_a_panic_and_store_nothin
         (env, Arc::new(Functions { open, guarded }))
     });
 
-    let mut runner = runner(CASES);
-    let result = runner.run(&hostile_case(), |case| {
+    check(CASES, &hostile_case(), |case| {
         let expect = case.expect;
         let route = case.route;
+        let before = runtime.block_on(common::count_jobs(&env));
         let response = runtime
             .block_on(send(functions.clone(), case))
             .map_err(TestCaseError::fail)?;
@@ -878,13 +910,13 @@ fn hostile_requests_get_a_4xx_json_error_never_a_5xx_or_a_panic_and_store_nothin
         if route == Route::CreateJobs && code != "invalid_batch" && status == 400 && message.starts_with("jobs[") {
             prop_assert!(message.contains("]: "), "{}", message);
         }
-        let stored = runtime.block_on(common::count_jobs(&env));
+        // Counted against this case's start, not against zero: the environment serves every case,
+        // so one case that stored a job must not make every later case (and every shrinking step)
+        // fail as well and hide which request it was.
+        let stored = runtime.block_on(common::count_jobs(&env)) - before;
         prop_assert_eq!(stored, 0, "a refused request stored a job");
         Ok(())
     });
-    if let Err(err) = result {
-        panic!("{err}");
-    }
 
     let ready = runtime.block_on(env.queue.ready_ids()).expect("ready ids");
     let scheduled = runtime.block_on(env.queue.scheduled()).expect("scheduled");
@@ -910,8 +942,8 @@ fn valid_requests_with_odd_text_and_boundary_numbers_are_created_and_read_back()
         prop_oneof![Just(1i64), Just(900_000), 1i64..=900_000],
     );
 
-    let mut runner = runner(32);
-    let result = runner.run(
+    check(
+        32,
         &(valid_create(), boundaries, any::<bool>()),
         |(mut job, (priority, attempts, timeout), guarded)| {
             job.insert("priority".to_owned(), Value::from(priority));
@@ -951,9 +983,6 @@ fn valid_requests_with_odd_text_and_boundary_numbers_are_created_and_read_back()
             Ok(())
         },
     );
-    if let Err(err) = result {
-        panic!("{err}");
-    }
     drop(functions);
     drop(env);
 }
@@ -1004,6 +1033,48 @@ async fn a_dlq_cursor_before_the_range_of_postgres_is_a_4xx_not_a_500() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    drop(env);
+}
+
+/// The hostile generator once sent a payload nested 100 to 126 deep as "past any parser's limit":
+/// serde_json reads up to 127 levels, so that request was valid, was stored (201, or 200 for a
+/// batch), and failed the property. Both sides of the limit, pinned.
+#[tokio::test]
+async fn a_payload_nested_to_the_parsers_limit_is_stored_and_one_level_deeper_is_a_400() {
+    let (env, deps) = common::setup().await;
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    // The job object is one level; in a batch, the batch object and its list are two more.
+    let deepest = JSON_MAX_DEPTH - 1;
+    let body = format!(r#"{{"type":"T","payload":{}}}"#, nested(deepest));
+    let created = create_job::handle(&deps, common::post_json("/jobs", &body)).await;
+    assert_eq!(created.status().as_u16(), 201, "{}", common::json(&created));
+    let id = common::json(&created)["jobId"].as_str().expect("jobId").to_owned();
+    let read = common::json(&get_job::handle(&deps, common::with_id("GET", "/jobs/x", &id)).await);
+    let sent: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(read["payload"], sent["payload"], "read back unchanged");
+
+    let batch = format!(
+        r#"{{"jobs":[{{"type":"T","payload":{}}}]}}"#,
+        nested(JSON_MAX_DEPTH - 3)
+    );
+    let response = create_jobs::handle(&deps, common::post_json("/jobs/batch", &batch)).await;
+    // The answer nests the payload four levels down (results, list, result, job): one level more
+    // than serde_json reads, so it is checked as text.
+    let text = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+    assert_eq!(response.status().as_u16(), 200, "{text}");
+    assert!(text.ends_with(r#"},"status":201}]}"#), "{text}");
+    assert_eq!(common::count_jobs(&env).await, 2);
+
+    let too_deep = format!(r#"{{"type":"T","payload":{}}}"#, nested(deepest + 1));
+    let response = create_job::handle(&deps, common::post_json("/jobs", &too_deep)).await;
+    common::assert_error(&response, 400, "invalid_json", "recursion limit");
+    let batch = format!(
+        r#"{{"jobs":[{{"type":"T","payload":{}}}]}}"#,
+        nested(JSON_MAX_DEPTH - 2)
+    );
+    let response = create_jobs::handle(&deps, common::post_json("/jobs/batch", &batch)).await;
+    common::assert_error(&response, 400, "invalid_json", "recursion limit");
+    assert_eq!(common::count_jobs(&env).await, 2, "nothing more stored");
     drop(env);
 }
 
