@@ -16,7 +16,8 @@
 //! and gives running jobs half that margin to finish; the rest are released unfinished (their
 //! attempt does not count, up to [`jobq_shared::worker::MAX_FREE_RELEASES`] times) so that the next
 //! run takes them. A job's timeout is cut to what one run can give, so a job longer than an
-//! invocation times out and is charged instead of being released forever.
+//! invocation is stopped before the deadline and released the same way: past that bound its
+//! attempt is charged, so it is not released forever.
 //!
 //! So that a deployment without the promoter container loses nothing, each run first applies the
 //! schema migrations (once per instance) and makes one repair pass (Redis rebuilt if it lost its
@@ -158,9 +159,9 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
     );
     let mut config = deps.config.worker.clone();
     config.shutdown_grace = plan.grace;
-    // A job gets at most the time this run takes work for: one started at once that needs longer
-    // times out here and is charged, rather than being released at the deadline run after run. A
-    // job started later in the run may still be released (uncharged, a bounded number of times).
+    // A job gets at most the time this run takes work for: one that needs longer is stopped then
+    // and released (uncharged, a bounded number of times, then charged), never left running into
+    // the deadline.
     config.max_job_timeout = Some(plan.take_for);
 
     if let Err(err) = deps.migrate_once().await {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::Utc;
 use jobq_functions::Deps;
 use jobq_functions::worker::{self, WorkerError};
+use jobq_shared::job::Outcome;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::worker::Summary;
 use jobq_shared::{HandlerError, JobContext, JobHandler, JobId, NewJob, Registry, Status};
@@ -182,7 +183,7 @@ async fn a_run_stops_taking_work_before_the_deadline_and_releases_what_is_still_
 }
 
 #[tokio::test]
-async fn a_job_longer_than_a_run_times_out_and_is_charged_instead_of_being_released_forever() {
+async fn a_job_longer_than_a_run_is_stopped_within_it_released_and_charged_past_the_bound() {
     let env = TestEnv::with(|config| {
         config.maintenance.promote_interval = Duration::from_millis(50);
         // Its retry is not due within this run.
@@ -199,23 +200,61 @@ async fn a_job_longer_than_a_run_times_out_and_is_charged_instead_of_being_relea
             .max_attempts(2),
     )
     .await;
+    let started = Instant::now();
     let summary = worker::handle(&deps, event(json!({"untilIdle": false}), Duration::from_secs(3)))
         .await
         .expect("run");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the run outlived its deadline"
+    );
     assert_eq!(summary.claimed, 1);
-    assert_eq!(summary.released, 0, "{summary:?}");
-    assert_eq!(summary.retried, 1, "{summary:?}");
+    assert_eq!(summary.released, 1, "{summary:?}");
+    assert_eq!(summary.retried, 0, "{summary:?}");
     let job = env.jobs.get(long).await.expect("job");
-    assert_eq!(job.attempts, 1, "the attempt counts");
-    let cut_to_ms: Option<u64> = job
-        .last_error
+    assert_eq!((job.status, job.attempts), (Status::Pending, 0), "not charged");
+    let released = job.history.last().expect("history");
+    assert_eq!(released.outcome, Outcome::Released);
+    let cut_to_ms: Option<u64> = released
+        .error
         .as_deref()
-        .and_then(|e| e.strip_prefix("timed out after "))
-        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|e| e.strip_prefix("released unfinished after "))
+        .and_then(|rest| rest.split(' ').next())
         .and_then(|ms| ms.parse().ok());
     assert!(
         cut_to_ms.is_some_and(|ms| (1_500..=2_000).contains(&ms)),
-        "cut to the 2 s this run takes work for: {:?}",
+        "stopped at the 2 s this run takes work for: {:?}",
+        released.error
+    );
+
+    // Given back as often as the bound allows: the next time it is cut short, it is charged.
+    deps.jobs
+        .store()
+        .pool()
+        .get()
+        .await
+        .expect("connection")
+        .execute(
+            "UPDATE jobs SET releases = $2 WHERE id = $1",
+            &[&long.0, &jobq_shared::worker::MAX_FREE_RELEASES],
+        )
+        .await
+        .expect("set releases");
+    let summary = worker::handle(&deps, event(json!({"untilIdle": false}), Duration::from_secs(3)))
+        .await
+        .expect("run");
+    assert_eq!(
+        (summary.claimed, summary.released, summary.retried),
+        (1, 0, 1),
+        "{summary:?}"
+    );
+    let job = env.jobs.get(long).await.expect("job");
+    assert_eq!(job.attempts, 1, "the attempt counts");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("stopped unfinished: given back 3 times before")),
+        "{:?}",
         job.last_error
     );
 }

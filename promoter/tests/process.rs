@@ -108,6 +108,20 @@ async fn a_job_on_a_killed_promoter_is_finished_by_the_next_one_after_its_lease(
     let lease = [("JOBQ_LEASE_MS", "1000"), ("JOBQ_REAP_INTERVAL_MS", "200")];
     let mut doomed = promoter(&env, &lease).spawn().expect("spawn");
     wait_for(&env, id, Status::InProgress, Duration::from_secs(20)).await;
+    // Past its first heartbeat: the job has started, so the kill costs it an attempt. (A lease
+    // never renewed is given back uncharged.)
+    let client = env.store.pool().get().await.expect("connection");
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !client
+        .query_one("SELECT renewed_at IS NOT NULL FROM jobs WHERE id = $1", &[&id.0])
+        .await
+        .expect("read")
+        .get::<_, bool>(0)
+    {
+        assert!(tokio::time::Instant::now() < give_up, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
 
     signal(&doomed, "KILL");
     wait_exit(&mut doomed, Duration::from_secs(5)).await;

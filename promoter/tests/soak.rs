@@ -361,6 +361,24 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         let (id, payload, history): (String, String, String) = (row.get(0), row.get(1), row.get(2));
         println!("soak dead by kills: {id} {payload}: {history}");
     }
+    for row in client
+        .query(
+            "SELECT j.id::text, j.payload #>> '{}', a.attempt, a.worker_id, coalesce(a.error, ''), j.releases
+             FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+             WHERE a.outcome = 'FAILED' AND j.payload #>> '{}' <> 'FAIL_ALWAYS'
+               AND a.attempt > CASE j.payload #>> '{}' WHEN 'FAIL_TIMES=1' THEN 1 WHEN 'FAIL_TIMES=2' THEN 2 ELSE 0 END
+             LIMIT 20",
+            &[],
+        )
+        .await
+        .expect("unexpected failures")
+    {
+        let (id, payload, attempt, worker, error, releases): (String, String, i32, String, String, i32) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        println!(
+            "soak unexpected failure: {id} {payload} attempt {attempt} on {worker} (releases {releases}): {error}"
+        );
+    }
     let expected_failed = KINDS
         .iter()
         .find(|(kind, _)| *kind == "FAIL_ALWAYS")

@@ -34,8 +34,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     pub retry: RetryPolicy,
     /// The longest any job may run here, whatever its own timeout. The worker function sets it to
-    /// what one invocation can give, so that a job longer than that times out (its attempt
-    /// charged, then retried or dead) rather than being released unfinished again and again.
+    /// what one invocation can give. A job stopped by this bound, not by its own timeout, is
+    /// released unfinished and uncharged up to `MAX_FREE_RELEASES` times, and charged after that,
+    /// so it is neither failed for the invocation's limit nor released forever.
     pub max_job_timeout: Option<Duration>,
 }
 

@@ -394,11 +394,15 @@ pub struct Popped {
 }
 
 impl BlockingPop {
-    /// Waits up to the poll interval for ids, then takes up to `count` from the highest non-empty
-    /// priority level, oldest first (one BZMPOP; Redis 7 or later). An id that does not parse is
-    /// dropped.
-    pub async fn pop(&mut self, count: usize) -> Result<Popped> {
-        let timeout = self.poll.as_secs_f64();
+    /// Waits up to the poll interval (or `at_most`, if shorter; at least 10 ms) for ids, then
+    /// takes up to `count` from the highest non-empty priority level, oldest first (one BZMPOP;
+    /// Redis 7 or later). An id that does not parse is dropped.
+    pub async fn pop(&mut self, count: usize, at_most: Option<Duration>) -> Result<Popped> {
+        // A BZMPOP timeout of 0 would block for ever.
+        let wait = at_most
+            .map_or(self.poll, |most| self.poll.min(most))
+            .max(Duration::from_millis(10));
+        let timeout = wait.as_secs_f64();
         let count = isize::try_from(count.max(1)).unwrap_or(isize::MAX);
         let popped: Option<(String, Vec<(String, f64)>)> =
             retry_once!(self.conn.bzmpop_min(timeout, &self.keys, count))?;

@@ -35,6 +35,8 @@ pub struct Lease {
     token: i64,
     /// How many times the job was released unfinished and uncharged before this claim.
     releases: i32,
+    /// Whether its holder has renewed it since the claim (at least one heartbeat landed).
+    renewed: bool,
 }
 
 impl Lease {
@@ -55,6 +57,12 @@ impl Lease {
     /// How many times the job was given back unfinished, uncharged, before this claim.
     pub fn releases(&self) -> i32 {
         self.releases
+    }
+    /// Whether its holder renewed it at least once since the claim. A lease that ran out never
+    /// renewed may never have reached a handler: its claim's answer was lost, or its worker died
+    /// before the first heartbeat.
+    pub fn renewed(&self) -> bool {
+        self.renewed
     }
     /// Whether a failure of this attempt may be retried: it is not the last of the job's budget.
     pub fn has_attempts_left(&self) -> bool {
@@ -754,11 +762,10 @@ impl Store {
         Ok(AfterFailure::Dead)
     }
 
-    /// Gives the job back unfinished; the attempt does not count. Returns its priority.
-    pub async fn release(&self, held: &Lease, now: DateTime<Utc>) -> Result<i16> {
-        let (_, priority) = self
-            .give_back(held, now, now, "released unfinished at worker shutdown", true)
-            .await?;
+    /// Gives the job back unfinished, to run again at once, with `why` in its history; the attempt
+    /// does not count, and the release is counted. Returns its priority.
+    pub async fn release(&self, held: &Lease, now: DateTime<Utc>, why: &str) -> Result<i16> {
+        let (_, priority) = self.give_back(held, now, now, why, true, false).await?;
         Ok(priority)
     }
 
@@ -771,10 +778,24 @@ impl Store {
         run_at: DateTime<Utc>,
         why: &str,
     ) -> Result<(DateTime<Utc>, i16)> {
-        self.give_back(held, now, run_at, why, false).await
+        self.give_back(held, now, run_at, why, false, false).await
     }
 
-    /// [`Store::release`] (counted in the job's releases) or [`Store::defer`] (not counted).
+    /// Gives back a job whose lease ran out before its holder renewed it once, uncharged and
+    /// counted in its releases, to run again at `run_at`. Only if the lease is still expired when
+    /// this write lands (as [`Store::expire`]); otherwise `LeaseLost`.
+    pub async fn expire_unrenewed(
+        &self,
+        held: &Lease,
+        now: DateTime<Utc>,
+        run_at: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(DateTime<Utc>, i16)> {
+        self.give_back(held, now, run_at, why, true, true).await
+    }
+
+    /// [`Store::release`] and [`Store::expire_unrenewed`] (counted in the job's releases) or
+    /// [`Store::defer`] (not counted). `only_if_expired`: the reaper's guard.
     async fn give_back(
         &self,
         held: &Lease,
@@ -782,11 +803,20 @@ impl Store {
         run_at: DateTime<Utc>,
         why: &str,
         counted: bool,
+        only_if_expired: bool,
     ) -> Result<(DateTime<Utc>, i16)> {
         let row = self
             .query_opt(
                 sql!("release"),
-                &[&held.id().0, &held.token, &now, &run_at, &why, &counted],
+                &[
+                    &held.id().0,
+                    &held.token,
+                    &now,
+                    &run_at,
+                    &why,
+                    &counted,
+                    &only_if_expired,
+                ],
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
@@ -949,6 +979,7 @@ fn lease_from_row(row: &Row) -> Result<Lease> {
     Ok(Lease {
         token: row.try_get("lease_token")?,
         releases: row.try_get("releases")?,
+        renewed: row.try_get::<_, Option<DateTime<Utc>>>("renewed_at")?.is_some(),
         job: job_from_row(row)?,
     })
 }

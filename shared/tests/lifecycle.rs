@@ -391,7 +391,7 @@ async fn a_job_released_unfinished_again_and_again_is_charged_past_the_free_rele
             assert!(
                 last.error
                     .as_deref()
-                    .is_some_and(|e| e.contains("released 3 times before")),
+                    .is_some_and(|e| e.contains("given back 3 times before")),
                 "{last:?}"
             );
         }

@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{Running, wait_for};
+use jobq_shared::job::Outcome;
+use jobq_shared::maintenance::reaper::{NEVER_RENEWED, Reaped};
 use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::retry::RetryPolicy;
 use jobq_shared::store::Claim;
 use jobq_shared::testing::TestEnv;
+use jobq_shared::worker::MAX_FREE_RELEASES;
 use jobq_shared::{JobId, NewJob, Registry, Status};
 use serde_json::json;
 
@@ -100,7 +104,7 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
         .expect("c")
         .job
         .id;
-    let Claim::Claimed(_lease) = env
+    let Claim::Claimed(lease) = env
         .store
         .claim(id, "doomed", t0, Duration::from_millis(400))
         .await
@@ -108,6 +112,11 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
     else {
         panic!("not claimed")
     };
+    // It started: its worker renewed the lease once, then died.
+    env.store
+        .heartbeat(&lease, now(), Duration::from_millis(400))
+        .await
+        .expect("heartbeat");
     let reaper = Reaper::new(env.store.clone(), env.queue.clone()).with_retry(env.config.worker.retry);
     assert_eq!(
         reaper.run_once(now()).await.expect("reap").retried,
@@ -140,6 +149,77 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
         env.queue.ready_ids().await.expect("ready").contains(&id.to_string()) || scheduled.contains(&format!("5:{id}")),
         "pushed to Redis"
     );
+}
+
+/// A claim whose lease runs out before its holder renews it once (its answer lost, its worker
+/// killed before the first heartbeat) may never have reached a handler: it is given back
+/// uncharged, even on the job's last attempt, and counted. Past `MAX_FREE_RELEASES` such
+/// give-backs the next one is charged, so a job that kills its worker at once still ends.
+#[tokio::test]
+async fn a_lease_that_runs_out_never_renewed_is_given_back_uncharged_a_bounded_number_of_times() {
+    let env = TestEnv::new().await;
+    let id = env
+        .jobs
+        .create(&NewJob::new("TEST", json!(1)).max_attempts(1), now())
+        .await
+        .expect("c")
+        .job
+        .id;
+    let reaper = Reaper::new(env.store.clone(), env.queue.clone()).with_retry(RetryPolicy {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(1),
+        ..env.config.worker.retry
+    });
+    for round in 0..MAX_FREE_RELEASES {
+        // Due by then: the backoff is 1 ms.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let Claim::Claimed(_) = env
+            .store
+            .claim(id, "never-started", now(), Duration::from_millis(100))
+            .await
+            .expect("claim")
+        else {
+            panic!("round {round}: not claimed")
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let reaped = reaper.run_once(now()).await.expect("reap");
+        assert_eq!(
+            reaped,
+            Reaped {
+                released: 1,
+                ..Reaped::default()
+            },
+            "round {round}"
+        );
+        let job = env.jobs.get(id).await.expect("get");
+        assert_eq!((job.status, job.attempts), (Status::Pending, 0), "round {round}");
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let Claim::Claimed(_) = env
+        .store
+        .claim(id, "never-started", now(), Duration::from_millis(100))
+        .await
+        .expect("claim")
+    else {
+        panic!("last round: not claimed")
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reaped = reaper.run_once(now()).await.expect("reap");
+    assert_eq!(
+        reaped,
+        Reaped {
+            dead: 1,
+            ..Reaped::default()
+        }
+    );
+    let job = env.jobs.get(id).await.expect("get");
+    assert_eq!((job.status, job.attempts), (Status::Failed, 1));
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    let mut expected = vec![Outcome::Released; MAX_FREE_RELEASES as usize];
+    expected.push(Outcome::LeaseExpired);
+    assert_eq!(outcomes, expected);
+    assert_eq!(job.history[0].error.as_deref(), Some(NEVER_RENEWED));
+    assert_eq!(env.queue.dead_ids().await.expect("dlq"), vec![id.to_string()]);
 }
 
 #[tokio::test]
@@ -195,16 +275,24 @@ async fn the_reaper_dead_letters_a_job_whose_last_attempt_lost_its_lease() {
         .expect("c")
         .job
         .id;
-    env.store
+    let Claim::Claimed(lease) = env
+        .store
         .claim(id, "doomed", t0, Duration::from_millis(200))
         .await
-        .expect("claim");
+        .expect("claim")
+    else {
+        panic!("not claimed")
+    };
+    env.store
+        .heartbeat(&lease, now(), Duration::from_millis(200))
+        .await
+        .expect("heartbeat");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reaped = Reaper::new(env.store.clone(), env.queue.clone())
         .run_once(now())
         .await
         .expect("reap");
-    assert_eq!(reaped.dead, 1);
+    assert_eq!((reaped.dead, reaped.released), (1, 0));
     assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Failed);
     assert_eq!(env.queue.dead_ids().await.expect("dlq"), vec![id.to_string()]);
 }
@@ -219,8 +307,8 @@ async fn a_killed_worker_s_job_is_finished_by_another_worker_after_its_lease_exp
         .expect("c")
         .job
         .id;
-    // A worker that claims and then vanishes without a word.
-    let Claim::Claimed(_) = env
+    // A worker that claims, starts (renews the lease once) and then vanishes without a word.
+    let Claim::Claimed(lease) = env
         .store
         .claim(id, "killed", Utc::now(), Duration::from_millis(600))
         .await
@@ -228,6 +316,10 @@ async fn a_killed_worker_s_job_is_finished_by_another_worker_after_its_lease_exp
     else {
         panic!("not claimed")
     };
+    env.store
+        .heartbeat(&lease, Utc::now(), Duration::from_millis(600))
+        .await
+        .expect("heartbeat");
     let running = Running::start(&env, Registry::with_builtins());
     let job = wait_for(&env, id, Status::Completed, Duration::from_secs(10)).await;
     running.stop().await;

@@ -130,6 +130,23 @@ async fn a_worker_cut_off_from_postgres_stops_its_job_before_another_can_claim_i
         !log.all().is_empty()
     })
     .await;
+    // ...and renews its lease once: the job has demonstrably started there, so losing the lease
+    // costs it an attempt (a lease never renewed would be given back uncharged).
+    let client = env.store.pool().get().await.expect("connection");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let renewed: bool = client
+            .query_one("SELECT renewed_at IS NOT NULL FROM jobs WHERE id = $1", &[&id.0])
+            .await
+            .expect("read")
+            .get(0);
+        if renewed {
+            break;
+        }
+        assert!(Instant::now() < until, "A never renewed its lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
 
     // Cut A off, half-open: its bytes to and from Postgres vanish, its sockets stay up.
     proxy.set(Fault::Blackhole);

@@ -311,7 +311,12 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
     else {
         panic!("not claimed")
     };
-    // w1's lease expires; the reaper fails its attempt; w2 claims the retry.
+    // w1 starts (renews its lease once), then its lease expires; the reaper fails its attempt; w2
+    // claims the retry.
+    env.store
+        .heartbeat(&stale, at(0), Duration::from_millis(200))
+        .await
+        .expect("heartbeat");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reaped = jobq_shared::maintenance::reaper::Reaper::new(env.store.clone(), env.queue.clone())
         .with_retry(env.config.worker.retry)
@@ -331,7 +336,7 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
             .fail(&stale, at(31_002), "late", true, at(31_002), Outcome::Failed)
             .await
             .map(|_| ()),
-        env.store.release(&stale, at(31_002)).await.map(|_| ()),
+        env.store.release(&stale, at(31_002), "shutdown").await.map(|_| ()),
     ] {
         assert!(
             matches!(result, Err(Error::LeaseLost { job_id, token }) if job_id == id && token == stale.token()),
@@ -354,7 +359,7 @@ async fn release_returns_the_job_without_spending_an_attempt() {
     let env = TestEnv::new().await;
     let id = create(&env, NewJob::new("TEST", json!(1)).priority(70), at(0)).await;
     let lease = claim(&env, id, "w1", at(1)).await;
-    assert_eq!(env.store.release(&lease, at(2)).await.expect("release"), 70);
+    assert_eq!(env.store.release(&lease, at(2), "shutdown").await.expect("release"), 70);
     let job = env.store.get(id).await.expect("get");
     assert_eq!((job.status, job.attempts, job.run_at), (Status::Pending, 0, at(2)));
     assert_eq!(job.history[0].outcome, Outcome::Released);

@@ -1,5 +1,7 @@
 //! Takes back jobs whose worker stopped renewing its lease (killed, out of memory, a Lambda past
-//! its deadline): the attempt fails as "lease expired", then the job retries at once or is dead.
+//! its deadline): the attempt fails as "lease expired", then the job retries after a backoff or is
+//! dead. A lease that ran out before its holder renewed it once is given back uncharged instead
+//! (a bounded number of times): nothing shows that the job ever reached a handler.
 
 use std::time::Duration;
 
@@ -10,16 +12,24 @@ use crate::error::{Error, Result};
 use crate::job::Status;
 use crate::queue::Queue;
 use crate::retry::RetryPolicy;
-use crate::store::{AfterFailure, Store};
+use crate::store::{AfterFailure, Lease, Store};
+use crate::worker::MAX_FREE_RELEASES;
 
 const BATCH: usize = 100;
 
 pub const LEASE_EXPIRED: &str = "lease expired: the worker stopped renewing it (crashed, killed or hung)";
 
+pub const NEVER_RENEWED: &str = "lease expired before its worker renewed it once (the claim's answer was lost, or the \
+     worker stopped before its first heartbeat); not charged";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reaped {
+    /// Charged an attempt (`LEASE_EXPIRED`) and retried after a backoff.
     pub retried: usize,
+    /// Charged their last attempt: dead.
     pub dead: usize,
+    /// Never renewed: given back uncharged, after a backoff.
+    pub released: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +64,10 @@ impl Reaper {
             let expired = self.store.expired_leases(BATCH).await?;
             let count = expired.len();
             for lease in expired {
+                if !lease.renewed() && lease.releases() < MAX_FREE_RELEASES {
+                    reaped.released += self.give_back_unrenewed(&lease, now).await? as usize;
+                    continue;
+                }
                 // Retry after the backoff of a failed attempt, while attempts remain.
                 let next = if lease.has_attempts_left() {
                     Status::Pending
@@ -87,6 +101,31 @@ impl Reaper {
             if count < BATCH {
                 return Ok(reaped);
             }
+        }
+    }
+
+    /// A lease that ran out before its holder renewed it once: the claim's answer may never have
+    /// reached the worker (lost past the lease), or the worker died between the claim and its
+    /// first heartbeat. Charging that attempt could kill a job that never ran (`maxAttempts: 1`),
+    /// so it goes back uncharged, counted in its releases: past [`MAX_FREE_RELEASES`] the next
+    /// such expiry is charged, so a job that crashes its worker at once cannot go round forever.
+    /// It still waits a backoff that grows with every release, in case it is what crashed its
+    /// worker. Returns whether this reaper gave it back (not renewed or taken by another since).
+    async fn give_back_unrenewed(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool> {
+        let retry_in = self
+            .retry
+            .delay(lease.attempt() + lease.releases(), RetryPolicy::sample());
+        let run_at = now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
+        match self.store.expire_unrenewed(lease, now, run_at, NEVER_RENEWED).await {
+            Ok((run_at, priority)) => {
+                tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), releases = lease.releases() + 1, retry_in_ms = retry_in.as_millis() as u64, "lease expired never renewed; given back uncharged");
+                if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, now).await {
+                    tracing::warn!(job_id = %lease.id(), error = %err, "could not push the job given back; the repairer will");
+                }
+                Ok(true)
+            }
+            Err(Error::LeaseLost { .. }) => Ok(false),
+            Err(err) => Err(err),
         }
     }
 

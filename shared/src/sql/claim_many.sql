@@ -8,7 +8,7 @@
 WITH claimed AS (
     UPDATE jobs j
     SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + interval '1 millisecond' * $4::bigint, worker_id = $2, started_at = COALESCE(j.started_at, $3), updated_at = $3
+        lease_expires_at = now() + interval '1 millisecond' * $4::bigint, renewed_at = NULL, worker_id = $2, started_at = COALESCE(j.started_at, $3), updated_at = $3
     FROM unnest($1::uuid[]) AS want(id)
     WHERE j.id = want.id AND j.status = 'PENDING' AND j.run_at <= $3 AND ($5::timestamptz IS NULL OR now() <= $5)
     RETURNING j.*

@@ -12,7 +12,7 @@ WITH next AS (
 ), claimed AS (
     UPDATE jobs j
     SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + interval '1 millisecond' * $3::bigint, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
+        lease_expires_at = now() + interval '1 millisecond' * $3::bigint, renewed_at = NULL, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
     FROM next WHERE j.id = next.id
     RETURNING j.*
 ), attempt AS (

@@ -1,13 +1,17 @@
 -- release: gives a job back unfinished; the attempt does not count. At worker shutdown it may run
--- again at once; when this worker has no handler for its type, after a backoff.
+-- again at once; when this worker has no handler for its type, or when the reaper gives back a
+-- lease that ran out never renewed, after a backoff.
 -- $1 id, $2 lease_token, $3 now, $4 run again at, $5 why (kept in the attempt's history),
--- $6 whether it counts as a release (a worker that stopped before the job ended)
+-- $6 whether it counts as a release (a worker that stopped before the job ended, a lease never
+-- renewed), $7 only if expired (the reaper's guard: a heartbeat that renewed it since it was read
+-- wins)
 -- Returns the job's run_at and priority; none when the lease was lost.
 WITH released AS (
     UPDATE jobs
     SET status = 'PENDING', attempts = attempts - 1, releases = releases + CASE WHEN $6::boolean THEN 1 ELSE 0 END, run_at = $4, updated_at = $3,
         lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
+      AND (NOT $7::boolean OR lease_expires_at < now())
     RETURNING id, lease_token, run_at, priority
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = $5

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 
-use super::{Finished, MAX_COMPLETE, MAX_FREE_RELEASES, Worker};
+use super::{Finished, MAX_COMPLETE, MAX_FREE_RELEASES, Unfinished, Worker};
 use crate::error::{Error, Result};
 use crate::handler::HandlerError;
 use crate::job::{JobId, Outcome};
@@ -92,21 +92,22 @@ impl Worker {
         }
     }
 
-    pub(super) async fn release(&self, lease: &Lease, elapsed_ms: u64) -> Finished {
+    pub(super) async fn release(&self, lease: &Lease, unfinished: Unfinished, elapsed_ms: u64) -> Finished {
         let inner = &self.inner;
         if lease.releases() >= MAX_FREE_RELEASES {
             // Given back unfinished too often (a job that outlasts every invocation, say): this time
             // the attempt counts, so the job is retried with backoff or, past its budget, dead.
             let why = format!(
-                "stopped unfinished: released {} times before (worker shutdown or the end of an invocation); this attempt counts",
+                "stopped unfinished: given back {} times before (a worker shutting down, the end of an invocation, a lease that ran out never renewed); this attempt counts",
                 lease.releases()
             );
             return self.fail(lease, HandlerError::retryable(why), elapsed_ms).await;
         }
         let now = inner.store.now().await;
-        match self.record(|| inner.store.release(lease, now)).await {
+        let why = unfinished.why();
+        match self.record(|| inner.store.release(lease, now, &why)).await {
             Ok(priority) => {
-                tracing::info!("job released at shutdown");
+                tracing::info!(elapsed_ms, reason = why, "job released unfinished");
                 if let Err(err) = inner.queue.push_front(lease.id(), priority).await {
                     tracing::warn!(error = %err, "could not push the released job; the repairer will");
                 }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::complete::Completer;
-use super::{Finished, Verdict, Worker, fence_margin};
+use super::{Finished, Unfinished, Verdict, Worker, fence_margin};
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, JobContext};
 use crate::store::Lease;
@@ -60,6 +60,10 @@ impl Worker {
                     );
                 }
                 let task = tokio::spawn(async move { handler.handle(ctx).await });
+                let timeout = Timeout {
+                    after: timeout,
+                    cut_short: timeout < own,
+                };
                 self.supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
                     .await
             }
@@ -77,7 +81,7 @@ impl Worker {
                 );
                 Finished::Fenced
             }
-            Verdict::Release => self.release(&lease, elapsed_ms).await,
+            Verdict::Release(why) => self.release(&lease, why, elapsed_ms).await,
             Verdict::NoHandler => self.defer_without_handler(&lease).await,
             Verdict::Ran(Ok(())) => {
                 let recorded = match completer.complete(&lease).await {
@@ -104,7 +108,9 @@ impl Worker {
         }
     }
 
-    /// Waits for the handler while renewing the lease; stops it on timeout, lost lease, hard stop,
+    /// Waits for the handler while renewing the lease; stops it on timeout (its own, or, when
+    /// `cut_short`, the shorter most this worker can give it: then the job is released, not
+    /// failed), lost lease, hard stop,
     /// or when the lease could not be renewed in time: once `lease - fence_margin(lease)` has
     /// passed since the last renewal (or the claim) was sent, this worker stops the handler
     /// itself, so that it has ended before anyone else can claim the job, even when this worker
@@ -116,9 +122,13 @@ impl Worker {
         claim_sent: Instant,
         mut task: tokio::task::JoinHandle<Result<(), HandlerError>>,
         cancel: CancellationToken,
-        timeout: Duration,
+        timeout: Timeout,
         hard_stop: &CancellationToken,
     ) -> Verdict {
+        let Timeout {
+            after: timeout,
+            cut_short,
+        } = timeout;
         let inner = &self.inner;
         let lease_for = inner.config.lease;
         let hold_for = lease_for.saturating_sub(fence_margin(lease_for));
@@ -142,8 +152,12 @@ impl Worker {
                     Err(err) if err.is_panic() => Err(HandlerError::retryable(format!("handler panicked: {}", panic_message(err.into_panic())))),
                     Err(_) => Err(HandlerError::retryable("handler was cancelled")),
                 }),
-                _ = &mut deadline => break Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis())))),
-                _ = hard_stop.cancelled() => break Verdict::Release,
+                _ = &mut deadline => break if cut_short {
+                    Verdict::Release(Unfinished::CutShort(timeout))
+                } else {
+                    Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis()))))
+                },
+                _ = hard_stop.cancelled() => break Verdict::Release(Unfinished::Shutdown),
                 _ = tokio::time::sleep_until(renewed_from + hold_for) => break Verdict::Fenced,
                 _ = beat.tick(), if may_beat => {
                     let store = inner.store.clone();
@@ -177,6 +191,14 @@ impl Worker {
         }
         verdict
     }
+}
+
+/// When a running job is stopped.
+#[derive(Debug, Clone, Copy)]
+struct Timeout {
+    after: Duration,
+    /// `after` is shorter than the job's own timeout: the most this worker can give it.
+    cut_short: bool,
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

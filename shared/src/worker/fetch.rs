@@ -12,17 +12,27 @@ use crate::queue::{BlockingPop, Popped};
 use crate::store::{Claim, Lease};
 
 impl Worker {
-    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise. Returns the
-    /// leases and when their claim was sent (no lease can have been granted before that).
+    /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise, waiting for
+    /// ids no later than `stop_taking_at`. Returns the leases and when their claim was sent (no
+    /// lease can have been granted before that).
     pub(super) async fn fetch(
         &self,
         popper: &mut BlockingPop,
         count: usize,
         redis_down_until: &mut Option<Instant>,
+        stop_taking_at: Option<Instant>,
     ) -> Result<(Vec<Lease>, Instant)> {
         let inner = &self.inner;
         if redis_down_until.is_none_or(|until| Instant::now() >= until) {
-            match popper.pop(count).await {
+            let at_most = stop_taking_at.map(|at| at.saturating_duration_since(Instant::now()));
+            if let Some(left) = at_most
+                && left < Duration::from_millis(10)
+            {
+                // Too little time to wait for ids: anything popped now would arrive too late.
+                tokio::time::sleep(left).await;
+                return Ok((Vec::new(), Instant::now()));
+            }
+            match popper.pop(count, at_most).await {
                 Ok(popped) => {
                     *redis_down_until = None;
                     if popped.ids.is_empty() {

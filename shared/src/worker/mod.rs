@@ -123,7 +123,28 @@ enum Verdict {
     Fenced,
     /// This worker has no handler for the job's type.
     NoHandler,
-    Release,
+    /// Stopped unfinished, not by its own doing: the worker is shutting down, or the job reached
+    /// the most time this worker can give it (`WorkerConfig::max_job_timeout`, an invocation's
+    /// working time) before its own timeout.
+    Release(Unfinished),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Unfinished {
+    Shutdown,
+    CutShort(Duration),
+}
+
+impl Unfinished {
+    fn why(self) -> String {
+        match self {
+            Unfinished::Shutdown => "released unfinished at worker shutdown".to_owned(),
+            Unfinished::CutShort(after) => format!(
+                "released unfinished after {} ms, the most this worker could give it (the end of an invocation), before its own timeout",
+                after.as_millis()
+            ),
+        }
+    }
 }
 
 /// How long before a lease's expiry a worker that has not renewed it stops the job: a fifth of
@@ -209,7 +230,10 @@ impl Worker {
             }
             // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
             let fetch_started = Instant::now();
-            match self.fetch(&mut popper, permits.len(), &mut redis_down_until).await {
+            match self
+                .fetch(&mut popper, permits.len(), &mut redis_down_until, limits.stop_taking_at)
+                .await
+            {
                 Ok((leases, claim_sent)) => {
                     tracing::trace!(
                         requested = permits.len(),
