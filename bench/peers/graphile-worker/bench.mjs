@@ -2,7 +2,7 @@
 //   enqueue (bulk: many jobs per statement in batches; single: one addJob per job from concurrent callers),
 //   process (one in-process run() drains the pre-enqueued no-op jobs),
 //   latency (idle queue, concurrency-1 worker waiting: addJob() returning -> task function starting).
-// graphile-worker version: 0.16.6 (package.json pins ~0.16.6; the version actually loaded is checked at start).
+// graphile-worker version: 0.18.0 (package.json pins ~0.18.0; the version actually loaded is checked at start).
 // Usage: node bench.mjs [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N]
 //                       [--batched 1|0]
 // Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres). Each run creates its own database
