@@ -11,5 +11,5 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int
             $8::int4[], $9::text[], $10::jsonb[])
      AS t(id, job_type, queue, payload, priority, max_attempts, run_at, timeout_ms, idempotency_key,
           idempotency_request)
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *
