@@ -1,7 +1,7 @@
 //! `POST /jobs/{id}/cancel`: cancels a job. A job that has not started (`PENDING`: ready, scheduled
 //! or waiting for a retry) is `CANCELLED` at once and never runs: 200 with the job. A running one
-//! (`IN_PROGRESS`) gets a cancel request (`cancelRequestedAt`) that its worker acts on: 202 with the
-//! job. A finished job (`COMPLETED`, `FAILED`, `CANCELLED`) is a 409; an unknown id a 404. Any body
+//! (`IN_PROGRESS`) gets a cancel request (`cancelRequestedAt`): 202 with the job; its worker stops it
+//! at the attempt's next heartbeat and records it `CANCELLED`. A finished job (`COMPLETED`, `FAILED`, `CANCELLED`) is a 409; an unknown id a 404. Any body
 //! is ignored.
 
 use http::{Method, StatusCode};

@@ -112,6 +112,8 @@ pub enum Outcome {
     LeaseExpired,
     /// The worker gave the job back unfinished while shutting down; this attempt does not count.
     Released,
+    /// Its cancellation was requested while it ran; its worker stopped it.
+    Cancelled,
 }
 
 impl Outcome {
@@ -122,6 +124,7 @@ impl Outcome {
             Outcome::Failed => "FAILED",
             Outcome::LeaseExpired => "LEASE_EXPIRED",
             Outcome::Released => "RELEASED",
+            Outcome::Cancelled => "CANCELLED",
         }
     }
 }
@@ -135,6 +138,7 @@ impl FromStr for Outcome {
             Outcome::Failed,
             Outcome::LeaseExpired,
             Outcome::Released,
+            Outcome::Cancelled,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)

@@ -662,11 +662,22 @@ impl Store {
 
     /// Extends the lease to `lease` from now, by the database's clock (as every lease expiry is set
     /// and judged, so that hosts whose clocks disagree still agree on who holds a job).
-    pub async fn heartbeat(&self, held: &Lease, now: DateTime<Utc>, lease: Duration) -> Result<()> {
+    /// Returns whether the job's cancellation has been requested (its holder should stop it).
+    pub async fn heartbeat(&self, held: &Lease, now: DateTime<Utc>, lease: Duration) -> Result<bool> {
         let row = self
             .query_opt(sql!("heartbeat"), &[&held.id().0, &held.token, &now, &lease_ms(lease)])
-            .await?;
-        row.map(|_| ()).ok_or_else(|| lease_lost(held))
+            .await?
+            .ok_or_else(|| lease_lost(held))?;
+        Ok(row.try_get("cancel_requested")?)
+    }
+
+    /// Ends a running job whose cancellation was requested, after its holder stopped it: the job
+    /// and the attempt are `CANCELLED`. `LeaseLost` if the lease is not held (or no request stands).
+    pub async fn cancel_running(&self, held: &Lease, now: DateTime<Utc>, why: &str) -> Result<()> {
+        self.query_opt(sql!("cancel_running"), &[&held.id().0, &held.token, &now, &why])
+            .await?
+            .map(|_| ())
+            .ok_or_else(|| lease_lost(held))
     }
 
     /// Records success.

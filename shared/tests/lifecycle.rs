@@ -267,6 +267,67 @@ impl JobHandler for Stuck {
     }
 }
 
+/// A cancel requested while the job runs reaches its worker at the next heartbeat: the handler is
+/// stopped (it never reaches its end) and the job and its attempt end CANCELLED, uncharged by a
+/// retry; the slot is free for the next job.
+#[tokio::test]
+async fn a_running_job_whose_cancel_is_requested_is_stopped_at_its_next_heartbeat_and_cancelled() {
+    let env = TestEnv::with(|c| {
+        c.worker.concurrency = 1;
+        c.worker.lease = Duration::from_millis(1500);
+        c.worker.heartbeat = Duration::from_millis(300);
+    })
+    .await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let registry = Registry::with_builtins().register(
+        "STUCK",
+        Stuck {
+            finished: finished.clone(),
+            started: started.clone(),
+        },
+    );
+    let running = Running::start(&env, registry);
+    let id = env
+        .jobs
+        .create(&NewJob::new("STUCK", json!(null)).max_attempts(3), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    wait_for(&env, id, Status::InProgress, SOON).await;
+    let asked = std::time::Instant::now();
+    let requested = env.jobs.cancel(id, Utc::now()).await.expect("cancel");
+    assert!(
+        matches!(requested, jobq_shared::jobs::Cancellation::Requested(_)),
+        "{requested:?}"
+    );
+
+    let job = wait_for(&env, id, Status::Cancelled, SOON).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "stopped {took:?} after the request");
+    assert_eq!(finished.load(Ordering::SeqCst), 0, "the handler never reached its end");
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Cancelled]);
+    assert!(job.completed_at.is_some() && job.lease_expires_at.is_none());
+    assert_eq!(
+        job.history[0].error.as_deref(),
+        Some(jobq_shared::worker::CANCELLED_ON_REQUEST)
+    );
+    // The one slot is free again: another job runs.
+    let next = env
+        .jobs
+        .create(&NewJob::new("TEST", json!("x")), Utc::now())
+        .await
+        .expect("create")
+        .job
+        .id;
+    wait_for(&env, next, Status::Completed, SOON).await;
+    let summary = running.stop().await;
+    assert_eq!((summary.cancelled, summary.completed), (1, 1), "{summary:?}");
+}
+
 #[tokio::test]
 async fn a_handler_that_overruns_its_timeout_is_cancelled_and_the_attempt_fails() {
     let env = TestEnv::with(|c| c.worker.concurrency = 1).await;

@@ -331,7 +331,7 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
 
     for result in [
         env.store.complete(&stale, at(31_002)).await,
-        env.store.heartbeat(&stale, at(31_002), LEASE).await,
+        env.store.heartbeat(&stale, at(31_002), LEASE).await.map(|_| ()),
         env.store
             .fail(&stale, at(31_002), "late", true, at(31_002), Outcome::Failed)
             .await

@@ -83,6 +83,19 @@ impl Worker {
             }
             Verdict::Release(why) => self.release(&lease, why, elapsed_ms).await,
             Verdict::NoHandler => self.defer_without_handler(&lease).await,
+            Verdict::Cancelled => {
+                let now = inner.store.now().await;
+                match self
+                    .record(|| inner.store.cancel_running(&lease, now, CANCELLED_ON_REQUEST))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(elapsed_ms, "job cancelled on request");
+                        Finished::Cancelled
+                    }
+                    Err(err) => self.unrecorded(err),
+                }
+            }
             Verdict::Ran(Ok(())) => {
                 let recorded = match completer.complete(&lease).await {
                     Some(true) => Ok(()),
@@ -137,7 +150,7 @@ impl Worker {
         let beat_every = inner.config.heartbeat;
         let mut beat = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
         let mut renewed_from = claim_sent;
-        let mut renewing: Option<tokio::task::JoinHandle<(Instant, Result<()>)>> = None;
+        let mut renewing: Option<tokio::task::JoinHandle<(Instant, Result<bool>)>> = None;
         let verdict = loop {
             let may_beat = renewing.is_none();
             let renewal = async {
@@ -171,7 +184,12 @@ impl Worker {
                 renewed = renewal => {
                     renewing = None;
                     match renewed {
-                        Ok((sent, Ok(()))) => renewed_from = sent,
+                        Ok((sent, Ok(cancel_requested))) => {
+                            renewed_from = sent;
+                            if cancel_requested {
+                                break Verdict::Cancelled;
+                            }
+                        }
                         Ok((_, Err(Error::LeaseLost { .. }))) => break Verdict::LeaseLost,
                         Ok((_, Err(err))) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
                         Err(err) => tracing::warn!(error = %err, "heartbeat task failed; will try again"),
@@ -192,6 +210,10 @@ impl Worker {
         verdict
     }
 }
+
+/// The error text of an attempt stopped because its job's cancellation was requested.
+pub const CANCELLED_ON_REQUEST: &str =
+    "cancelled on request (POST /jobs/{id}/cancel) while it ran; stopped at its next heartbeat";
 
 /// When a running job is stopped.
 #[derive(Debug, Clone, Copy)]

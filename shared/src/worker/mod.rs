@@ -62,6 +62,8 @@ pub struct Summary {
     /// Given back because this worker has no handler for the job's type: not charged an attempt,
     /// and left, after a backoff, for a worker that has one.
     pub deferred: usize,
+    /// Stopped because their cancellation was requested: `CANCELLED`.
+    pub cancelled: usize,
 }
 
 /// How one job ended, from this worker's point of view.
@@ -75,6 +77,7 @@ pub enum Finished {
     Unrecorded,
     Fenced,
     Deferred,
+    Cancelled,
 }
 
 impl Summary {
@@ -88,6 +91,7 @@ impl Summary {
             Finished::Unrecorded => self.unrecorded += 1,
             Finished::Fenced => self.fenced += 1,
             Finished::Deferred => self.deferred += 1,
+            Finished::Cancelled => self.cancelled += 1,
         }
     }
 }
@@ -123,6 +127,8 @@ enum Verdict {
     Fenced,
     /// This worker has no handler for the job's type.
     NoHandler,
+    /// Its cancellation was requested (seen at a heartbeat): stopped.
+    Cancelled,
     /// Stopped unfinished, not by its own doing: the worker is shutting down, or the job reached
     /// the most time this worker can give it (`WorkerConfig::max_job_timeout`, an invocation's
     /// working time) before its own timeout.
@@ -289,3 +295,4 @@ impl Worker {
 }
 
 pub use complete::{MAX_ERROR_BYTES, stored_error};
+pub use execute::CANCELLED_ON_REQUEST;

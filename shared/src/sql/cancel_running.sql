@@ -1,0 +1,14 @@
+-- cancel_running: ends a running job whose cancellation was requested, once its worker has stopped
+-- it. Guarded: only while the caller's lease is the job's ($2) and the request stands.
+-- $1 id, $2 lease_token, $3 now, $4 why (kept in the attempt's history)
+-- Returns the job's id; none when the guard did not hold.
+WITH cancelled AS (
+    UPDATE jobs
+    SET status = 'CANCELLED', completed_at = $3, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
+    WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND cancel_requested_at IS NOT NULL
+    RETURNING id, lease_token
+), attempt AS (
+    UPDATE job_attempts a SET finished_at = $3, outcome = 'CANCELLED', error = $4
+    FROM cancelled WHERE a.job_id = cancelled.id AND a.lease_token = cancelled.lease_token
+)
+SELECT id FROM cancelled
