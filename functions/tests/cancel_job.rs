@@ -24,25 +24,14 @@ async fn in_redis(env: &jobq_shared::testing::TestEnv, id: JobId) -> bool {
 #[tokio::test]
 async fn a_pending_job_is_cancelled_at_once_and_taken_out_of_redis() {
     let (env, deps) = setup().await;
-    let ready = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("hello")), Utc::now())
-        .await
-        .expect("create")
-        .job;
+    let ready = env.create_job(NewJob::new("TEST", json!("hello"))).await;
     let scheduled = env
-        .jobs
-        .create(
-            &NewJob::new("TEST", json!("later")).delay(Duration::from_secs(3600)),
-            Utc::now(),
-        )
-        .await
-        .expect("create")
-        .job;
-    assert!(in_redis(&env, ready.id).await && in_redis(&env, scheduled.id).await);
+        .create_job(NewJob::new("TEST", json!("later")).delay(Duration::from_secs(3600)))
+        .await;
+    assert!(in_redis(&env, ready).await && in_redis(&env, scheduled).await);
 
-    for job in [&ready, &scheduled] {
-        let id = job.id.to_string();
+    for job in [ready, scheduled] {
+        let id = job.to_string();
         // The body, if any, is ignored.
         let response = cancel_job::handle(&deps, cancel_request(&id)).await;
         let body = json(&response);
@@ -50,14 +39,14 @@ async fn a_pending_job_is_cancelled_at_once_and_taken_out_of_redis() {
         assert_eq!(body["status"], "CANCELLED");
         assert_eq!(body["id"], id.as_str());
         assert!(body["completedAt"].is_string());
-        assert!(!in_redis(&env, job.id).await, "{id} is still in redis");
+        assert!(!in_redis(&env, job).await, "{id} is still in redis");
         let got = json(&get_job::handle(&deps, with_id("GET", "/jobs/x", &id)).await);
         assert_eq!(got["status"], "CANCELLED");
     }
     // A cancelled job is never claimed.
     assert_eq!(
         env.store
-            .claim(ready.id, "w", Utc::now(), Duration::from_secs(30))
+            .claim(ready, "w", Utc::now(), Duration::from_secs(30))
             .await
             .expect("claim"),
         Claim::Unavailable
@@ -67,21 +56,11 @@ async fn a_pending_job_is_cancelled_at_once_and_taken_out_of_redis() {
 #[tokio::test]
 async fn a_running_job_gets_a_cancel_request_and_a_202() {
     let (env, deps) = setup().await;
-    let job = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=10")), Utc::now())
-        .await
-        .expect("create")
-        .job;
-    let Claim::Claimed(lease) = env
-        .store
-        .claim(job.id, "w", Utc::now(), Duration::from_secs(30))
-        .await
-        .expect("claim")
-    else {
-        panic!("not claimed");
-    };
-    let id = job.id.to_string();
+    let running = env
+        .create_job_at(NewJob::new("TEST", json!("SLEEP_MS=10")), Utc::now())
+        .await;
+    let lease = env.claim_job(running, "w", Utc::now(), Duration::from_secs(30)).await;
+    let id = running.to_string();
 
     let response = cancel_job::handle(&deps, cancel_request(&id)).await;
     let body = json(&response);
@@ -108,34 +87,15 @@ async fn a_running_job_gets_a_cancel_request_and_a_202() {
 async fn a_finished_job_is_a_409_and_changes_nothing() {
     let (env, deps) = setup().await;
     let dead = dead_job(&env, json!("FAIL_ALWAYS"), Utc::now()).await;
-    let cancelled = env
-        .jobs
-        .create(&NewJob::new("TEST", json!(1)), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let cancelled = env.create_job(NewJob::new("TEST", json!(1))).await;
     assert_eq!(
         cancel_job::handle(&deps, cancel_request(&cancelled.to_string()))
             .await
             .status(),
         200
     );
-    let completed = env
-        .jobs
-        .create(&NewJob::new("TEST", json!(2)), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
-    let Claim::Claimed(lease) = env
-        .store
-        .claim(completed, "w", Utc::now(), Duration::from_secs(30))
-        .await
-        .expect("claim")
-    else {
-        panic!("not claimed");
-    };
+    let completed = env.create_job_at(NewJob::new("TEST", json!(2)), Utc::now()).await;
+    let lease = env.claim_job(completed, "w", Utc::now(), Duration::from_secs(30)).await;
     env.store.complete(&lease, Utc::now()).await.expect("complete");
 
     for (id, status) in [
@@ -179,15 +139,10 @@ async fn an_unknown_id_is_a_404_an_invalid_one_a_400_and_a_get_a_405() {
 #[tokio::test]
 async fn cancel_reads_the_id_from_a_function_url_path() {
     let (env, deps) = setup().await;
-    let job = env
-        .jobs
-        .create(&NewJob::new("TEST", json!(1)), Utc::now())
-        .await
-        .expect("create")
-        .job;
+    let id = env.create_job(NewJob::new("TEST", json!(1))).await;
     let request = http::Request::builder()
         .method("POST")
-        .uri(format!("/lambda-url/cancel-job/{}/cancel", job.id))
+        .uri(format!("/lambda-url/cancel-job/{id}/cancel"))
         .body(Body::Empty)
         .expect("request");
 

@@ -61,15 +61,8 @@ async fn a_lambda_worker_past_its_deadline_loses_its_job_to_the_reaper_and_it_co
     let env = setup().await;
     let lease = env.config.worker.lease;
     let id = env
-        .jobs
-        .create(
-            &NewJob::new("HANGS", json!({})).timeout(Duration::from_secs(900)),
-            Utc::now(),
-        )
-        .await
-        .expect("create")
-        .job
-        .id;
+        .create_job(NewJob::new("HANGS", json!({})).timeout(Duration::from_secs(900)))
+        .await;
 
     // The doomed invocation runs in a runtime of its own, on its own thread, like a sandbox: when
     // Lambda kills it at its timeout, nothing of it (handler, heartbeats, its in-process reaper and
@@ -173,23 +166,26 @@ async fn the_worker_function_stops_taking_jobs_before_its_deadline_and_releases_
     let env = setup().await;
     let deps = Deps::from_config(env.config.clone()).expect("deps");
     let now = Utc::now();
-    let create = |job: NewJob| {
-        let jobs = env.jobs.clone();
-        async move { jobs.create(&job, now).await.expect("create").job.id }
-    };
     // With 4 s left the function takes work for 3 s (a 1 s margin), then gives running jobs 0.5 s.
     let time_left = Duration::from_secs(4);
     // A long job that becomes due 1.5 s into the run: the deadline comes before its timeout (a job
     // started at once would get at most the 3 s the run takes work for, and time out).
-    let long = create(
-        NewJob::new("TEST", json!("SLEEP_MS=30000"))
-            .timeout(Duration::from_secs(60))
-            .delay(Duration::from_millis(1_500)),
-    )
-    .await;
-    let quick = create(NewJob::new("TEST", json!("hello"))).await;
+    let long = env
+        .create_job_at(
+            NewJob::new("TEST", json!("SLEEP_MS=30000"))
+                .timeout(Duration::from_secs(60))
+                .delay(Duration::from_millis(1_500)),
+            now,
+        )
+        .await;
+    let quick = env.create_job_at(NewJob::new("TEST", json!("hello")), now).await;
     // Due inside the margin: after the function stopped taking work, before its deadline.
-    let too_late = create(NewJob::new("TEST", json!("hello")).delay(Duration::from_millis(3_400))).await;
+    let too_late = env
+        .create_job_at(
+            NewJob::new("TEST", json!("hello")).delay(Duration::from_millis(3_400)),
+            now,
+        )
+        .await;
     let started = Instant::now();
 
     let summary = worker::handle(&deps, event(json!({"untilIdle": false}), time_left))
@@ -247,18 +243,13 @@ async fn with_every_slot_busy_the_worker_function_still_returns_before_its_deadl
     .await;
     let deps = Deps::from_config(env.config.clone()).expect("deps");
     let long = env
-        .jobs
-        .create(
+        .create_job(
             // Due 1.5 s into the run, so the deadline comes before its (cut) timeout.
-            &NewJob::new("TEST", json!("SLEEP_MS=30000"))
+            NewJob::new("TEST", json!("SLEEP_MS=30000"))
                 .timeout(Duration::from_secs(60))
                 .delay(Duration::from_millis(1_500)),
-            Utc::now(),
         )
-        .await
-        .expect("create")
-        .job
-        .id;
+        .await;
     let time_left = Duration::from_secs(4);
     let started = Instant::now();
 

@@ -16,10 +16,7 @@ async fn dead_jobs_are_listed_newest_first_a_page_at_a_time() {
         dead.push(dead_job(&env, json!(i), start + Duration::seconds(i)).await.to_string());
     }
     dead.reverse();
-    env.jobs
-        .create(&NewJob::new("TEST", json!("alive")), Utc::now())
-        .await
-        .expect("pending job");
+    env.create_job(NewJob::new("TEST", json!("alive"))).await;
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;

@@ -31,23 +31,18 @@ async fn a_job_is_returned_whole_with_its_attempt_history() {
 #[tokio::test]
 async fn without_path_parameters_the_id_is_the_last_path_segment() {
     let (env, deps) = setup().await;
-    let job = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("hello")), Utc::now())
-        .await
-        .expect("create")
-        .job;
+    let id = env.create_job(NewJob::new("TEST", json!("hello"))).await;
     // What a function URL (`cargo lambda watch` without its router) delivers.
     let request = http::Request::builder()
         .method("GET")
-        .uri(format!("/lambda-url/get-job/{}", job.id))
+        .uri(format!("/lambda-url/get-job/{id}"))
         .body(Body::Empty)
         .expect("request");
 
     let response = get_job::handle(&deps, request).await;
 
     assert_eq!(response.status(), 200);
-    assert_eq!(json(&response)["jobId"], job.id.to_string());
+    assert_eq!(json(&response)["jobId"], id.to_string());
     assert_eq!(json(&response)["status"], "PENDING");
 }
 

@@ -2,13 +2,12 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::Utc;
 use jobq_functions::Deps;
 use jobq_functions::worker::{self, WorkerError};
 use jobq_shared::job::Outcome;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::worker::Summary;
-use jobq_shared::{HandlerError, JobContext, JobHandler, JobId, NewJob, Registry, Status};
+use jobq_shared::{HandlerError, JobContext, JobHandler, NewJob, Registry, Status};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
@@ -40,10 +39,6 @@ async fn setup_fast_maintenance() -> (TestEnv, Deps) {
     (env, deps)
 }
 
-async fn create(env: &TestEnv, job: NewJob) -> JobId {
-    env.jobs.create(&job, Utc::now()).await.expect("create").job.id
-}
-
 #[tokio::test]
 async fn a_scheduled_invocation_runs_the_ready_jobs_and_returns_once_the_queue_is_idle() {
     let env = TestEnv::with(|config| {
@@ -55,14 +50,12 @@ async fn a_scheduled_invocation_runs_the_ready_jobs_and_returns_once_the_queue_i
     })
     .await;
     let deps = Deps::from_config(env.config.clone()).expect("deps");
-    let hello = create(&env, NewJob::new("TEST", json!("hello"))).await;
-    let sleepy = create(&env, NewJob::new("TEST", json!("SLEEP_MS=50"))).await;
-    let unknown_type = create(&env, NewJob::new("NO_SUCH_TYPE", json!({}))).await;
-    let later = create(
-        &env,
-        NewJob::new("TEST", json!("later")).delay(Duration::from_secs(600)),
-    )
-    .await;
+    let hello = env.create_job(NewJob::new("TEST", json!("hello"))).await;
+    let sleepy = env.create_job(NewJob::new("TEST", json!("SLEEP_MS=50"))).await;
+    let unknown_type = env.create_job(NewJob::new("NO_SUCH_TYPE", json!({}))).await;
+    let later = env
+        .create_job(NewJob::new("TEST", json!("later")).delay(Duration::from_secs(600)))
+        .await;
     let started = Instant::now();
 
     let summary = worker::handle(&deps, event(fixture("schedule.json"), Duration::from_secs(20)))
@@ -104,7 +97,7 @@ async fn a_scheduled_invocation_runs_the_ready_jobs_and_returns_once_the_queue_i
 #[tokio::test]
 async fn a_drain_request_runs_retries_until_its_job_count() {
     let (env, deps) = setup_fast_maintenance().await;
-    let flaky = create(&env, NewJob::new("TEST", json!("FAIL_TIMES=2"))).await;
+    let flaky = env.create_job(NewJob::new("TEST", json!("FAIL_TIMES=2"))).await;
 
     let summary = worker::handle(
         &deps,
@@ -131,7 +124,7 @@ async fn a_drain_request_runs_retries_until_its_job_count() {
 async fn the_max_jobs_fixture_is_a_drain_request() {
     let (env, deps) = setup_fast_maintenance().await;
     for i in 0..7 {
-        create(&env, NewJob::new("TEST", json!(i))).await;
+        env.create_job(NewJob::new("TEST", json!(i))).await;
     }
 
     let summary = worker::handle(&deps, event(fixture("max-jobs.json"), Duration::from_secs(20)))
@@ -155,11 +148,9 @@ async fn a_run_stops_taking_work_before_the_deadline_and_releases_what_is_still_
     });
     // A long job that arrives late in the run: the deadline comes before its timeout.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let long = create(
-        &env,
-        NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60)),
-    )
-    .await;
+    let long = env
+        .create_job(NewJob::new("TEST", json!("SLEEP_MS=30000")).timeout(Duration::from_secs(60)))
+        .await;
     let summary = run.await.expect("run task").expect("run");
 
     let took = started.elapsed();
@@ -193,13 +184,13 @@ async fn a_job_longer_than_a_run_is_stopped_within_it_released_and_charged_past_
     .await;
     let deps = Deps::from_config(env.config.clone()).expect("deps");
     // Its own timeout (60 s) is more than any run of this function (3 s here) can give.
-    let long = create(
-        &env,
-        NewJob::new("TEST", json!("SLEEP_MS=30000"))
-            .timeout(Duration::from_secs(60))
-            .max_attempts(2),
-    )
-    .await;
+    let long = env
+        .create_job(
+            NewJob::new("TEST", json!("SLEEP_MS=30000"))
+                .timeout(Duration::from_secs(60))
+                .max_attempts(2),
+        )
+        .await;
     let started = Instant::now();
     let summary = worker::handle(&deps, event(json!({"untilIdle": false}), Duration::from_secs(3)))
         .await
@@ -300,7 +291,7 @@ async fn without_a_promoter_the_worker_function_migrates_repairs_and_picks_up_ne
     let deps = Deps::from_config(env.config.clone()).expect("deps");
     let mut lost = Vec::new();
     for _ in 0..5 {
-        lost.push(create(&env, NewJob::new("TEST", json!("hello"))).await);
+        lost.push(env.create_job(NewJob::new("TEST", json!("hello"))).await);
     }
     let ready = env.queue.ready_ids().await.expect("ready");
     assert_eq!(env.queue.forget_ready(&ready, 50).await.expect("forget"), 5);
@@ -320,7 +311,7 @@ async fn without_a_promoter_the_worker_function_migrates_repairs_and_picks_up_ne
     });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let created_at = Instant::now();
-    let late = create(&env, NewJob::new("TEST", json!("hello"))).await;
+    let late = env.create_job(NewJob::new("TEST", json!("hello"))).await;
     env.wait_for(late, Status::Completed, Duration::from_secs(2)).await;
     let picked_up = created_at.elapsed();
     let summary = run.await.expect("run task").expect("run");
@@ -381,7 +372,7 @@ fn uuid_suffix() -> String {
 #[tokio::test]
 async fn an_invocation_past_its_deadline_takes_no_work() {
     let (env, deps) = setup_fast_maintenance().await;
-    let waiting = create(&env, NewJob::new("TEST", json!("hello"))).await;
+    let waiting = env.create_job(NewJob::new("TEST", json!("hello"))).await;
 
     let summary = worker::handle(&deps, event(fixture("schedule.json"), Duration::ZERO))
         .await
@@ -395,8 +386,8 @@ async fn an_invocation_past_its_deadline_takes_no_work() {
 async fn a_panicking_handler_costs_its_job_one_attempt() {
     let (env, deps) = setup_fast_maintenance().await;
     let deps = deps.with_registry(Registry::with_builtins().register("PANIC", PanickingHandler));
-    let panics = create(&env, NewJob::new("PANIC", json!({})).max_attempts(2)).await;
-    let fine = create(&env, NewJob::new("TEST", json!("hello"))).await;
+    let panics = env.create_job(NewJob::new("PANIC", json!({})).max_attempts(2)).await;
+    let fine = env.create_job(NewJob::new("TEST", json!("hello"))).await;
 
     let summary = worker::handle(
         &deps,

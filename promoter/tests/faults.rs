@@ -13,7 +13,7 @@ use chrono::Utc;
 use jobq_functions::Deps;
 use jobq_shared::job::Outcome;
 use jobq_shared::queue::level;
-use jobq_shared::store::{AfterFailure, Claim};
+use jobq_shared::store::AfterFailure;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{Config, Job, JobId, Jobs, NewJob, Queue, Status, Store};
 use lambda_http::{Body, Request};
@@ -147,17 +147,6 @@ async fn wait_epoch(queue: &Queue, within: Duration) -> Duration {
     }
 }
 
-async fn claim(store: &Store, id: JobId) -> jobq_shared::store::Lease {
-    match store
-        .claim(id, "fault-test", Utc::now(), Duration::from_secs(30))
-        .await
-        .expect("claim")
-    {
-        Claim::Claimed(lease) => *lease,
-        other => panic!("claim: {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_place_and_runs_once() {
     let mut redis = PrivateRedis::start_new();
@@ -177,19 +166,15 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
         let job = NewJob::new("TEST", json!("later"))
             .priority(20 + i as i16 * 20)
             .run_at(now + chrono::Duration::minutes(5 + i));
-        later.push(env.jobs.create(&job, now).await.expect("create").job.id);
+        later.push(env.create_job_at(job, now).await);
     }
     // Waiting for a retry minutes ahead.
     for i in 0..3i64 {
-        let id = env
-            .jobs
-            .create(&NewJob::new("TEST", json!("retry")), now)
-            .await
-            .expect("create")
-            .job
-            .id;
+        let id = env.create_job_at(NewJob::new("TEST", json!("retry")), now).await;
         // The create pushed it as ready: take it off, as a worker's pop would.
-        let lease = claim(&env.store, id).await;
+        let lease = env
+            .claim_job(id, "fault-test", Utc::now(), Duration::from_secs(30))
+            .await;
         let retry_at = now + chrono::Duration::minutes(3 + i);
         match env
             .store
@@ -207,14 +192,10 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
     // Dead.
     let mut dead = Vec::new();
     for _ in 0..3 {
-        let id = env
-            .jobs
-            .create(&NewJob::new("TEST", json!("FAIL_ALWAYS")), now)
-            .await
-            .expect("create")
-            .job
-            .id;
-        let lease = claim(&env.store, id).await;
+        let id = env.create_job_at(NewJob::new("TEST", json!("FAIL_ALWAYS")), now).await;
+        let lease = env
+            .claim_job(id, "fault-test", Utc::now(), Duration::from_secs(30))
+            .await;
         let after = env
             .store
             .fail(&lease, now, "boom", false, now, Outcome::Failed)
@@ -408,12 +389,8 @@ async fn while_redis_is_down_jobs_are_accepted_and_run_from_postgres_and_redis_i
     let mut unpushed_ids = Vec::new();
     let resumed = loop {
         let unpushed = env
-            .store
-            .create(&NewJob::new("TEST", json!("only-in-postgres")), 300_000, Utc::now())
-            .await
-            .expect("create")
-            .job
-            .id;
+            .insert_job_at(NewJob::new("TEST", json!("only-in-postgres")), Utc::now())
+            .await;
         unpushed_ids.push(unpushed);
         let mut pushed = Vec::new();
         for _ in 0..4 {
@@ -593,13 +570,7 @@ async fn a_job_whose_push_failed_after_its_create_committed_still_runs() {
         &[("JOBQ_REPAIR_AFTER_MS", "1000")],
     );
     wait_epoch(&env.queue, Duration::from_secs(30)).await;
-    let warm = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("warm")), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let warm = env.create_job(NewJob::new("TEST", json!("warm"))).await;
     wait_all(&env.jobs, &[warm], Status::Completed, Duration::from_secs(30)).await;
 
     // Part 1: Redis is up and keeps its keys, but these pushes fail (a Redis that does not answer).

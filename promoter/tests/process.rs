@@ -65,20 +65,10 @@ async fn a_bad_variable_stops_the_promoter_with_a_message_naming_it() {
 async fn sigterm_finishes_short_jobs_and_releases_long_ones_then_exits_cleanly() {
     let env = TestEnv::new().await;
     let now = Utc::now();
-    let short = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=800")), now)
-        .await
-        .expect("create")
-        .job
-        .id;
+    let short = env.create_job_at(NewJob::new("TEST", json!("SLEEP_MS=800")), now).await;
     let long = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=60000")), now)
-        .await
-        .expect("create")
-        .job
-        .id;
+        .create_job_at(NewJob::new("TEST", json!("SLEEP_MS=60000")), now)
+        .await;
     let mut child = promoter(&env, &[("JOBQ_SHUTDOWN_GRACE_MS", "1500")])
         .spawn()
         .expect("spawn");
@@ -98,13 +88,7 @@ async fn sigterm_finishes_short_jobs_and_releases_long_ones_then_exits_cleanly()
 #[tokio::test]
 async fn a_job_on_a_killed_promoter_is_finished_by_the_next_one_after_its_lease() {
     let env = TestEnv::new().await;
-    let id = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=3000")), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let id = env.create_job(NewJob::new("TEST", json!("SLEEP_MS=3000"))).await;
     let lease = [("JOBQ_LEASE_MS", "1000"), ("JOBQ_REAP_INTERVAL_MS", "200")];
     let mut doomed = promoter(&env, &lease).spawn().expect("spawn");
     wait_for(&env, id, Status::InProgress, Duration::from_secs(20)).await;
@@ -149,8 +133,7 @@ async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_fligh
     let jobs: Vec<NewJob> = (0..300)
         .map(|i| NewJob::new("TEST", json!(format!("SLEEP_MS={}", 50 + (i * 37) % 400))))
         .collect();
-    let created = env.jobs.create_many(&jobs, Utc::now()).await.expect("create");
-    let ids: Vec<JobId> = created.iter().map(|r| r.as_ref().expect("created").job.id).collect();
+    let ids = env.create_jobs(&jobs).await;
     let slots = [("JOBQ_WORKER_CONCURRENCY", "16"), ("JOBQ_SHUTDOWN_GRACE_MS", "100")];
     let mut first = promoter(&env, &slots).spawn().expect("spawn");
     // Let it get well into the work, then stop it while 16 jobs are running.

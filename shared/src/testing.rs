@@ -8,12 +8,14 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::Config;
 use crate::handler::Registry;
-use crate::job::{Job, JobId, Status};
+use crate::job::{Job, JobId, NewJob, Status};
 use crate::jobs::Jobs;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{Claim, Lease, Store};
 use crate::worker::Worker;
 
 pub struct TestEnv {
@@ -121,6 +123,69 @@ impl TestEnv {
 
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// Creates `new` as the API does (stored in Postgres, then pushed to Redis) at the database's
+    /// time now, as this environment's store reads it, and returns its id. Panics if the create
+    /// fails.
+    pub async fn create_job(&self, new: NewJob) -> JobId {
+        let now = self.store.now().await;
+        self.create_job_at(new, now).await
+    }
+
+    /// Like [`TestEnv::create_job`], created at `now`.
+    pub async fn create_job_at(&self, new: NewJob, now: DateTime<Utc>) -> JobId {
+        match self.jobs.create(&new, now).await {
+            Ok(created) => created.job.id,
+            Err(err) => panic!("cannot create a {} job at {now}: {err}", new.job_type),
+        }
+    }
+
+    /// Creates `new` in one batch as the API does, at the database's time now, and returns the ids
+    /// in the order given. Panics if the batch or any job in it fails.
+    pub async fn create_jobs(&self, new: &[NewJob]) -> Vec<JobId> {
+        let now = self.store.now().await;
+        self.create_jobs_at(new, now).await
+    }
+
+    /// Like [`TestEnv::create_jobs`], created at `now`.
+    pub async fn create_jobs_at(&self, new: &[NewJob], now: DateTime<Utc>) -> Vec<JobId> {
+        let results = self
+            .jobs
+            .create_many(new, now)
+            .await
+            .unwrap_or_else(|err| panic!("cannot create a batch of {} jobs at {now}: {err}", new.len()));
+        assert_eq!(results.len(), new.len(), "one result for each job of the batch");
+        results
+            .into_iter()
+            .zip(new)
+            .enumerate()
+            .map(|(i, (result, job))| match result {
+                Ok(created) => created.job.id,
+                Err(err) => panic!("cannot create job {i} ({}) of a batch at {now}: {err}", job.job_type),
+            })
+            .collect()
+    }
+
+    /// Stores `new` in Postgres only, at `now`, with the default timeout the API would give it:
+    /// its id is never pushed to Redis, as when Redis failed right after the commit. Returns its
+    /// id; panics if the insert fails.
+    pub async fn insert_job_at(&self, new: NewJob, now: DateTime<Utc>) -> JobId {
+        let timeout_ms = i32::try_from(self.config.worker.default_timeout.as_millis()).unwrap_or(i32::MAX);
+        match self.store.create(&new, timeout_ms, now).await {
+            Ok(created) => created.job.id,
+            Err(err) => panic!("cannot insert a {} job at {now}: {err}", new.job_type),
+        }
+    }
+
+    /// Claims job `id` for `worker_id` at `now`, for `lease`, and returns the lease. Panics if the
+    /// job is not claimed (not due yet, running elsewhere, finished or missing) or the claim fails.
+    pub async fn claim_job(&self, id: JobId, worker_id: &str, now: DateTime<Utc>, lease: Duration) -> Lease {
+        match self.store.claim(id, worker_id, now, lease).await {
+            Ok(Claim::Claimed(lease)) => *lease,
+            Ok(other) => panic!("job {id} not claimed by {worker_id} at {now}: {other:?}"),
+            Err(err) => panic!("cannot claim job {id} for {worker_id} at {now}: {err}"),
+        }
     }
 
     /// Polls until the job reaches `status` and returns it; panics (failing the test) after `within`.

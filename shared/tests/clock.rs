@@ -65,8 +65,7 @@ async fn a_worker_whose_clock_is_40_s_behind_the_maintenance_runs_every_job() {
         if i >= 4 {
             new.schedule = Schedule::After(Duration::from_millis(300));
         }
-        let created = env.jobs.create(&new, env.store.now().await).await.expect("create");
-        ids.push(created.job.id);
+        ids.push(env.create_job(new).await);
     }
     for id in &ids {
         let job = env.wait_for(*id, Status::Completed, Duration::from_secs(20)).await;
@@ -102,13 +101,7 @@ async fn a_promoter_a_minute_ahead_does_not_promote_a_job_before_it_is_due() {
     let env = TestEnv::new().await;
     let mut delayed = NewJob::new("TEST", json!({}));
     delayed.schedule = Schedule::After(Duration::from_secs(30));
-    let id = env
-        .jobs
-        .create(&delayed, env.store.now().await)
-        .await
-        .expect("create")
-        .job
-        .id;
+    let id = env.create_job(delayed).await;
     let ahead = skewed(&env, 60);
     let moved = Promoter::new(ahead.clone(), env.queue.clone())
         .run_once(ahead.now().await)

@@ -78,12 +78,7 @@ async fn claims_under(fault: Fault) {
 
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let created = env
-            .jobs
-            .create(&NewJob::new("TEST", json!("hello")), env.store.now().await)
-            .await
-            .expect("create");
-        ids.push(created.job.id);
+        ids.push(env.create_job(NewJob::new("TEST", json!("hello"))).await);
     }
     proxy.set(fault);
     let worker = Worker::new(

@@ -41,13 +41,9 @@ async fn a_plain_job_completes() {
 async fn fail_times_2_completes_on_the_third_attempt_with_its_failures_in_history() {
     let env = TestEnv::new().await;
     let running = Running::start(&env, Registry::with_builtins());
-    let created = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("FAIL_TIMES=2")), Utc::now())
-        .await
-        .expect("create");
+    let id = env.create_job(NewJob::new("TEST", json!("FAIL_TIMES=2"))).await;
 
-    let job = wait_for(&env, created.job.id, Status::Completed, SOON).await;
+    let job = wait_for(&env, id, Status::Completed, SOON).await;
 
     assert_eq!(job.attempts, 3);
     let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
@@ -60,13 +56,7 @@ async fn fail_times_2_completes_on_the_third_attempt_with_its_failures_in_histor
 async fn fail_always_is_dead_after_three_attempts_and_runs_again_after_requeue() {
     let env = TestEnv::new().await;
     let running = Running::start(&env, Registry::with_builtins());
-    let id = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("FAIL_ALWAYS")), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let id = env.create_job(NewJob::new("TEST", json!("FAIL_ALWAYS"))).await;
 
     let dead = wait_for(&env, id, Status::Failed, SOON).await;
     assert_eq!(dead.attempts, 3);
@@ -97,7 +87,7 @@ async fn a_scheduled_job_does_not_run_before_its_time() {
     let running = Running::start(&env, Registry::with_builtins());
     let created_at = Utc::now();
     let new = NewJob::new("TEST", json!("later")).delay(Duration::from_millis(1500));
-    let id = env.jobs.create(&new, created_at).await.expect("create").job.id;
+    let id = env.create_job_at(new, created_at).await;
 
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Pending);
@@ -130,10 +120,8 @@ async fn higher_priority_jobs_run_first() {
     let env = TestEnv::with(|c| c.worker.concurrency = 1).await;
     let now = Utc::now();
     for (name, priority) in [("low", 0), ("mid", 50), ("high", 100), ("mid2", 50)] {
-        env.jobs
-            .create(&NewJob::new("REC", json!(name)).priority(priority), now)
-            .await
-            .expect("create");
+        env.create_job_at(NewJob::new("REC", json!(name)).priority(priority), now)
+            .await;
     }
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let running = Running::start(&env, Registry::new().register("REC", Recorder(order.clone())));
@@ -150,12 +138,8 @@ async fn higher_priority_jobs_run_first() {
 async fn a_job_no_worker_here_can_run_is_never_charged_and_runs_once_a_worker_has_its_handler() {
     let env = TestEnv::new().await;
     let id = env
-        .jobs
-        .create(&NewJob::new("ADDED_LATER", json!({})).max_attempts(1), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+        .create_job(NewJob::new("ADDED_LATER", json!({})).max_attempts(1))
+        .await;
     // A worker from before the deploy that adds the type: it must not dead-letter the job.
     let old = Running::start(&env, Registry::with_builtins());
     let until = tokio::time::Instant::now() + SOON;
@@ -221,13 +205,7 @@ async fn a_panicking_handler_costs_one_attempt_not_the_worker() {
         &env,
         Registry::with_builtins().register("PANICS", Panics(calls.clone())),
     );
-    let id = env
-        .jobs
-        .create(&NewJob::new("PANICS", json!(null)), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let id = env.create_job(NewJob::new("PANICS", json!(null))).await;
     let job = wait_for(&env, id, Status::Completed, SOON).await;
     assert_eq!(job.attempts, 2);
     assert!(
@@ -239,13 +217,7 @@ async fn a_panicking_handler_costs_one_attempt_not_the_worker() {
     );
 
     // The same worker goes on running other jobs.
-    let other = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("after")), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let other = env.create_job(NewJob::new("TEST", json!("after"))).await;
     wait_for(&env, other, Status::Completed, SOON).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     running.stop().await;
@@ -344,7 +316,7 @@ async fn a_handler_that_overruns_its_timeout_is_cancelled_and_the_attempt_fails(
     let new = NewJob::new("STUCK", json!(null))
         .timeout(Duration::from_millis(200))
         .max_attempts(2);
-    let id = env.jobs.create(&new, Utc::now()).await.expect("create").job.id;
+    let id = env.create_job(new).await;
 
     let job = wait_for(&env, id, Status::Failed, SOON).await;
 
@@ -362,13 +334,7 @@ async fn a_handler_that_overruns_its_timeout_is_cancelled_and_the_attempt_fails(
         "a cancelled handler never reaches its end"
     );
     // The one slot is free again: another job runs.
-    let next = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("x")), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let next = env.create_job(NewJob::new("TEST", json!("x"))).await;
     wait_for(&env, next, Status::Completed, SOON).await;
     running.stop().await;
 }
@@ -383,20 +349,10 @@ async fn shutdown_lets_short_jobs_finish_and_releases_the_rest_to_another_worker
     })
     .await;
     let now = Utc::now();
-    let short = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=100")), now)
-        .await
-        .expect("create")
-        .job
-        .id;
+    let short = env.create_job_at(NewJob::new("TEST", json!("SLEEP_MS=100")), now).await;
     let long = env
-        .jobs
-        .create(&NewJob::new("TEST", json!("SLEEP_MS=20000")), now)
-        .await
-        .expect("create")
-        .job
-        .id;
+        .create_job_at(NewJob::new("TEST", json!("SLEEP_MS=20000")), now)
+        .await;
     let running = Running::start(&env, Registry::with_builtins());
     wait_for(&env, long, Status::InProgress, SOON).await;
     wait_for(&env, short, Status::InProgress, SOON).await;
@@ -426,15 +382,8 @@ async fn a_job_released_unfinished_again_and_again_is_charged_past_the_free_rele
     })
     .await;
     let long = env
-        .jobs
-        .create(
-            &NewJob::new("TEST", json!("SLEEP_MS=20000")).max_attempts(5),
-            Utc::now(),
-        )
-        .await
-        .expect("create")
-        .job
-        .id;
+        .create_job(NewJob::new("TEST", json!("SLEEP_MS=20000")).max_attempts(5))
+        .await;
     for round in 1..=jobq_shared::worker::MAX_FREE_RELEASES + 1 {
         let running = Running::start(&env, Registry::with_builtins());
         wait_for(&env, long, Status::InProgress, SOON).await;
@@ -466,14 +415,7 @@ async fn many_jobs_run_concurrently_and_each_completes_once() {
     let mut ids = Vec::new();
     for i in 0..200 {
         let payload = if i % 10 == 0 { json!("FAIL_TIMES=1") } else { json!(i) };
-        ids.push(
-            env.jobs
-                .create(&NewJob::new("TEST", payload), Utc::now())
-                .await
-                .expect("create")
-                .job
-                .id,
-        );
+        ids.push(env.create_job(NewJob::new("TEST", payload)).await);
     }
     for id in &ids {
         wait_for(&env, *id, Status::Completed, Duration::from_secs(30)).await;
@@ -494,13 +436,11 @@ async fn many_jobs_run_concurrently_and_each_completes_once() {
 async fn a_batch_created_at_once_is_drained_by_a_worker_taking_many_ids_per_round_trip() {
     let env = TestEnv::with(|c| c.worker.concurrency = 64).await;
     let batch: Vec<NewJob> = (0..500).map(|i| NewJob::new("TEST", json!(i))).collect();
-    let results = env.jobs.create_many(&batch, Utc::now()).await.expect("batch");
-    assert!(results.iter().all(|r| r.is_ok()));
+    let ids = env.create_jobs(&batch).await;
     assert_eq!(env.queue.depths().await.expect("depths").ready, 500);
 
     let running = Running::start(&env, Registry::with_builtins());
-    for result in &results {
-        let id = result.as_ref().expect("created").job.id;
+    for id in ids {
         wait_for(&env, id, Status::Completed, Duration::from_secs(30)).await;
     }
     let summary = running.stop().await;

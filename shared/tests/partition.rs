@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use jobq_shared::fault::{Fault, Proxy};
 use jobq_shared::job::Outcome;
 use jobq_shared::maintenance::promoter::Promoter;
@@ -119,13 +118,7 @@ async fn a_worker_cut_off_from_postgres_stops_its_job_before_another_can_claim_i
         async move { a.run(stop).await }
     });
 
-    let id = env
-        .jobs
-        .create(&NewJob::new("SLOW", json!({})), Utc::now())
-        .await
-        .expect("create")
-        .job
-        .id;
+    let id = env.create_job(NewJob::new("SLOW", json!({}))).await;
     wait_until("worker A starts the job", Duration::from_secs(10), || {
         !log.all().is_empty()
     })

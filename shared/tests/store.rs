@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jobq_shared::job::Outcome;
-use jobq_shared::store::{AfterFailure, Claim, Lease};
+use jobq_shared::store::{AfterFailure, Claim};
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{Error, JobId, NewJob, Status};
 use serde_json::json;
@@ -17,10 +17,6 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_900_000_000_000 + ms).expect("valid time")
 }
 
-async fn create(env: &TestEnv, new: NewJob, now: DateTime<Utc>) -> JobId {
-    env.store.create(&new, 60_000, now).await.expect("create").job.id
-}
-
 /// Lease expiries are set by the database clock: `lease` from now, give or take this test's pace.
 fn assert_lease_from_now(expires: Option<DateTime<Utc>>, lease: Duration) {
     let expires = expires.expect("a lease expiry");
@@ -29,13 +25,6 @@ fn assert_lease_from_now(expires: Option<DateTime<Utc>>, lease: Duration) {
         from_now <= lease && from_now + Duration::from_secs(3) >= lease,
         "lease expires in {from_now:?}, expected about {lease:?}"
     );
-}
-
-async fn claim(env: &TestEnv, id: JobId, worker: &str, now: DateTime<Utc>) -> Lease {
-    match env.store.claim(id, worker, now, LEASE).await.expect("claim") {
-        Claim::Claimed(lease) => *lease,
-        other => panic!("expected a claim, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -113,8 +102,8 @@ async fn concurrent_creates_with_one_key_make_one_job() {
 #[tokio::test]
 async fn claim_takes_a_due_job_and_opens_an_attempt() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, id, "w1", at(10)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(id, "w1", at(10), LEASE).await;
     assert_eq!(lease.attempt(), 1);
     assert_eq!(lease.token(), 1);
     let job = env.store.get(id).await.expect("get");
@@ -129,7 +118,9 @@ async fn claim_takes_a_due_job_and_opens_an_attempt() {
 #[tokio::test]
 async fn a_job_is_not_claimed_before_its_run_at() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)).run_at(at(1000)), at(0)).await;
+    let id = env
+        .insert_job_at(NewJob::new("TEST", json!(1)).run_at(at(1000)), at(0))
+        .await;
     let early = env.store.claim(id, "w1", at(999), LEASE).await.expect("claim");
     assert_eq!(
         early,
@@ -145,13 +136,13 @@ async fn a_job_is_not_claimed_before_its_run_at() {
             .expect("claim_next")
             .is_empty()
     );
-    claim(&env, id, "w1", at(1000)).await;
+    env.claim_job(id, "w1", at(1000), LEASE).await;
 }
 
 #[tokio::test]
 async fn two_workers_racing_for_one_job_get_exactly_one_claim() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
     let workers: Vec<String> = (0..16).map(|i| format!("w{i}")).collect();
     let results = futures::future::join_all(workers.iter().map(|w| env.store.claim(id, w, at(1), LEASE))).await;
     let wins = results.iter().filter(|r| matches!(r, Ok(Claim::Claimed(_)))).count();
@@ -164,7 +155,7 @@ async fn two_workers_racing_for_one_job_get_exactly_one_claim() {
 async fn claim_next_from_postgres_takes_each_job_once_across_workers() {
     let env = TestEnv::new().await;
     for i in 0..40 {
-        create(&env, NewJob::new("TEST", json!(i)), at(0)).await;
+        env.insert_job_at(NewJob::new("TEST", json!(i)), at(0)).await;
     }
     let batches = futures::future::join_all((0..8).map(|i| {
         let store = env.store.clone();
@@ -186,9 +177,11 @@ async fn claim_next_from_postgres_takes_each_job_once_across_workers() {
 #[tokio::test]
 async fn claim_next_prefers_higher_priority_then_older_run_at() {
     let env = TestEnv::new().await;
-    let low = create(&env, NewJob::new("T", json!(0)).priority(0), at(0)).await;
-    let high_late = create(&env, NewJob::new("T", json!(0)).priority(90).run_at(at(5)), at(0)).await;
-    let high_early = create(&env, NewJob::new("T", json!(0)).priority(90), at(1)).await;
+    let low = env.insert_job_at(NewJob::new("T", json!(0)).priority(0), at(0)).await;
+    let high_late = env
+        .insert_job_at(NewJob::new("T", json!(0)).priority(90).run_at(at(5)), at(0))
+        .await;
+    let high_early = env.insert_job_at(NewJob::new("T", json!(0)).priority(90), at(1)).await;
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(env.store.claim_next("w", at(10), LEASE, 1).await.expect("claim")[0].id());
@@ -199,8 +192,8 @@ async fn claim_next_prefers_higher_priority_then_older_run_at() {
 #[tokio::test]
 async fn complete_records_success_and_closes_the_attempt() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, id, "w1", at(1)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(id, "w1", at(1), LEASE).await;
     env.store.complete(&lease, at(2)).await.expect("complete");
     let job = env.store.get(id).await.expect("get");
     assert_eq!(job.status, Status::Completed);
@@ -219,8 +212,8 @@ async fn complete_records_success_and_closes_the_attempt() {
 #[tokio::test]
 async fn a_retryable_failure_with_attempts_left_waits_for_its_retry() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, id, "w1", at(1)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(id, "w1", at(1), LEASE).await;
     let after = env
         .store
         .fail(&lease, at(2), "flaky", true, at(500), Outcome::Failed)
@@ -244,8 +237,8 @@ async fn a_retryable_failure_with_attempts_left_waits_for_its_retry() {
 #[tokio::test]
 async fn a_permanent_failure_is_dead_at_once() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, id, "w1", at(1)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(id, "w1", at(1), LEASE).await;
     let after = env
         .store
         .fail(&lease, at(2), "bad payload", false, at(500), Outcome::Failed)
@@ -262,13 +255,15 @@ async fn a_permanent_failure_is_dead_at_once() {
 #[tokio::test]
 async fn the_last_attempt_failing_is_dead_even_when_retryable() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)).max_attempts(2), at(0)).await;
-    let first = claim(&env, id, "w1", at(1)).await;
+    let id = env
+        .insert_job_at(NewJob::new("TEST", json!(1)).max_attempts(2), at(0))
+        .await;
+    let first = env.claim_job(id, "w1", at(1), LEASE).await;
     env.store
         .fail(&first, at(2), "e1", true, at(3), Outcome::Failed)
         .await
         .expect("fail");
-    let second = claim(&env, id, "w1", at(3)).await;
+    let second = env.claim_job(id, "w1", at(3), LEASE).await;
     assert_eq!(second.attempt(), 2);
     let after = env
         .store
@@ -290,8 +285,8 @@ async fn the_last_attempt_failing_is_dead_even_when_retryable() {
 #[tokio::test]
 async fn heartbeat_extends_a_held_lease() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, id, "w1", at(0)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(id, "w1", at(0), LEASE).await;
     let short = Duration::from_secs(5);
     env.store.heartbeat(&lease, at(20_000), short).await.expect("heartbeat");
     assert_lease_from_now(env.store.get(id).await.expect("get").lease_expires_at, short);
@@ -302,15 +297,8 @@ async fn heartbeat_extends_a_held_lease() {
 #[tokio::test]
 async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let Claim::Claimed(stale) = env
-        .store
-        .claim(id, "w1", at(0), Duration::from_millis(200))
-        .await
-        .expect("claim")
-    else {
-        panic!("not claimed")
-    };
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let stale = env.claim_job(id, "w1", at(0), Duration::from_millis(200)).await;
     // w1 starts (renews its lease once), then its lease expires; the reaper fails its attempt; w2
     // claims the retry.
     env.store
@@ -325,7 +313,7 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
         .expect("reap");
     assert_eq!(reaped.retried, 1);
     // Due again after the backoff (at most 100 ms here), counted from the reaper's time.
-    let fresh = claim(&env, id, "w2", at(31_200)).await;
+    let fresh = env.claim_job(id, "w2", at(31_200), LEASE).await;
     assert!(fresh.token() > stale.token());
     let before = env.store.get(id).await.expect("get");
 
@@ -357,8 +345,10 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
 #[tokio::test]
 async fn release_returns_the_job_without_spending_an_attempt() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)).priority(70), at(0)).await;
-    let lease = claim(&env, id, "w1", at(1)).await;
+    let id = env
+        .insert_job_at(NewJob::new("TEST", json!(1)).priority(70), at(0))
+        .await;
+    let lease = env.claim_job(id, "w1", at(1), LEASE).await;
     assert_eq!(env.store.release(&lease, at(2), "shutdown").await.expect("release"), 70);
     let job = env.store.get(id).await.expect("get");
     assert_eq!((job.status, job.attempts, job.run_at), (Status::Pending, 0, at(2)));
@@ -368,8 +358,10 @@ async fn release_returns_the_job_without_spending_an_attempt() {
 #[tokio::test]
 async fn requeue_gives_a_dead_job_a_fresh_budget_and_keeps_its_history() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)).max_attempts(1), at(0)).await;
-    let lease = claim(&env, id, "w1", at(1)).await;
+    let id = env
+        .insert_job_at(NewJob::new("TEST", json!(1)).max_attempts(1), at(0))
+        .await;
+    let lease = env.claim_job(id, "w1", at(1), LEASE).await;
     env.store
         .fail(&lease, at(2), "boom", true, at(3), Outcome::Failed)
         .await
@@ -379,7 +371,7 @@ async fn requeue_gives_a_dead_job_a_fresh_budget_and_keeps_its_history() {
         (job.status, job.attempts, job.run_at, job.completed_at),
         (Status::Pending, 0, at(10), None)
     );
-    let again = claim(&env, id, "w1", at(11)).await;
+    let again = env.claim_job(id, "w1", at(11), LEASE).await;
     assert_eq!(again.attempt(), 1);
     assert_eq!(env.store.get(id).await.expect("get").history.len(), 2);
 }
@@ -387,7 +379,7 @@ async fn requeue_gives_a_dead_job_a_fresh_budget_and_keeps_its_history() {
 #[tokio::test]
 async fn rejected_transitions_name_the_status_and_change_nothing() {
     let env = TestEnv::new().await;
-    let pending = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let pending = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
     assert!(matches!(
         env.store.requeue(pending, at(1)).await,
         Err(Error::InvalidTransition {
@@ -395,8 +387,8 @@ async fn rejected_transitions_name_the_status_and_change_nothing() {
             ..
         })
     ));
-    let running = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let lease = claim(&env, running, "w1", at(1)).await;
+    let running = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let lease = env.claim_job(running, "w1", at(1), LEASE).await;
     assert!(matches!(
         env.store.cancel(running, at(2)).await,
         Err(Error::InvalidTransition {
@@ -426,7 +418,7 @@ async fn rejected_transitions_name_the_status_and_change_nothing() {
 #[tokio::test]
 async fn cancel_withdraws_a_pending_job_which_is_then_never_claimed() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
     let job = env.store.cancel(id, at(1)).await.expect("cancel");
     assert_eq!((job.status, job.completed_at), (Status::Cancelled, Some(at(1))));
     assert_eq!(
@@ -440,15 +432,17 @@ async fn the_dlq_lists_dead_jobs_newest_first_across_pages() {
     let env = TestEnv::new().await;
     let mut dead = Vec::new();
     for i in 0..5 {
-        let id = create(&env, NewJob::new("TEST", json!(i)).max_attempts(1), at(0)).await;
-        let lease = claim(&env, id, "w", at(1)).await;
+        let id = env
+            .insert_job_at(NewJob::new("TEST", json!(i)).max_attempts(1), at(0))
+            .await;
+        let lease = env.claim_job(id, "w", at(1), LEASE).await;
         env.store
             .fail(&lease, at(10 + i), &format!("error {i}"), false, at(0), Outcome::Failed)
             .await
             .expect("fail");
         dead.push(id);
     }
-    create(&env, NewJob::new("TEST", json!("alive")), at(0)).await;
+    env.insert_job_at(NewJob::new("TEST", json!("alive")), at(0)).await;
     let first = env.store.list_dead(None, 2).await.expect("page 1");
     let second = env.store.list_dead(first.next, 2).await.expect("page 2");
     let third = env.store.list_dead(second.next, 2).await.expect("page 3");
@@ -471,7 +465,7 @@ async fn the_dlq_lists_dead_jobs_newest_first_across_pages() {
 #[tokio::test]
 async fn the_schema_rejects_inconsistent_rows() {
     let env = TestEnv::new().await;
-    let id = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
+    let id = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
     let client = env.store.pool().get().await.expect("conn");
     for statement in [
         "UPDATE jobs SET status = 'COMPLETED' WHERE id = $1",
@@ -545,8 +539,8 @@ async fn create_many_stores_a_batch_and_honours_each_idempotency_key() {
 #[tokio::test]
 async fn complete_many_records_held_leases_and_refuses_stale_ones() {
     let env = TestEnv::new().await;
-    let a = create(&env, NewJob::new("TEST", json!(1)), at(0)).await;
-    let b = create(&env, NewJob::new("TEST", json!(2)), at(0)).await;
+    let a = env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)).await;
+    let b = env.insert_job_at(NewJob::new("TEST", json!(2)), at(0)).await;
     let leases = env
         .store
         .claim_many(&[a, b, JobId::new()], "w", at(1), LEASE)

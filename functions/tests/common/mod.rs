@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use jobq_functions::Deps;
 use jobq_shared::job::Outcome;
-use jobq_shared::store::{AfterFailure, Claim};
+use jobq_shared::store::AfterFailure;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{JobId, NewJob};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -78,20 +78,10 @@ pub async fn count_jobs(env: &TestEnv) -> i64 {
 
 /// Creates a job and fails its first attempt for good, so that it is dead (in the DLQ).
 pub async fn dead_job(env: &TestEnv, payload: Value, at: chrono::DateTime<Utc>) -> JobId {
-    let created = env
-        .jobs
-        .create(&NewJob::new("TEST", payload), at)
-        .await
-        .expect("create");
-    let id = created.job.id;
-    let lease = match env
-        .store
-        .claim(id, "test-worker", at, std::time::Duration::from_secs(30))
-        .await
-    {
-        Ok(Claim::Claimed(lease)) => lease,
-        other => panic!("claim: {other:?}"),
-    };
+    let id = env.create_job_at(NewJob::new("TEST", payload), at).await;
+    let lease = env
+        .claim_job(id, "test-worker", at, std::time::Duration::from_secs(30))
+        .await;
     let after = env
         .store
         .fail(&lease, at, "boom", false, at, Outcome::Failed)
