@@ -4,7 +4,10 @@
 # under fuzz/corpus/<target>/. A crash (a panic, a failed assertion, a hang past 10 s) fails the
 # run and prints the input that caused it (kept under fuzz/artifacts/<target>/) and how to replay it.
 #
-# Usage: scripts/fuzz.sh [seconds]
+# Usage: scripts/fuzz.sh [seconds] [--dev]
+#
+# --dev builds the targets without optimizations (cargo fuzz --dev): about half the cold build
+# time, far fewer inputs a second. The test command's short run uses it; a long hunt should not.
 #
 # cargo-fuzz is installed, pinned, into .venv-tools/bin (next to the tools of scripts/tools.sh).
 # It needs nightly-only compiler flags; on the stable toolchain RUSTC_BOOTSTRAP=1 allows them, for
@@ -15,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOTAL="${1:-60}"
+PROFILE=()
+[[ "${2:-}" == --dev ]] && PROFILE=(--dev)
 CARGO_FUZZ_VERSION=0.13.2
 TOOLS="$PWD/.venv-tools"
 
@@ -24,7 +29,7 @@ if [[ "$("$TOOLS/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_F
 fi
 export PATH="$TOOLS/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
-FLAGS=(--sanitizer none)
+FLAGS=(--sanitizer none "${PROFILE[@]}")
 
 mapfile -t TARGETS < <(cargo fuzz list)
 PER=$((TOTAL / ${#TARGETS[@]}))

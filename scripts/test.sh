@@ -9,8 +9,8 @@
 #          the promoter as a process, the property tests), the end-to-end test of the run command
 #          over HTTP (scripts/e2e.py, with an idle minute and hostile requests), schemathesis on the
 #          local API server and on the emulator (scripts/api-fuzz.sh), and the deployment checks
-#          (scripts/check-deploy.sh). With JOBQ_FUZZ_SECONDS set, also coverage-guided fuzzing of
-#          request parsing for that long (scripts/fuzz.sh; its cold build takes about 10 minutes).
+#          (scripts/check-deploy.sh), then a short run of coverage-guided fuzzing of request parsing
+#          (scripts/fuzz.sh --dev, JOBQ_FUZZ_SECONDS in all, 60 by default, 0 to skip).
 #
 # Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
 #
@@ -85,11 +85,6 @@ if [[ "$TIER" != fast ]]; then
   step "slow: cargo test ${SLOW_TESTS[*]}"
   cargo test --workspace --locked "${SLOW[@]}"
 
-  if [[ -n "${JOBQ_FUZZ_SECONDS:-}" ]]; then
-    step "slow: fuzzing request parsing (cargo fuzz, ${JOBQ_FUZZ_SECONDS} s over the targets in fuzz/)"
-    bash scripts/fuzz.sh "$JOBQ_FUZZ_SECONDS"
-  fi
-
   step "slow: end-to-end"
   python3 scripts/e2e.py
 
@@ -98,4 +93,10 @@ if [[ "$TIER" != fast ]]; then
 
   step "slow: deployment checks"
   bash scripts/check-deploy.sh
+
+  FUZZ_SECONDS="${JOBQ_FUZZ_SECONDS:-60}"
+  if ((FUZZ_SECONDS > 0)); then
+    step "slow: fuzzing request parsing (cargo fuzz --dev, ${FUZZ_SECONDS} s over the targets in fuzz/)"
+    bash scripts/fuzz.sh "$FUZZ_SECONDS" --dev
+  fi
 fi

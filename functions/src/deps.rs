@@ -51,6 +51,19 @@ async fn resolve_secrets(config: Config) -> Result<Config, InitError> {
     Ok(config)
 }
 
+/// The schema owner's database URL: from the `DB_OWNER_SECRET_ARN` secret when set, else
+/// `JOBQ_MIGRATION_DATABASE_URL`.
+#[cfg(feature = "aws-secrets")]
+async fn migration_database_url(config: &Config) -> Result<Option<String>, InitError> {
+    Ok(jobq_shared::secrets::resolve_migration_database_url(config).await?)
+}
+
+/// Without the `aws-secrets` feature: `JOBQ_MIGRATION_DATABASE_URL` as it is.
+#[cfg(not(feature = "aws-secrets"))]
+async fn migration_database_url(config: &Config) -> Result<Option<String>, InitError> {
+    Ok(config.migration_database_url.clone())
+}
+
 impl Deps {
     /// Reads the environment: configuration, the database URL (from the `DB_SECRET_ARN` secret
     /// when set) and `JOBQ_API_TOKEN`, and opens the connections, so that the first request finds them
@@ -89,7 +102,7 @@ impl Deps {
     pub async fn migrate_once(&self) -> Result<(), InitError> {
         self.migrated
             .get_or_try_init(|| async {
-                let owner = jobq_shared::secrets::resolve_migration_database_url(&self.config).await?;
+                let owner = migration_database_url(&self.config).await?;
                 match owner {
                     Some(url) => Store::connect(&url, 1, self.config.pg_timeout)?.migrate().await?,
                     None => self.jobs.store().migrate().await?,
