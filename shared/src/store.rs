@@ -510,7 +510,7 @@ impl Store {
     pub async fn find(&self, filter: &JobFilter, after: Option<JobCursor>, limit: usize) -> Result<Found> {
         let limit = limit.clamp(1, 1000);
         let args = FindArgs::new(filter, after, limit + 1);
-        let rows = self.query_planned(sql!("find"), &args.params()).await?;
+        let rows = self.query_planned(find_statement(filter), &args.params()).await?;
         let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let next = if items.len() > limit {
             items.truncate(limit);
@@ -545,7 +545,7 @@ impl Store {
         analyze: bool,
     ) -> Result<serde_json::Value> {
         let options = if analyze { "ANALYZE, FORMAT JSON" } else { "FORMAT JSON" };
-        let sql = format!("EXPLAIN ({options})\n{}", sql!("find"));
+        let sql = format!("EXPLAIN ({options})\n{}", find_statement(filter));
         let args = FindArgs::new(filter, after, limit.clamp(1, 1000) + 1);
         let rows = self.query_planned(&sql, &args.params()).await?;
         let row = rows
@@ -984,6 +984,16 @@ fn lease_ms(lease: Duration) -> i64 {
 fn status_from_row(row: &Row) -> Result<Status> {
     let status: &str = row.try_get("status")?;
     Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
+}
+
+/// The search statement for `filter`: find.sql, or find_by_payload.sql when it filters on the
+/// payload (see there why).
+fn find_statement(filter: &JobFilter) -> &'static str {
+    if filter.payload.is_some() {
+        sql!("find_by_payload")
+    } else {
+        sql!("find")
+    }
 }
 
 fn lease_from_row(row: &Row) -> Result<Lease> {
