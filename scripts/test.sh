@@ -10,7 +10,7 @@
 #          over HTTP (scripts/e2e.py, with an idle minute and hostile requests), schemathesis on the
 #          local API server and on the emulator (scripts/api-fuzz.sh), and the deployment checks
 #          (scripts/check-deploy.sh), then a short run of coverage-guided fuzzing of request parsing
-#          (scripts/fuzz.sh --dev) for JOBQ_FUZZ_SECONDS when it is set (off by default: see README).
+#          (scripts/fuzz.sh --dev) for JOBQ_FUZZ_SECONDS (default 60; 0 skips it).
 #
 # Usage: scripts/test.sh [fast|slow|all]   (default all: what CI runs)
 #
@@ -94,7 +94,7 @@ if [[ "$TIER" != fast ]]; then
   step "slow: deployment checks"
   bash scripts/check-deploy.sh
 
-  FUZZ_SECONDS="${JOBQ_FUZZ_SECONDS:-0}"
+  FUZZ_SECONDS="${JOBQ_FUZZ_SECONDS:-60}"
   if ((FUZZ_SECONDS > 0)); then
     step "slow: fuzzing request parsing (cargo fuzz --dev, ${FUZZ_SECONDS} s over the targets in fuzz/)"
     bash scripts/fuzz.sh "$FUZZ_SECONDS" --dev

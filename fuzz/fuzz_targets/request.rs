@@ -53,8 +53,13 @@ fuzz_target!(|input: &[u8]| {
 
     for name in ["limit", "cursor"] {
         if let Some(value) = query_param(&req, name) {
-            // From API Gateway's parsed parameters, else found verbatim in the URI's query.
-            let in_uri = req.uri().query().is_some_and(|q| q.contains(value.as_str()));
+            // From API Gateway's parsed parameters, else the URI query's first value of that name,
+            // decoded as a form would be (`%2B` is a plus sign, `+` a space).
+            let in_uri = req.uri().query().is_some_and(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(key, _)| key == name)
+                    .is_some_and(|(_, first)| first == value.as_str())
+            });
             let in_params = lambda_http::RequestExt::query_string_parameters_ref(&req)
                 .and_then(|params| params.first(name))
                 == Some(value.as_str());
