@@ -1,15 +1,21 @@
--- create_many: inserts many PENDING jobs in one statement. A row whose idempotency key is taken
--- (by an earlier job, or by an earlier row of this batch) is skipped.
+-- create_many: inserts many PENDING jobs in one statement, each with its listing row. A row whose
+-- idempotency key is taken (by an earlier job, or by an earlier row of this batch) is skipped.
 -- $1 ids, $2 job_types, $3 queues, $4 payloads, $5 priorities, $6 max_attempts, $7 run_ats,
 -- $8 timeouts_ms, $9 idempotency_keys (NULL elements for none), $10 idempotency_requests, $11 now
 -- Returns the inserted rows.
-INSERT INTO jobs (id, job_type, queue, payload, status, max_attempts, priority, run_at, timeout_ms,
-                  idempotency_key, idempotency_request, created_at, updated_at)
-SELECT t.id, t.job_type, t.queue, t.payload, 'PENDING', t.max_attempts, t.priority, t.run_at, t.timeout_ms,
-       t.idempotency_key, t.idempotency_request, $11, $11
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int4[], $7::timestamptz[],
-            $8::int4[], $9::text[], $10::jsonb[])
-     AS t(id, job_type, queue, payload, priority, max_attempts, run_at, timeout_ms, idempotency_key,
-          idempotency_request)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
+WITH inserted AS (
+    INSERT INTO jobs (id, job_type, queue, payload, status, max_attempts, priority, run_at, timeout_ms,
+                      idempotency_key, idempotency_request, created_at, updated_at)
+    SELECT t.id, t.job_type, t.queue, t.payload, 'PENDING', t.max_attempts, t.priority, t.run_at, t.timeout_ms,
+           t.idempotency_key, t.idempotency_request, $11, $11
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int4[], $7::timestamptz[],
+                $8::int4[], $9::text[], $10::jsonb[])
+         AS t(id, job_type, queue, payload, priority, max_attempts, run_at, timeout_ms, idempotency_key,
+              idempotency_request)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), listed AS (
+    INSERT INTO job_listing (id, created_at, queue, job_type)
+    SELECT id, created_at, queue, job_type FROM inserted
+)
+SELECT * FROM inserted
