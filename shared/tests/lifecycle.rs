@@ -446,3 +446,79 @@ async fn a_batch_created_at_once_is_drained_by_a_worker_taking_many_ids_per_roun
     let summary = running.stop().await;
     assert_eq!((summary.claimed, summary.completed), (500, 500));
 }
+
+/// Notes each job it starts (by payload), and holds a job whose payload is "hold" until the test
+/// lets it go.
+struct Gated {
+    starts: tokio::sync::mpsc::UnboundedSender<String>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl JobHandler for Gated {
+    async fn handle(&self, job: JobContext) -> Result<(), HandlerError> {
+        let name = job.payload.as_str().unwrap_or_default().to_owned();
+        let _ = self.starts.send(name.clone());
+        if name.starts_with("hold") {
+            self.gate.acquire().await.expect("gate").forget();
+        }
+        Ok(())
+    }
+}
+
+/// A slot is free for the next job as soon as its handler returns, while the outcome is still
+/// being written; but a worker holds at most twice its concurrency in jobs not yet recorded: with
+/// completions stuck (their rows locked by another transaction), a worker of one slot runs a
+/// second job, and not a third until the writes go through.
+#[tokio::test]
+async fn a_slot_takes_the_next_job_while_the_outcome_is_written_up_to_twice_the_concurrency() {
+    let env = TestEnv::with(|c| c.worker.concurrency = 1).await;
+    let (tx, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = Registry::with_builtins().register(
+        "GATED",
+        Gated {
+            starts: tx,
+            gate: gate.clone(),
+        },
+    );
+    let first = env.create_job(NewJob::new("GATED", json!("hold-1"))).await;
+    let running = Running::start(&env, registry);
+    assert_eq!(started(&mut starts).await, "hold-1");
+
+    let mut locker = env.store.pool().get().await.expect("connection");
+    // The pool's connections end a transaction left idle for a few seconds; this one must last.
+    locker
+        .batch_execute("SET idle_in_transaction_session_timeout = 0")
+        .await
+        .expect("no idle timeout");
+    let lock = locker.transaction().await.expect("begin");
+    let lock_row = "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE";
+    lock.execute(lock_row, &[&first.0]).await.expect("lock the first job");
+    let second = env.create_job(NewJob::new("GATED", json!("hold-2"))).await;
+    let third = env.create_job(NewJob::new("GATED", json!("third"))).await;
+
+    // The first handler returns; its completion waits on the lock, and the slot runs the second.
+    gate.add_permits(1);
+    assert_eq!(started(&mut starts).await, "hold-2");
+    assert_eq!(env.store.get(first).await.expect("get").status, Status::InProgress);
+    lock.execute(lock_row, &[&second.0]).await.expect("lock the second job");
+    gate.add_permits(1);
+
+    // Two jobs unrecorded: the third is not taken while the slot is free.
+    let waited = tokio::time::timeout(Duration::from_secs(1), starts.recv()).await;
+    assert!(waited.is_err(), "a third job started: {waited:?}");
+    assert_eq!(env.store.get(third).await.expect("get").status, Status::Pending);
+
+    lock.commit().await.expect("unlock");
+    assert_eq!(started(&mut starts).await, "third");
+    for id in [first, second, third] {
+        wait_for(&env, id, Status::Completed, SOON).await;
+    }
+    assert_eq!(running.stop().await.completed, 3);
+}
+
+async fn started(starts: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    let next = tokio::time::timeout(SOON, starts.recv()).await;
+    next.expect("a job started in time").expect("handler alive")
+}

@@ -1,13 +1,12 @@
 //! Running one claimed job: its handler under its timeout, the lease renewed beside it, the
 //! handler stopped when the lease can no longer be trusted; then its outcome handed to be recorded.
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::complete::Completer;
-use super::{Finished, Unfinished, Verdict, Worker, fence_margin};
+use super::{Finished, Slot, Unfinished, Verdict, Worker, fence_margin};
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, JobContext};
 use crate::store::Lease;
@@ -19,12 +18,12 @@ impl Worker {
         lease: Lease,
         claim_sent: Instant,
         hard_stop: CancellationToken,
-        _slot: OwnedSemaphorePermit,
+        slot: Slot,
         completer: Completer,
     ) -> Finished {
         let job = lease.job();
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
-        self.execute_inner(lease, claim_sent, hard_stop, completer)
+        self.execute_inner(lease, claim_sent, hard_stop, slot, completer)
             .instrument(span)
             .await
     }
@@ -34,8 +33,10 @@ impl Worker {
         lease: Lease,
         claim_sent: Instant,
         hard_stop: CancellationToken,
+        slot: Slot,
         completer: Completer,
     ) -> Finished {
+        let Slot { running, held: _held } = slot;
         let inner = &self.inner;
         let started = Instant::now();
         let verdict = match inner.registry.get(&lease.job().job_type) {
@@ -69,6 +70,8 @@ impl Worker {
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        // The handler is done: its slot may take the next job while the outcome is recorded.
+        drop(running);
         match verdict {
             Verdict::LeaseLost => {
                 tracing::warn!(elapsed_ms, "lease lost to another worker; outcome discarded");

@@ -1,6 +1,10 @@
 //! The worker engine: takes job ids from Redis (or, while Redis is down, claims straight from
 //! Postgres), runs each job's handler under its timeout while renewing the lease, and records the
-//! outcome. Runs `concurrency` jobs at once. On shutdown it stops taking work, gives running jobs a
+//! outcome. Runs `concurrency` jobs at once. A slot is free again as soon as its handler returns:
+//! the next fetch and claim go on while the outcome is being recorded, so that claiming and
+//! recording use the database side by side rather than in turn. At most `2 × concurrency` jobs
+//! are held at once (running, or with their outcome not yet recorded): a worker whose writes lag
+//! stops taking work until they catch up, rather than holding leases it cannot settle. On shutdown it stops taking work, gives running jobs a
 //! grace period, then cancels the rest and releases their leases so that another worker takes them.
 //!
 //! Split by role, as the loop hands work along: [`fetch`] takes ids and claims them, [`execute`]
@@ -41,6 +45,13 @@ const IDLE_PAUSE: Duration = Duration::from_millis(250);
 /// How many times a job may be given back unfinished without its attempt counting; past this, a
 /// release is charged as a failed attempt (see `complete.rs`).
 pub const MAX_FREE_RELEASES: i32 = 3;
+
+/// What a claimed job takes from the engine's capacity: a running slot, given back when its
+/// handler returns, and a hold, given back once its outcome is recorded.
+struct Slot {
+    running: tokio::sync::OwnedSemaphorePermit,
+    held: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// What one run of the engine did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -181,6 +192,7 @@ impl Worker {
     pub async fn run_with(&self, shutdown: CancellationToken, limits: Limits) -> Result<Summary> {
         let config = &self.inner.config;
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let held = Arc::new(Semaphore::new(2 * config.concurrency.max(1)));
         let hard_stop = CancellationToken::new();
         let mut popper = self.inner.queue.blocking(config.poll)?;
         let mut redis_down_until: Option<Instant> = None;
@@ -234,6 +246,19 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // Each job taken is also held until its outcome is recorded: wait for room to hold one.
+            let first_held = tokio::select! {
+                permit = held.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
+                _ = shutdown.cancelled() => break,
+            };
+            let mut holds = vec![first_held];
+            while holds.len() < permits.len() {
+                match held.clone().try_acquire_owned() {
+                    Ok(permit) => holds.push(permit),
+                    Err(_) => break,
+                }
+            }
+            permits.truncate(holds.len());
             // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
             let fetch_started = Instant::now();
             match self
@@ -256,11 +281,12 @@ impl Worker {
                         idle_since = None;
                     }
                     summary.claimed += leases.len();
-                    for (lease, permit) in leases.into_iter().zip(permits) {
+                    for ((lease, running), held) in leases.into_iter().zip(permits).zip(holds) {
                         let worker = self.clone();
                         let stop = hard_stop.clone();
                         let completer = completer.clone();
-                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, permit, completer).await });
+                        let slot = Slot { running, held };
+                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, slot, completer).await });
                     }
                 }
                 Err(err) => {
