@@ -4,6 +4,8 @@
 #
 # Usage: bench/compare.sh [JOBS] [RUNS] [MODES] [SYSTEMS]
 #   defaults: 20000 jobs, 3 runs, "bulk single", "jobq graphile-worker bullmq"
+# With JOBQ_BASELINE_BIN set to a jobq-bench binary built from another commit, the system
+# "jobq-baseline" runs it: an A/B of a change, interleaved with the rest.
 # Needs Postgres and Redis (scripts/services.sh), Node 20 for the peers (npm ci in each
 # bench/peers/* directory the first time). Run it on a quiet machine: a build beside it changes
 # every figure.
@@ -21,7 +23,7 @@ OUT="$(mktemp)"
 cd "$REPO"
 cargo build --release --locked -p jobq-bench >&2
 for system in $SYSTEMS; do
-  if [[ "$system" != jobq && ! -d "bench/peers/$system/node_modules" ]]; then
+  if [[ "$system" != jobq* && ! -d "bench/peers/$system/node_modules" ]]; then
     (cd "bench/peers/$system" && npm ci --silent) >&2
   fi
 done
@@ -32,6 +34,9 @@ for run in $(seq "$RUNS"); do
       echo "run $run/$RUNS: $system --mode $mode" >&2
       case "$system" in
         jobq) target/release/jobq-bench --jobs "$JOBS" --mode "$mode" ;;
+        jobq-baseline)
+          "${JOBQ_BASELINE_BIN:?set JOBQ_BASELINE_BIN to run jobq-baseline}" --jobs "$JOBS" --mode "$mode" |
+            sed 's/system=jobq /system=jobq-baseline /' ;;
         graphile-worker)
           (cd bench/peers/graphile-worker && DATABASE_URL="${DATABASE_URL%/*}/postgres" node bench.mjs --jobs "$JOBS" --mode "$mode") ;;
         bullmq)
