@@ -226,7 +226,8 @@ jobq is running at $BASE   (namespace $JOBQ_NAMESPACE, promoter job slots ${JOBQ
   curl -s "$BASE/jobs?status=FAILED&limit=10" -w "\n"
   curl -s -X POST $BASE/jobs/<PASTE_JOBID_HERE>/cancel -w "\n"
 
-  worker function:  cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port $PORT --data-file events/max-jobs.json
+  worker function:  PATH="$REPO/.venv-tools/bin:\$PATH" cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port $PORT --data-file events/max-jobs.json
+                    (cargo-lambda lives in .venv-tools/bin, not on your PATH)
   logs:             $RUN_DIR/promoter.log  $RUN_DIR/watch.log
 EOF
 

@@ -21,8 +21,8 @@ pub enum ApiError {
     MethodNotAllowed { allowed: Method },
     #[error("the request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (256 KiB)")]
     BodyTooLarge { size: usize },
-    #[error("content type {content_type:?} is not supported; send application/json")]
-    UnsupportedMediaType { content_type: String },
+    #[error("content type {content_type:?} is not supported; send the header Content-Type: application/json{hint}")]
+    UnsupportedMediaType { content_type: String, hint: &'static str },
     #[error("the request body is empty; send a JSON object")]
     EmptyBody,
     #[error("the request body is not valid JSON: {detail}")]

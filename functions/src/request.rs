@@ -35,8 +35,15 @@ pub fn json_body(req: &Request) -> Result<&[u8], ApiError> {
         let is_json =
             essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
         if !is_json {
+            // What `curl -d` sends unless told otherwise: say how to tell it.
+            let hint = if essence == "application/x-www-form-urlencoded" {
+                " (curl -d sends a form type unless given -H 'Content-Type: application/json')"
+            } else {
+                ""
+            };
             return Err(ApiError::UnsupportedMediaType {
                 content_type: shorten(&raw),
+                hint,
             });
         }
     }

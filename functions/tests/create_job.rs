@@ -162,8 +162,21 @@ async fn only_json_content_types_are_accepted_and_a_missing_one_counts_as_json()
         "json",
     ] {
         let response = create_job::handle(&deps, with_type(Some(refused))).await;
-        assert_error(&response, 415, "unsupported_media_type", "application/json");
+        assert_error(
+            &response,
+            415,
+            "unsupported_media_type",
+            "Content-Type: application/json",
+        );
     }
+    // curl -d without a content type sends a form type: the answer says what to add.
+    let response = create_job::handle(&deps, with_type(Some("application/x-www-form-urlencoded"))).await;
+    assert_error(
+        &response,
+        415,
+        "unsupported_media_type",
+        "-H 'Content-Type: application/json'",
+    );
     assert_eq!(count_jobs(&env).await, 0);
 
     for accepted in [
