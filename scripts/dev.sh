@@ -16,6 +16,7 @@
 #   DATABASE_URL, REDIS_URL     default to the local services (see scripts/services.sh)
 #   JOBQ_NAMESPACE              Redis key prefix (default jobq)
 #   JOBQ_WORKER_CONCURRENCY     promoter job slots (default 4 here; 0 = maintenance only)
+#   JOBQ_METRICS_ADDR           the promoter's /metrics (default 127.0.0.1:9464; off for none)
 #   JOBQ_RUN_DIR                logs and PIDs (default <repo>/.jobq-run)
 #   JOBQ_READY_TIMEOUT          seconds to wait for the API (default 300)
 #   CARGO_TARGET_DIR            default <repo>/target
@@ -228,6 +229,7 @@ jobq is running at $BASE   (namespace $JOBQ_NAMESPACE, promoter job slots ${JOBQ
 
   worker function:  PATH="$REPO/.venv-tools/bin:\$PATH" cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port $PORT --data-file events/max-jobs.json
                     (cargo-lambda lives in .venv-tools/bin, not on your PATH)
+  metrics:          curl -s http://${JOBQ_METRICS_ADDR:-127.0.0.1:9464}/metrics
   logs:             $RUN_DIR/promoter.log  $RUN_DIR/watch.log
 EOF
 

@@ -467,6 +467,27 @@ def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
+def check_metrics(port, r):
+    """The promoter's /metrics counts the runs the flows above made, and reads the DLQ's depth."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            status, kind, text = answer.status, answer.headers.get("Content-Type", ""), answer.read().decode()
+    except Exception as err:  # refused, timed out, an HTTP error
+        r.check(f"GET {url} answers", False, repr(err))
+        return
+    r.check(f"GET {url} answers 200 in OpenMetrics text", status == 200 and "openmetrics-text" in kind,
+            f"{status} {kind}")
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    completed = samples.get('jobq_jobs_finished_total{queue="default",outcome="completed"}', 0)
+    r.check("metrics count the completed runs", completed >= 1, f"completed={completed}")
+    r.check("metrics read the DLQ's depth from Postgres", "jobq_dlq_jobs" in samples, text[-400:])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -478,6 +499,7 @@ def main():
     dbname = f"jobq_e2e_{tag}"
     namespace = f"jobq_e2e_{tag}"
     port = free_port()
+    metrics_port = free_port()
     base_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     admin_url = with_database(base_url, "postgres")
@@ -491,6 +513,7 @@ def main():
         "JOBQ_NAMESPACE": namespace,
         "JOBQ_PORT": str(port),
         "JOBQ_RUN_DIR": run_dir,
+        "JOBQ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
     }
     r = Results()
     created_db = started = False
@@ -511,6 +534,7 @@ def main():
         if r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
             os.environ["PATH"] = os.path.join(REPO, ".venv-tools", "bin") + os.pathsep + os.environ["PATH"]
             run_checks(Api(f"http://127.0.0.1:{port}"), port, r)
+            check_metrics(metrics_port, r)
     except KeyboardInterrupt:
         r.check("the run was not interrupted", False, "interrupted")
     except Exception as err:  # a broken step is a failure, and cleanup still runs

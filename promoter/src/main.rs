@@ -1,6 +1,7 @@
 //! The long-running jobq service: applies migrations, then every second promotes due jobs, reaps
 //! expired leases, repairs Redis from Postgres, and runs `JOBQ_WORKER_CONCURRENCY` job slots.
-//! SIGTERM or Ctrl-C stops it gracefully.
+//! It serves its metrics on `/metrics` (`JOBQ_METRICS_ADDR`, see [`metrics`]). SIGTERM or Ctrl-C
+//! stops it gracefully.
 
 use std::time::Duration;
 
@@ -9,10 +10,13 @@ use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Rep
 use jobq_shared::{Config, Queue, Registry, Store, Worker};
 use tokio_util::sync::CancellationToken;
 
+mod metrics;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let mut config = Config::from_env().context("invalid configuration")?;
+    let metrics_addr = metrics::addr_from_env()?;
     // On AWS the URL comes from the database secret (DB_SECRET_ARN); locally from DATABASE_URL.
     config.database_url = jobq_shared::secrets::resolve_database_url(&config)
         .await
@@ -45,6 +49,15 @@ async fn main() -> anyhow::Result<()> {
 
     let m = &config.maintenance;
     let mut services = tokio::task::JoinSet::new();
+    if let Some(addr) = metrics_addr {
+        // Metrics are for watching: a port that cannot be had is reported, and the work goes on.
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        services.spawn(async move {
+            if let Err(err) = metrics::serve(addr, store, shutdown).await {
+                tracing::error!(error = format!("{err:#}"), "metrics not served");
+            }
+        });
+    }
     services.spawn(Promoter::new(store.clone(), queue.clone()).run(m.promote_interval, shutdown.clone()));
     services.spawn(
         Reaper::new(store.clone(), queue.clone())

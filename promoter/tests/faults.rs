@@ -35,6 +35,7 @@ fn promoter(database_url: &str, redis_url: &str, namespace: &str, extra: &[(&str
         .env("JOBQ_REAP_INTERVAL_MS", "200")
         .env("JOBQ_REPAIR_INTERVAL_MS", "200")
         .env("JOBQ_SHUTDOWN_GRACE_MS", "1000")
+        .env("JOBQ_METRICS_ADDR", "off")
         .env("RUST_LOG", "warn");
     for (k, v) in extra {
         cmd.env(k, v);

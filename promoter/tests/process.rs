@@ -16,6 +16,8 @@ fn promoter(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
         .env("REDIS_URL", &env.config.redis_url)
         .env("JOBQ_NAMESPACE", &env.config.namespace)
         .env("JOBQ_WORKER_CONCURRENCY", "4")
+        // Tests run promoters side by side: none takes the default metrics port unless asked.
+        .env("JOBQ_METRICS_ADDR", "off")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -110,9 +112,20 @@ async fn a_job_on_a_killed_promoter_is_finished_by_the_next_one_after_its_lease(
     signal(&doomed, "KILL");
     wait_exit(&mut doomed, Duration::from_secs(5)).await;
     let killed_at = tokio::time::Instant::now();
-    let mut next = promoter(&env, &lease).spawn().expect("spawn");
+    let metrics = free_addr();
+    let mut next = promoter(&env, &[lease[0], lease[1], ("JOBQ_METRICS_ADDR", metrics.as_str())])
+        .spawn()
+        .expect("spawn");
     let job = wait_for(&env, id, Status::Completed, Duration::from_secs(30)).await;
     let recovered_in = killed_at.elapsed();
+    // The next promoter's reaper took the lease back and its worker ran the job.
+    let (_, text) = http_get(&metrics, "/metrics").await;
+    for series in [
+        r#"jobq_leases_reaped_total{queue="default",outcome="retried"}"#,
+        r#"jobq_jobs_finished_total{queue="default",outcome="completed"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(1.0), "{series} in:\n{text}");
+    }
     signal(&next, "TERM");
     wait_exit(&mut next, Duration::from_secs(10)).await;
 
@@ -190,4 +203,97 @@ async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_fligh
 
 async fn completed(env: &TestEnv) -> i64 {
     env.count_jobs(Some(Status::Completed)).await
+}
+
+/// A loopback address with a port free a moment ago.
+fn free_addr() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    free.local_addr().expect("addr").to_string()
+}
+
+/// `GET path` on `addr`; the status line, the headers and the body, as text.
+async fn http_get(addr: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample named exactly `series` (name and labels as printed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// What the promoter ran shows on /metrics as it happened: runs started and finished by outcome,
+/// their durations, and the queues' state read from Postgres (a job not yet due, the DLQ).
+#[tokio::test]
+async fn metrics_count_what_the_promoter_ran_and_what_waits() {
+    let env = TestEnv::new().await;
+    let done: Vec<JobId> = env
+        .create_jobs(&[
+            NewJob::new("TEST", json!("a")),
+            NewJob::new("TEST", json!("b")),
+            NewJob::new("TEST", json!("c")),
+        ])
+        .await;
+    let dead = env
+        .create_job(NewJob::new("TEST", json!("FAIL_ALWAYS")).max_attempts(1))
+        .await;
+    env.create_job(NewJob::new("TEST", json!("later")).delay(Duration::from_secs(3600)))
+        .await;
+    let addr = free_addr();
+    let mut child = promoter(&env, &[("JOBQ_METRICS_ADDR", addr.as_str())])
+        .spawn()
+        .expect("spawn");
+    for id in &done {
+        wait_for(&env, *id, Status::Completed, Duration::from_secs(20)).await;
+    }
+    wait_for(&env, dead, Status::Failed, Duration::from_secs(20)).await;
+
+    let (head, text) = http_get(&addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("application/openmetrics-text"), "{head}");
+    let expect = [
+        (r#"jobq_jobs_started_total{queue="default"}"#, 4.0),
+        (r#"jobq_jobs_finished_total{queue="default",outcome="completed"}"#, 3.0),
+        (r#"jobq_jobs_finished_total{queue="default",outcome="dead"}"#, 1.0),
+        (r#"jobq_job_duration_seconds_count{queue="default"}"#, 4.0),
+        (r#"jobq_job_wait_seconds_count{queue="default"}"#, 4.0),
+        (r#"jobq_queue_jobs{queue="default",status="PENDING"}"#, 1.0),
+        (r#"jobq_queue_jobs{queue="default",status="FAILED"}"#, 1.0),
+        ("jobq_dlq_jobs", 1.0),
+        ("jobq_redis_fallback_active", 0.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    }
+    // The job not yet due is not waiting: no pending age for the queue.
+    assert_eq!(
+        sample(&text, r#"jobq_queue_oldest_pending_age_seconds{queue="default"}"#),
+        None,
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+
+    let (head, _) = http_get(&addr, "/").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
+async fn a_bad_metrics_address_stops_the_promoter_with_a_message_naming_it() {
+    let env = TestEnv::new().await;
+    let output = promoter(&env, &[("JOBQ_METRICS_ADDR", "everywhere")])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JOBQ_METRICS_ADDR"), "stderr: {stderr}");
 }

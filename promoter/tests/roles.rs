@@ -71,6 +71,7 @@ async fn the_promoter_migrates_as_the_owner_and_the_app_role_runs_jobs_but_chang
         .env("REDIS_URL", redis.url())
         .env("JOBQ_NAMESPACE", "jobq-roles")
         .env("JOBQ_WORKER_CONCURRENCY", "0")
+        .env("JOBQ_METRICS_ADDR", "off")
         .env("RUST_LOG", "warn");
     let mut promoter = ChildGuard::spawn(promoter);
     let give_up = Instant::now() + Duration::from_secs(30);

@@ -97,6 +97,7 @@ impl Fleet {
         cmd.env_clear()
             .envs(self.env_vars.iter().map(|(k, v)| (k, v)))
             .env("JOBQ_WORKER_ID", format!("soak-promoter-{}", self.started))
+            .env("JOBQ_METRICS_ADDR", "off")
             .stdout(Stdio::null())
             .stderr(stderr);
         self.children.push(cmd.spawn().expect("spawn promoter"));

@@ -63,6 +63,9 @@ impl Jobs {
     /// failed push is logged and left to the repairer, never reported as a failed create.
     pub async fn create(&self, new: &NewJob, now: DateTime<Utc>) -> Result<Created> {
         let created = self.store.create(new, self.default_timeout_ms(), now).await?;
+        if !created.replayed {
+            count_enqueued([&created]);
+        }
         // A replay pushes too: the first request may have committed without reaching Redis (its
         // answer lost, say). Redis holds each id once, so pushing again is harmless.
         if !created.replayed || created.job.status == Status::Pending {
@@ -78,6 +81,7 @@ impl Jobs {
     /// Each result is one job's, in the order given (see [`Store::create_many`]).
     pub async fn create_many(&self, new: &[NewJob], now: DateTime<Utc>) -> Result<Vec<Result<Created>>> {
         let results = self.store.create_many(new, self.default_timeout_ms(), now).await?;
+        count_enqueued(results.iter().filter_map(|r| r.as_ref().ok()).filter(|c| !c.replayed));
         let fresh: Vec<(JobId, i16, DateTime<Utc>)> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
@@ -154,5 +158,17 @@ impl Jobs {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+/// Counts newly created jobs in the metrics, per queue.
+fn count_enqueued<'a>(created: impl IntoIterator<Item = &'a Created>) {
+    let mut per_queue: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for c in created {
+        *per_queue.entry(c.job.queue.as_str()).or_default() += 1;
+    }
+    let enqueued = &crate::metrics::metrics().enqueued;
+    for (queue, n) in per_queue {
+        enqueued.get_or_create(&crate::metrics::Metrics::queue(queue)).inc_by(n);
     }
 }

@@ -13,6 +13,8 @@
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
 //! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases) and repairer
 //!   (Redis rebuilt from Postgres).
+//! - [`metrics`]: counters and histograms of what this process ran, and the queues' state, as
+//!   Prometheus text.
 //! - [`clock`]: the database's clock, read on any host; leases and due times are decided on it.
 //! - [`config`]: typed configuration from the environment.
 //! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
@@ -28,6 +30,7 @@ pub mod handler;
 pub mod job;
 pub mod jobs;
 pub mod maintenance;
+pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod search;

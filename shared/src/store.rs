@@ -137,6 +137,24 @@ pub struct Page<T> {
     pub next: Option<DeadCursor>,
 }
 
+/// Jobs of one queue in one status, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub status: Status,
+    pub count: i64,
+    /// Seconds since the longest-due pending job became due (pending rows only).
+    pub oldest_pending_age: Option<f64>,
+}
+
+/// What [`Store::queue_state`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueState {
+    pub depth: Vec<QueueDepth>,
+    /// Jobs in the dead-letter queue, all queues.
+    pub dead: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
@@ -437,6 +455,25 @@ impl Store {
     }
 
     /// A job with its attempt history.
+    /// The queues' state for the metrics (queue_state.sql): jobs pending, running and dead per
+    /// queue, and the age of the longest-due pending job.
+    pub async fn queue_state(&self) -> Result<QueueState> {
+        let mut state = QueueState::default();
+        for row in self.query(sql!("queue_state"), &[]).await? {
+            let depth = QueueDepth {
+                queue: row.try_get("queue")?,
+                status: status_from_row(&row)?,
+                count: row.try_get("count")?,
+                oldest_pending_age: row.try_get("oldest_pending_age")?,
+            };
+            if depth.status == Status::Failed {
+                state.dead += depth.count;
+            }
+            state.depth.push(depth);
+        }
+        Ok(state)
+    }
+
     pub async fn get(&self, id: JobId) -> Result<Job> {
         let row = self
             .query_opt(sql!("get"), &[&id.0])
@@ -986,8 +1023,6 @@ fn status_from_row(row: &Row) -> Result<Status> {
     Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
 }
 
-/// The search statement for `filter`: find.sql, or find_by_payload.sql when it filters on the
-/// payload (see there why).
 /// The statement [`Store::find`] runs for `filter`: find.sql, ordered newest first on the
 /// creation time of the table whose index serves the filter, then limited.
 ///

@@ -3,6 +3,7 @@
 //! dead. A lease that ran out before its holder renewed it once is given back uncharged instead
 //! (a bounded number of times): nothing shows that the job ever reached a handler.
 
+use crate::metrics::{Metrics, metrics};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -64,8 +65,17 @@ impl Reaper {
             let expired = self.store.expired_leases(BATCH).await?;
             let count = expired.len();
             for lease in expired {
+                let count_as = |outcome| {
+                    metrics()
+                        .reaped
+                        .get_or_create(&Metrics::outcome(&lease.job().queue, outcome))
+                        .inc()
+                };
                 if !lease.renewed() && lease.releases() < MAX_FREE_RELEASES {
-                    reaped.released += self.give_back_unrenewed(&lease, now).await? as usize;
+                    if self.give_back_unrenewed(&lease, now).await? {
+                        reaped.released += 1;
+                        count_as("released");
+                    }
                     continue;
                 }
                 // Retry after the backoff of a failed attempt, while attempts remain.
@@ -78,6 +88,7 @@ impl Reaper {
                 match self.store.expire(&lease, now, LEASE_EXPIRED, next, retry_in).await {
                     Ok(AfterFailure::Retry { run_at, priority }) => {
                         reaped.retried += 1;
+                        count_as("retried");
                         tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), retry_in_ms = retry_in.as_millis() as u64, "lease expired; retrying");
                         // Due by the database's clock, which set run_at: schedule it for run_at
                         // as seen from here, at least the backoff ahead.
@@ -88,6 +99,7 @@ impl Reaper {
                     }
                     Ok(AfterFailure::Dead) => {
                         reaped.dead += 1;
+                        count_as("dead");
                         tracing::error!(job_id = %lease.id(), attempt = lease.attempt(), "lease expired on the last attempt; job is dead");
                         if let Err(err) = self.queue.add_dead(lease.id()).await {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not index dead job in redis");

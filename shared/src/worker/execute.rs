@@ -9,6 +9,7 @@ use super::complete::Completer;
 use super::{Finished, Slot, Unfinished, Verdict, Worker, fence_margin};
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, JobContext};
+use crate::metrics::{Metrics, metrics};
 use crate::store::Lease;
 
 impl Worker {
@@ -22,10 +23,20 @@ impl Worker {
         completer: Completer,
     ) -> Finished {
         let job = lease.job();
+        let queue = job.queue.clone();
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
-        self.execute_inner(lease, claim_sent, hard_stop, slot, completer)
+        let finished = self
+            .execute_inner(lease, claim_sent, hard_stop, slot, completer)
             .instrument(span)
-            .await
+            .await;
+        let m = metrics();
+        m.finished
+            .get_or_create(&Metrics::outcome(&queue, finished.label()))
+            .inc();
+        if finished == Finished::LeaseLost {
+            m.fencing_rejections.inc();
+        }
+        finished
     }
 
     async fn execute_inner(
@@ -39,10 +50,14 @@ impl Worker {
         let Slot { running, held: _held } = slot;
         let inner = &self.inner;
         let started = Instant::now();
+        let queue = Metrics::queue(&lease.job().queue);
         let verdict = match inner.registry.get(&lease.job().job_type) {
             None => Verdict::NoHandler,
             Some(handler) => {
                 let job = lease.job();
+                let waited = (inner.store.now().await - job.run_at).to_std().unwrap_or_default();
+                metrics().wait.get_or_create(&queue).observe(waited.as_secs_f64());
+                metrics().started.get_or_create(&queue).inc();
                 let cancel = CancellationToken::new();
                 let ctx = JobContext {
                     id: job.id,
@@ -65,8 +80,14 @@ impl Worker {
                     after: timeout,
                     cut_short: timeout < own,
                 };
-                self.supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
-                    .await
+                let verdict = self
+                    .supervise(&lease, claim_sent, task, cancel, timeout, &hard_stop)
+                    .await;
+                metrics()
+                    .duration
+                    .get_or_create(&queue)
+                    .observe(started.elapsed().as_secs_f64());
+                verdict
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -171,6 +192,7 @@ impl Worker {
                 _ = &mut deadline => break if cut_short {
                     Verdict::Release(Unfinished::CutShort(timeout))
                 } else {
+                    metrics().timed_out.get_or_create(&Metrics::queue(&lease.job().queue)).inc();
                     Verdict::Ran(Err(HandlerError::retryable(format!("timed out after {} ms", timeout.as_millis()))))
                 },
                 _ = hard_stop.cancelled() => break Verdict::Release(Unfinished::Shutdown),

@@ -1,6 +1,7 @@
 //! Taking work: ids popped from Redis (or, while it is down, jobs claimed straight from Postgres)
 //! and claimed under leases; a claim whose answer was lost is settled before anything acts on it.
 
+use crate::metrics::metrics;
 use std::collections::HashSet;
 
 use tokio::time::{Duration, Instant};
@@ -34,7 +35,9 @@ impl Worker {
             }
             match popper.pop(count, at_most).await {
                 Ok(popped) => {
-                    *redis_down_until = None;
+                    if redis_down_until.take().is_some() {
+                        metrics().redis_fallback.set(0);
+                    }
                     if popped.ids.is_empty() {
                         return Ok((Vec::new(), Instant::now()));
                     }
@@ -45,6 +48,7 @@ impl Worker {
                         tracing::warn!(error = %err, "redis unavailable; claiming from postgres");
                     }
                     *redis_down_until = Some(Instant::now() + REDIS_RETRY_AFTER);
+                    metrics().redis_fallback.set(1);
                 }
             }
         }

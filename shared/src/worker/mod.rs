@@ -91,6 +91,23 @@ pub enum Finished {
     Cancelled,
 }
 
+impl Finished {
+    /// The outcome's name in the metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Finished::Completed => "completed",
+            Finished::Retried => "retried",
+            Finished::DeadLettered => "dead",
+            Finished::Released => "released",
+            Finished::LeaseLost => "lease_lost",
+            Finished::Unrecorded => "unrecorded",
+            Finished::Fenced => "fenced",
+            Finished::Deferred => "deferred",
+            Finished::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl Summary {
     fn add(&mut self, finished: Finished) {
         match finished {
