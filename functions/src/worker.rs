@@ -175,6 +175,11 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "repair pass failed; the next run tries again"),
     }
+    if !deps.config.maintenance.emf_interval.is_zero()
+        && let Err(err) = jobq_shared::metrics::log_emf(&store, &deps.config.namespace).await
+    {
+        tracing::warn!(error = %err, "could not read the queues' state for the metrics");
+    }
     let maintenance = CancellationToken::new();
     let promoter = tokio::spawn(
         Promoter::new(store.clone(), queue.clone()).run(deps.config.maintenance.promote_interval, maintenance.clone()),

@@ -66,6 +66,14 @@ async fn main() -> anyhow::Result<()> {
     );
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
+    if !m.emf_interval.is_zero() {
+        services.spawn(jobq_shared::metrics::log_emf_every(
+            store.clone(),
+            config.namespace.clone(),
+            m.emf_interval,
+            shutdown.clone(),
+        ));
+    }
 
     if config.worker.concurrency > 0 {
         let worker = Worker::new(

@@ -297,3 +297,51 @@ async fn a_bad_metrics_address_stops_the_promoter_with_a_message_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JOBQ_METRICS_ADDR"), "stderr: {stderr}");
 }
+
+/// With `JOBQ_EMF_INTERVAL_MS`, the promoter prints the queues' state as CloudWatch Embedded
+/// Metric Format lines on stdout: per queue, and for all queues.
+#[tokio::test]
+async fn emf_lines_on_stdout_carry_the_queues_state() {
+    use std::io::BufRead;
+    let env = TestEnv::new().await;
+    let dead = env
+        .create_job(NewJob::new("TEST", json!("FAIL_ALWAYS")).max_attempts(1))
+        .await;
+    env.create_job(NewJob::new("TEST", json!("later")).delay(Duration::from_secs(3600)))
+        .await;
+    let mut child = promoter(&env, &[("JOBQ_EMF_INTERVAL_MS", "200")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for(&env, dead, Status::Failed, Duration::from_secs(20)).await;
+
+    // Read lines until one for all queues shows the dead job (earlier ones may predate it).
+    let stdout = child.stdout.take().expect("stdout");
+    let deployment = env.config.namespace.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let give_up = std::time::Instant::now() + Duration::from_secs(15);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if doc.get("_aws").is_some() && doc.get("Queue").is_none() && doc["DeadJobs"] == 1 {
+                return Some(doc);
+            }
+            if std::time::Instant::now() > give_up {
+                break;
+            }
+        }
+        None
+    });
+    let doc = tokio::time::timeout(Duration::from_secs(20), found)
+        .await
+        .expect("a line in time")
+        .expect("reader")
+        .expect("an EMF line for all queues with the dead job");
+    assert_eq!(doc["Deployment"], deployment.as_str());
+    assert_eq!(doc["PendingJobs"], 1, "{doc}");
+    assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "jobq");
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).await.success());
+}

@@ -73,6 +73,9 @@ pub struct MaintenanceConfig {
     pub repair_interval: Duration,
     /// A pending job whose due time is this far past is pushed to Redis again, in case its id was lost.
     pub repair_after: Duration,
+    /// How often the promoter logs the queues' state as CloudWatch Embedded Metric Format lines
+    /// (the worker function: once per run); zero for never.
+    pub emf_interval: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -82,6 +85,7 @@ impl Default for MaintenanceConfig {
             reap_interval: Duration::from_secs(1),
             repair_interval: Duration::from_secs(5),
             repair_after: Duration::from_secs(30),
+            emf_interval: Duration::ZERO,
         }
     }
 }
@@ -230,6 +234,7 @@ impl Config {
                 reap_interval: env.millis("JOBQ_REAP_INTERVAL_MS", maint.reap_interval)?,
                 repair_interval: env.millis("JOBQ_REPAIR_INTERVAL_MS", maint.repair_interval)?,
                 repair_after: env.millis("JOBQ_REPAIR_AFTER_MS", maint.repair_after)?,
+                emf_interval: Duration::from_millis(env.parse("JOBQ_EMF_INTERVAL_MS", 0)?),
             },
             worker_idle_wait: Duration::from_millis(env.parse("JOBQ_WORKER_IDLE_WAIT_MS", 0)?),
         })

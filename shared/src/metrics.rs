@@ -15,8 +15,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
 use crate::error::Result;
-use crate::store::Store;
+use crate::job::Status;
+use crate::store::{QueueState, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
@@ -194,3 +198,156 @@ pub async fn render(store: &Store) -> Result<String> {
 
 /// The media type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The CloudWatch namespace of [`emf_documents`].
+pub const EMF_NAMESPACE: &str = "jobq";
+
+/// The queues' state as CloudWatch Embedded Metric Format documents, one JSON line each: one per
+/// queue (dimensions `Deployment` and `Queue`) and one for all queues (`Deployment` only, always
+/// there, so that an alarm has data when every queue is empty). `deployment` is `JOBQ_NAMESPACE`.
+/// CloudWatch Logs turns each line into metrics `PendingJobs`, `RunningJobs`, `DeadJobs` and
+/// `OldestPendingAgeSeconds` (the largest, in the all-queues document).
+pub fn emf_documents(state: &QueueState, deployment: &str, at: DateTime<Utc>) -> Vec<Value> {
+    #[derive(Default)]
+    struct Totals {
+        pending: i64,
+        running: i64,
+        dead: i64,
+        oldest: f64,
+    }
+    let mut per_queue: std::collections::BTreeMap<&str, Totals> = std::collections::BTreeMap::new();
+    let mut all = Totals::default();
+    for row in &state.depth {
+        for totals in [per_queue.entry(row.queue.as_str()).or_default(), &mut all] {
+            match row.status {
+                Status::Pending => totals.pending += row.count,
+                Status::InProgress => totals.running += row.count,
+                Status::Failed => totals.dead += row.count,
+                _ => {}
+            }
+            totals.oldest = totals.oldest.max(row.oldest_pending_age.unwrap_or(0.0));
+        }
+    }
+    let document = |dimensions: Value, totals: &Totals, queue: Option<&str>| {
+        let mut doc = json!({
+            "_aws": {
+                "Timestamp": at.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": EMF_NAMESPACE,
+                    "Dimensions": [dimensions],
+                    "Metrics": [
+                        {"Name": "PendingJobs", "Unit": "Count"},
+                        {"Name": "RunningJobs", "Unit": "Count"},
+                        {"Name": "DeadJobs", "Unit": "Count"},
+                        {"Name": "OldestPendingAgeSeconds", "Unit": "Seconds"},
+                    ],
+                }],
+            },
+            "Deployment": deployment,
+            "PendingJobs": totals.pending,
+            "RunningJobs": totals.running,
+            "DeadJobs": totals.dead,
+            "OldestPendingAgeSeconds": totals.oldest,
+        });
+        if let Some(queue) = queue {
+            doc["Queue"] = json!(queue);
+        }
+        doc
+    };
+    let mut documents: Vec<Value> = per_queue
+        .iter()
+        .map(|(queue, totals)| document(json!(["Deployment", "Queue"]), totals, Some(queue)))
+        .collect();
+    documents.push(document(json!(["Deployment"]), &all, None));
+    documents
+}
+
+/// Logs the queues' state as EMF lines every `interval` until `shutdown` (see [`log_emf`]).
+pub async fn log_emf_every(
+    store: Store,
+    deployment: String,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    crate::maintenance::every("emf", interval, shutdown, || log_emf(&store, &deployment)).await
+}
+
+/// Reads the queues' state and prints it as EMF lines on stdout, where CloudWatch Logs reads them.
+pub async fn log_emf(store: &Store, deployment: &str) -> Result<()> {
+    let state = store.queue_state().await?;
+    let at = store.now().await;
+    for document in emf_documents(&state, deployment, at) {
+        println!("{document}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::QueueDepth;
+
+    fn depth(queue: &str, status: Status, count: i64, oldest: Option<f64>) -> QueueDepth {
+        QueueDepth {
+            queue: queue.to_owned(),
+            status,
+            count,
+            oldest_pending_age: oldest,
+        }
+    }
+
+    #[test]
+    fn emf_has_one_document_per_queue_and_one_for_all_of_them() {
+        let state = QueueState {
+            depth: vec![
+                depth("mail", Status::Pending, 5, Some(12.5)),
+                depth("mail", Status::Failed, 2, None),
+                depth("pdf", Status::Pending, 1, Some(40.0)),
+                depth("pdf", Status::InProgress, 3, None),
+            ],
+            dead: 2,
+        };
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).expect("time");
+        let docs = emf_documents(&state, "prod", at);
+        assert_eq!(docs.len(), 3);
+        let (mail, pdf, all) = (&docs[0], &docs[1], &docs[2]);
+        assert_eq!(mail["Queue"], "mail");
+        assert_eq!(
+            (mail["PendingJobs"].as_i64(), mail["DeadJobs"].as_i64()),
+            (Some(5), Some(2))
+        );
+        assert_eq!(mail["OldestPendingAgeSeconds"], 12.5);
+        assert_eq!(pdf["RunningJobs"], 3);
+        assert!(all.get("Queue").is_none());
+        assert_eq!(
+            (
+                all["PendingJobs"].as_i64(),
+                all["RunningJobs"].as_i64(),
+                all["DeadJobs"].as_i64()
+            ),
+            (Some(6), Some(3), Some(2))
+        );
+        assert_eq!(all["OldestPendingAgeSeconds"], 40.0, "the largest age");
+        for doc in &docs {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_123i64);
+            assert_eq!(directive["Namespace"], EMF_NAMESPACE);
+            assert_eq!(doc["Deployment"], "prod");
+            // Every dimension and every metric named in the directive is a member of the document.
+            for name in directive["Dimensions"][0].as_array().expect("dimensions") {
+                assert!(doc.get(name.as_str().expect("name")).is_some(), "{doc}");
+            }
+            for metric in directive["Metrics"].as_array().expect("metrics") {
+                assert!(doc[metric["Name"].as_str().expect("name")].is_number(), "{doc}");
+            }
+        }
+    }
+
+    #[test]
+    fn emf_reports_all_queues_even_when_there_are_none() {
+        let docs = emf_documents(&QueueState::default(), "prod", Utc::now());
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["DeadJobs"], 0);
+        assert_eq!(docs[0]["OldestPendingAgeSeconds"], 0.0);
+    }
+}
