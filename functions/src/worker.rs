@@ -210,6 +210,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
         released = summary.released,
         "worker run done"
     );
+    if !deps.config.maintenance.emf_interval.is_zero() {
+        let at = deps.jobs.store().now().await;
+        println!(
+            "{}",
+            jobq_shared::metrics::summary_emf(&summary, &deps.config.namespace, at)
+        );
+    }
     Ok(summary)
 }
 

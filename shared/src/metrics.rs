@@ -262,6 +262,33 @@ pub fn emf_documents(state: &QueueState, deployment: &str, at: DateTime<Utc>) ->
     documents
 }
 
+/// What one worker run did ([`crate::worker::Summary`]) as one EMF document (dimension
+/// `Deployment`): each of its counts as a metric named `Jobs` and the count's name
+/// (`JobsCompleted`, `JobsDeadLettered`, ...). The worker function logs it after every run.
+pub fn summary_emf(summary: &crate::worker::Summary, deployment: &str, at: DateTime<Utc>) -> Value {
+    let counts = serde_json::to_value(summary).unwrap_or_default();
+    let mut metrics = Vec::new();
+    let mut doc = json!({"Deployment": deployment});
+    for (name, count) in counts.as_object().into_iter().flatten() {
+        let mut chars = name.chars();
+        let metric = match chars.next() {
+            Some(first) => format!("Jobs{}{}", first.to_ascii_uppercase(), chars.as_str()),
+            None => continue,
+        };
+        metrics.push(json!({"Name": metric, "Unit": "Count"}));
+        doc[metric] = count.clone();
+    }
+    doc["_aws"] = json!({
+        "Timestamp": at.timestamp_millis(),
+        "CloudWatchMetrics": [{
+            "Namespace": EMF_NAMESPACE,
+            "Dimensions": [["Deployment"]],
+            "Metrics": metrics,
+        }],
+    });
+    doc
+}
+
 /// Logs the queues' state as EMF lines every `interval` until `shutdown` (see [`log_emf`]).
 pub async fn log_emf_every(
     store: Store,
@@ -340,6 +367,40 @@ mod tests {
             for metric in directive["Metrics"].as_array().expect("metrics") {
                 assert!(doc[metric["Name"].as_str().expect("name")].is_number(), "{doc}");
             }
+        }
+    }
+
+    #[test]
+    fn a_worker_run_is_one_emf_document_with_every_count() {
+        let summary = crate::worker::Summary {
+            claimed: 7,
+            completed: 5,
+            dead_lettered: 1,
+            retried: 1,
+            ..Default::default()
+        };
+        let doc = summary_emf(&summary, "prod", Utc::now());
+        assert_eq!(doc["Deployment"], "prod");
+        assert_eq!(
+            (
+                doc["JobsClaimed"].as_i64(),
+                doc["JobsCompleted"].as_i64(),
+                doc["JobsDeadLettered"].as_i64()
+            ),
+            (Some(7), Some(5), Some(1))
+        );
+        assert_eq!(doc["JobsCancelled"], 0);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Deployment"]]));
+        let named = directive["Metrics"].as_array().expect("metrics");
+        let fields = serde_json::to_value(summary).expect("summary");
+        assert_eq!(
+            named.len(),
+            fields.as_object().expect("object").len(),
+            "one metric per count"
+        );
+        for metric in named {
+            assert!(doc[metric["Name"].as_str().expect("name")].is_number(), "{doc}");
         }
     }
 
