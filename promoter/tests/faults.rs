@@ -186,7 +186,7 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
             AfterFailure::Retry { run_at, priority } => {
                 env.queue.enqueue(id, priority, run_at, now).await.expect("enqueue")
             }
-            AfterFailure::Dead => panic!("retry expected"),
+            other => panic!("retry expected, not {other:?}"),
         }
         later.push(id);
     }

@@ -83,13 +83,29 @@ pub enum Claim {
     Unavailable,
 }
 
-/// Where a failed attempt left its job.
+/// Where a failed attempt, or a job given back unfinished, left its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
     /// Will run again at `run_at`.
     Retry { run_at: DateTime<Utc>, priority: i16 },
     /// Dead: in the DLQ.
     Dead,
+    /// `CANCELLED`: its cancellation was requested while it ran, so it does not run again.
+    Cancelled,
+}
+
+impl AfterFailure {
+    /// From a row of retry.sql or release.sql.
+    fn from_row(row: &Row) -> Result<AfterFailure> {
+        Ok(if row.try_get("cancelled")? {
+            AfterFailure::Cancelled
+        } else {
+            AfterFailure::Retry {
+                run_at: row.try_get("run_at")?,
+                priority: row.try_get("priority")?,
+            }
+        })
+    }
 }
 
 /// A new job as stored, and whether it already existed under its idempotency key.
@@ -779,10 +795,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        Ok(AfterFailure::Retry {
-            run_at: row.try_get("run_at")?,
-            priority: row.try_get("priority")?,
-        })
+        AfterFailure::from_row(&row)
     }
 
     /// The job is dead. `only_if_expired`: the reaper's guard.
@@ -811,21 +824,21 @@ impl Store {
     }
 
     /// Gives the job back unfinished, to run again at once, with `why` in its history; the attempt
-    /// does not count, and the release is counted. Returns its priority.
-    pub async fn release(&self, held: &Lease, now: DateTime<Utc>, why: &str) -> Result<i16> {
-        let (_, priority) = self.give_back(held, now, now, why, true, false).await?;
-        Ok(priority)
+    /// does not count, and the release is counted. `Retry` (at once), or `Cancelled` when its
+    /// cancellation was requested.
+    pub async fn release(&self, held: &Lease, now: DateTime<Utc>, why: &str) -> Result<AfterFailure> {
+        self.give_back(held, now, now, why, true, false).await
     }
 
     /// Gives the job back unfinished to run again at `run_at`, with `why` in its history; the
-    /// attempt does not count. Returns its run_at and priority.
+    /// attempt does not count. `Retry`, or `Cancelled` when its cancellation was requested.
     pub async fn defer(
         &self,
         held: &Lease,
         now: DateTime<Utc>,
         run_at: DateTime<Utc>,
         why: &str,
-    ) -> Result<(DateTime<Utc>, i16)> {
+    ) -> Result<AfterFailure> {
         self.give_back(held, now, run_at, why, false, false).await
     }
 
@@ -838,7 +851,7 @@ impl Store {
         now: DateTime<Utc>,
         run_at: DateTime<Utc>,
         why: &str,
-    ) -> Result<(DateTime<Utc>, i16)> {
+    ) -> Result<AfterFailure> {
         self.give_back(held, now, run_at, why, true, true).await
     }
 
@@ -852,7 +865,7 @@ impl Store {
         why: &str,
         counted: bool,
         only_if_expired: bool,
-    ) -> Result<(DateTime<Utc>, i16)> {
+    ) -> Result<AfterFailure> {
         let row = self
             .query_opt(
                 sql!("release"),
@@ -868,7 +881,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| lease_lost(held))?;
-        Ok((row.try_get("run_at")?, row.try_get("priority")?))
+        AfterFailure::from_row(&row)
     }
 
     /// Running jobs whose lease has expired by the database's clock, as the leases their dead

@@ -196,19 +196,32 @@ async fn a_cancel_request_is_kept_through_what_the_existing_sql_does_with_its_at
     let job = env.store.get(dies).await.expect("get");
     assert_eq!((job.status, job.cancel_requested_at), (Status::Failed, Some(at(2))));
 
-    // Fails with attempts left: today's fail.sql puts it back to PENDING (the request kept), and a
-    // claim would run it again; a new cancel then withdraws it at once.
-    let retries = create(&env, limited, at(0)).await;
+    // Fails with attempts left: not run again, but CANCELLED, as requested (the request kept).
+    let retries = create(&env, limited.clone(), at(0)).await;
     let lease = claim(&env, retries, at(1)).await;
     env.store.request_cancel(retries, at(2)).await.expect("request");
-    env.store
+    let after = env
+        .store
         .fail(&lease, at(3), "flaky", true, at(4), Outcome::Failed)
         .await
         .expect("fail");
+    assert_eq!(after, jobq_shared::store::AfterFailure::Cancelled);
     let job = env.store.get(retries).await.expect("get");
-    assert_eq!((job.status, job.cancel_requested_at), (Status::Pending, Some(at(2))));
-    let cancelled = env.store.cancel(retries, at(5)).await.expect("cancel");
-    assert_eq!(cancelled.status, Status::Cancelled);
+    assert_eq!(
+        (job.status, job.cancel_requested_at, job.completed_at),
+        (Status::Cancelled, Some(at(2)), Some(at(3)))
+    );
+    assert_eq!(job.history[0].outcome, Outcome::Failed);
+
+    // Given back unfinished (a worker shutting down): CANCELLED too, uncharged.
+    let released = create(&env, limited, at(0)).await;
+    let lease = claim(&env, released, at(1)).await;
+    env.store.request_cancel(released, at(2)).await.expect("request");
+    let after = env.store.release(&lease, at(3), "shutdown").await.expect("release");
+    assert_eq!(after, jobq_shared::store::AfterFailure::Cancelled);
+    let job = env.store.get(released).await.expect("get");
+    assert_eq!((job.status, job.attempts), (Status::Cancelled, 0));
+    assert_eq!(job.history[0].outcome, Outcome::Released);
 
     // Only a running job takes a request.
     let pending = create(&env, NewJob::new("T", json!(1)), at(0)).await;

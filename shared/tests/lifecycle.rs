@@ -522,3 +522,96 @@ async fn started(starts: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> S
     let next = tokio::time::timeout(SOON, starts.recv()).await;
     next.expect("a job started in time").expect("handler alive")
 }
+
+/// Fails (retryably) once the test lets it go, counting its starts.
+struct FailsWhenLetGo {
+    starts: Arc<AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl JobHandler for FailsWhenLetGo {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate").forget();
+        Err(HandlerError::retryable("upstream said 503"))
+    }
+}
+
+/// A worker whose heartbeats are too far apart to hear of a cancel request before its job ends.
+async fn cancel_env_and_handler() -> (TestEnv, Registry, Arc<AtomicUsize>, Arc<tokio::sync::Semaphore>) {
+    let env = TestEnv::with(|c| {
+        c.worker.concurrency = 1;
+        c.worker.lease = Duration::from_secs(30);
+        c.worker.heartbeat = Duration::from_secs(10);
+        c.worker.shutdown_grace = Duration::from_millis(200);
+        c.worker.retry.base = Duration::from_millis(20);
+        c.worker.retry.cap = Duration::from_millis(50);
+    })
+    .await;
+    let starts = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = Registry::with_builtins().register(
+        "FAILS",
+        FailsWhenLetGo {
+            starts: starts.clone(),
+            gate: gate.clone(),
+        },
+    );
+    (env, registry, starts, gate)
+}
+
+async fn request_cancel(env: &TestEnv, id: jobq_shared::JobId) {
+    wait_for(env, id, Status::InProgress, SOON).await;
+    let requested = env.jobs.cancel(id, Utc::now()).await.expect("cancel");
+    assert!(
+        matches!(requested, jobq_shared::jobs::Cancellation::Requested(_)),
+        "{requested:?}"
+    );
+}
+
+/// A job whose cancellation was requested while it ran, and which then fails with attempts left
+/// before a heartbeat could stop it, ends CANCELLED: it does not run again.
+#[tokio::test]
+async fn a_cancel_requested_job_that_fails_with_attempts_left_is_cancelled_not_retried() {
+    let (env, registry, starts, gate) = cancel_env_and_handler().await;
+    let running = Running::start(&env, registry);
+    let id = env.create_job(NewJob::new("FAILS", json!(null)).max_attempts(5)).await;
+    request_cancel(&env, id).await;
+
+    gate.add_permits(1);
+    let job = wait_for(&env, id, Status::Cancelled, SOON).await;
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Failed],
+        "the attempt failed; the job is cancelled"
+    );
+    assert_eq!(job.attempts, 1);
+    assert!(job.completed_at.is_some());
+    // Past the retry backoff (20 ms): nothing ran it again.
+    gate.add_permits(5);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+    assert_eq!(env.store.get(id).await.expect("get").status, Status::Cancelled);
+    let summary = running.stop().await;
+    assert_eq!((summary.cancelled, summary.retried), (1, 0), "{summary:?}");
+}
+
+/// A job whose cancellation was requested while it ran, and which is released unfinished at
+/// shutdown before a heartbeat could stop it, ends CANCELLED rather than going back to the queue.
+#[tokio::test]
+async fn a_cancel_requested_job_released_at_shutdown_is_cancelled_not_queued_again() {
+    let (env, registry, starts, _gate) = cancel_env_and_handler().await;
+    let running = Running::start(&env, registry);
+    let id = env.create_job(NewJob::new("FAILS", json!(null))).await;
+    request_cancel(&env, id).await;
+
+    let summary = running.stop().await;
+    assert_eq!((summary.cancelled, summary.released), (1, 0), "{summary:?}");
+    let job = env.store.get(id).await.expect("get");
+    assert_eq!((job.status, job.attempts), (Status::Cancelled, 0));
+    let outcomes: Vec<Outcome> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Released]);
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+}

@@ -349,7 +349,13 @@ async fn release_returns_the_job_without_spending_an_attempt() {
         .insert_job_at(NewJob::new("TEST", json!(1)).priority(70), at(0))
         .await;
     let lease = env.claim_job(id, "w1", at(1), LEASE).await;
-    assert_eq!(env.store.release(&lease, at(2), "shutdown").await.expect("release"), 70);
+    assert_eq!(
+        env.store.release(&lease, at(2), "shutdown").await.expect("release"),
+        AfterFailure::Retry {
+            run_at: at(2),
+            priority: 70
+        }
+    );
     let job = env.store.get(id).await.expect("get");
     assert_eq!((job.status, job.attempts, job.run_at), (Status::Pending, 0, at(2)));
     assert_eq!(job.history[0].outcome, Outcome::Released);

@@ -72,9 +72,15 @@ impl Reaper {
                         .inc()
                 };
                 if !lease.renewed() && lease.releases() < MAX_FREE_RELEASES {
-                    if self.give_back_unrenewed(&lease, now).await? {
-                        reaped.released += 1;
-                        count_as("released");
+                    match self.give_back_unrenewed(&lease, now).await? {
+                        Some(AfterFailure::Retry { .. }) => {
+                            reaped.released += 1;
+                            count_as("released");
+                        }
+                        Some(_) => {
+                            count_as("cancelled");
+                        }
+                        None => {}
                     }
                     continue;
                 }
@@ -105,6 +111,10 @@ impl Reaper {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not index dead job in redis");
                         }
                     }
+                    Ok(AfterFailure::Cancelled) => {
+                        count_as("cancelled");
+                        tracing::info!(job_id = %lease.id(), "lease expired on a job whose cancellation was requested; cancelled");
+                    }
                     // Its holder renewed it or finished, or another reaper took it, since the read.
                     Err(Error::LeaseLost { .. }) => {}
                     Err(err) => return Err(err),
@@ -122,21 +132,26 @@ impl Reaper {
     /// so it goes back uncharged, counted in its releases: past [`MAX_FREE_RELEASES`] the next
     /// such expiry is charged, so a job that crashes its worker at once cannot go round forever.
     /// It still waits a backoff that grows with every release, in case it is what crashed its
-    /// worker. Returns whether this reaper gave it back (not renewed or taken by another since).
-    async fn give_back_unrenewed(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool> {
+    /// worker. Returns where the job went (`Retry`, or `Cancelled` when its cancellation was
+    /// requested), or `None` when it was renewed or taken by another since.
+    async fn give_back_unrenewed(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Option<AfterFailure>> {
         let retry_in = self
             .retry
             .delay(lease.attempt() + lease.releases(), RetryPolicy::sample());
         let run_at = now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
         match self.store.expire_unrenewed(lease, now, run_at, NEVER_RENEWED).await {
-            Ok((run_at, priority)) => {
+            Ok(AfterFailure::Retry { run_at, priority }) => {
                 tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), releases = lease.releases() + 1, retry_in_ms = retry_in.as_millis() as u64, "lease expired never renewed; given back uncharged");
                 if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, now).await {
                     tracing::warn!(job_id = %lease.id(), error = %err, "could not push the job given back; the repairer will");
                 }
-                Ok(true)
+                Ok(Some(AfterFailure::Retry { run_at, priority }))
             }
-            Err(Error::LeaseLost { .. }) => Ok(false),
+            Ok(other) => {
+                tracing::info!(job_id = %lease.id(), "lease expired never renewed on a job whose cancellation was requested; cancelled");
+                Ok(Some(other))
+            }
+            Err(Error::LeaseLost { .. }) => Ok(None),
             Err(err) => Err(err),
         }
     }

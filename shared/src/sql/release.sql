@@ -5,16 +5,19 @@
 -- $6 whether it counts as a release (a worker that stopped before the job ended, a lease never
 -- renewed), $7 only if expired (the reaper's guard: a heartbeat that renewed it since it was read
 -- wins)
--- Returns the job's run_at and priority; none when the lease was lost.
+-- A job whose cancellation was requested while it ran ends CANCELLED instead of running again.
+-- Returns the job's run_at and priority, and whether it was cancelled; none when the lease was lost.
 WITH released AS (
     UPDATE jobs
-    SET status = 'PENDING', attempts = attempts - 1, releases = releases + CASE WHEN $6::boolean THEN 1 ELSE 0 END, run_at = $4, updated_at = $3,
+    SET status = CASE WHEN cancel_requested_at IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,
+        completed_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3::timestamptz END,
+        attempts = attempts - 1, releases = releases + CASE WHEN $6::boolean THEN 1 ELSE 0 END, run_at = $4, updated_at = $3,
         lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority
+    RETURNING id, lease_token, run_at, priority, status
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = $5
     FROM released WHERE a.job_id = released.id AND a.lease_token = released.lease_token
 )
-SELECT run_at, priority FROM released
+SELECT run_at, priority, status = 'CANCELLED' AS cancelled FROM released

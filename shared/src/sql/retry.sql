@@ -3,16 +3,19 @@
 -- and, for the reaper ($7), only if the lease has run out by the database clock when this lands (a
 -- heartbeat that renewed it since it was read wins).
 -- $1 id, $2 lease_token, $3 now, $4 error, $5 run again at, $6 attempt outcome, $7 only if expired
--- Returns the job's run_at and priority; none when the guard did not hold.
+-- A job whose cancellation was requested while it ran ends CANCELLED instead of running again.
+-- Returns the job's run_at and priority, and whether it was cancelled; none when the guard did not
+-- hold.
 WITH retried AS (
     UPDATE jobs
-    SET status = 'PENDING', run_at = $5, last_error = $4, updated_at = $3,
-        lease_expires_at = NULL, worker_id = NULL
+    SET status = CASE WHEN cancel_requested_at IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,
+        completed_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3::timestamptz END,
+        run_at = $5, last_error = $4, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND attempts < max_attempts
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority
+    RETURNING id, lease_token, run_at, priority, status
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = $6, error = $4
     FROM retried WHERE a.job_id = retried.id AND a.lease_token = retried.lease_token
 )
-SELECT run_at, priority FROM retried
+SELECT run_at, priority, status = 'CANCELLED' AS cancelled FROM retried

@@ -59,6 +59,7 @@ impl Worker {
                 }
                 Finished::DeadLettered
             }
+            Ok(AfterFailure::Cancelled) => cancelled_instead(elapsed_ms, message),
             Err(err) => self.unrecorded(err),
         }
     }
@@ -78,7 +79,7 @@ impl Worker {
             inner.config.worker_id
         ));
         match self.record(|| inner.store.defer(lease, now, run_at, &why)).await {
-            Ok((run_at, priority)) => {
+            Ok(AfterFailure::Retry { run_at, priority }) => {
                 tracing::warn!(
                     retry_in_ms = delay.as_millis() as u64,
                     "no handler for this job type here; deferred, not charged"
@@ -88,6 +89,8 @@ impl Worker {
                 }
                 Finished::Deferred
             }
+            // A job given back is never dead.
+            Ok(AfterFailure::Cancelled | AfterFailure::Dead) => cancelled_instead(0, &why),
             Err(err) => self.unrecorded(err),
         }
     }
@@ -106,13 +109,14 @@ impl Worker {
         let now = inner.store.now().await;
         let why = unfinished.why();
         match self.record(|| inner.store.release(lease, now, &why)).await {
-            Ok(priority) => {
+            Ok(AfterFailure::Retry { priority, .. }) => {
                 tracing::info!(elapsed_ms, reason = why, "job released unfinished");
                 if let Err(err) = inner.queue.push_front(lease.id(), priority).await {
                     tracing::warn!(error = %err, "could not push the released job; the repairer will");
                 }
                 Finished::Released
             }
+            Ok(AfterFailure::Cancelled | AfterFailure::Dead) => cancelled_instead(elapsed_ms, &why),
             Err(err) => self.unrecorded(err),
         }
     }
@@ -150,6 +154,17 @@ impl Worker {
 /// Records completions in groups: whatever finished while the previous write was in flight goes
 /// into the next one, so that under load one commit serves many jobs, and an idle queue waits for
 /// nothing.
+/// A job that would have run again (retried, released, deferred) but whose cancellation was
+/// requested while it ran: it ended `CANCELLED` instead.
+fn cancelled_instead(elapsed_ms: u64, why: &str) -> Finished {
+    tracing::info!(
+        elapsed_ms,
+        error = why,
+        "job stopped before it could be cancelled at a heartbeat; cancelled as requested, not run again"
+    );
+    Finished::Cancelled
+}
+
 #[derive(Clone)]
 pub(super) struct Completer {
     tx: mpsc::UnboundedSender<(JobId, i64, oneshot::Sender<Option<bool>>)>,
