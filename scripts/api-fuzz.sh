@@ -243,11 +243,17 @@ for target in $TARGETS; do
         curl -s -o /dev/null --max-time 60 -X "${path%% *}" -H 'Content-Type: application/json' --data '{' \
           "http://127.0.0.1:$PORT${path#* }" || true
       done
-      # The searches (GET /jobs, GET /api/jobs) are fuzzed on the local server only: in one
-      # emulator run a GET /jobs went unanswered for 40 s (cargo lambda watch runs without
-      # --timeout, see scripts/dev.sh); the same handlers answered every case on the local server.
+      # The routes with large answers (the searches, GET /jobs and GET /api/jobs, and the queues'
+      # health, GET /queues) are fuzzed on the local server only. cargo lambda watch 1.9.2 answers
+      # a function's POST .../response before it has read that response's body (functions_router.rs,
+      # respond_to_next_invocation), so a large body is now and then cut off and the emulator
+      # answers its own 500: about 1 GET /queues in 2,000 with a 120 KB answer, none in 3,000 with
+      # a 1.5 KB one. In one emulator run a GET /jobs also went unanswered for 40 s (cargo lambda
+      # watch runs without --timeout, see scripts/dev.sh). The same handlers answer every case on
+      # the local server, which carries the whole response.
       fuzz emulator "http://127.0.0.1:$PORT" "${JOBQ_FUZZ_EMULATOR_MODE:-positive}" --generation-codec utf-8 \
-        --exclude-operation-id findJobs --exclude-operation-id findJobsChronoQueue
+        --exclude-operation-id findJobs --exclude-operation-id findJobsChronoQueue \
+        --exclude-operation-id listQueues
       ;;
     *) log "unknown target '$target' in JOBQ_FUZZ_TARGETS"; exit 2 ;;
   esac

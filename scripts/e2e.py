@@ -389,7 +389,7 @@ def run_checks(api, port, r):
     ]
     for what, headers, raw in hostile:
         for method, path in ROUTES:
-            status, _ = raw_call(port, method, path.replace("{id}", NIL_ID), headers, raw)
+            status, _ = raw_call(port, method, path.replace("{id}", NIL_ID).replace("{name}", "default"), headers, raw)
             log(f"{method} {path} with {what}: {status}")
         check_every_route(api, port, r, f"after {what}", job_id)
 
@@ -398,6 +398,7 @@ NIL_ID = "00000000-0000-4000-8000-000000000000"
 ROUTES = [
     ("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/jobs"), ("POST", "/jobs/{id}/cancel"),
     ("POST", "/api/jobs"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue"),
+    ("GET", "/queues"), ("GET", "/queues/{name}"),
 ]
 
 
@@ -437,9 +438,15 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"GET /dlq answers 200 {when}", status == 200 and isinstance(body, dict) and "items" in body, f"{status} {text[:300]}")
     status, body, text = api.call("POST", f"/dlq/{NIL_ID}/requeue")
     r.check(f"POST /dlq/{{id}}/requeue answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/queues")
+    r.check(f"GET /queues answers 200 {when}", status == 200 and isinstance((body or {}).get("queues"), list), f"{status} {text[:300]}")
     if new_id:
         job = api.wait_for(new_id, "COMPLETED")
         r.check(f"a job created {when} is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
+        status, body, text = api.call("GET", "/queues/default")
+        done = isinstance(body, dict) and body.get("counts", {}).get("COMPLETED", 0) >= 1 \
+            and body.get("throughput", {}).get("completed", 0) >= 1
+        r.check(f"GET /queues/default counts the completed job {when}", status == 200 and done, f"{status} {text[:400]}")
     out = invoke_worker(port)
     r.check(
         f"cargo lambda invoke worker answers {when}",

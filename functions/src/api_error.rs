@@ -41,6 +41,8 @@ pub enum ApiError {
     InvalidHeader { name: &'static str },
     #[error("{value:?} is not a valid job id (a UUID)")]
     InvalidUuid { value: String },
+    #[error("{value:?} is not a valid queue name: 1 to {max} characters", max = jobq_shared::job::limits::MAX_QUEUE_LEN)]
+    InvalidQueueName { value: String },
     #[error("query parameter {name:?} is not valid: {detail}")]
     InvalidParameter { name: &'static str, detail: String },
     #[error("unknown query parameter {name:?}; this route takes {known}")]
@@ -86,6 +88,7 @@ impl ApiError {
             ApiError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
             ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
             ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
+            ApiError::InvalidQueueName { .. } => (StatusCode::BAD_REQUEST, "invalid_queue_name"),
             ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             ApiError::UnknownParameter { .. } => (StatusCode::BAD_REQUEST, "unknown_parameter"),
             ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),

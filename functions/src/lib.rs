@@ -11,6 +11,7 @@
 //! - [`cancel_job`]: `POST /jobs/{id}/cancel`.
 //! - [`list_dlq`]: `GET /dlq?limit=&cursor=`.
 //! - [`requeue_dlq`]: `POST /dlq/{id}/requeue`.
+//! - [`list_queues`]: `GET /queues` and `GET /queues/{name}`: the queues' health.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
 //! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
 //!   show it; [`deps`]: clients and the API token;
@@ -25,6 +26,7 @@ pub mod find_jobs;
 pub mod get_job;
 pub mod job_body;
 pub mod list_dlq;
+pub mod list_queues;
 pub mod request;
 pub mod requeue_dlq;
 pub mod runtime;

@@ -3,7 +3,7 @@ mod common;
 use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
-use common::{assert_error, count_jobs, dead_job, json, post_json, setup, with_id};
+use common::{assert_error, count_jobs, dead_job, get_uri, json, post_json, setup, with_id};
 use jobq_functions::{create_job, find_jobs, get_job};
 use jobq_shared::NewJob;
 use lambda_http::{Body, Request, RequestExt};
@@ -18,15 +18,6 @@ fn get_jobs(params: &[(&str, &str)]) -> Request {
         .body(Body::Empty)
         .expect("request")
         .with_query_string_parameters(map)
-}
-
-/// A request with only a raw query string in its URI, as a function URL delivers it.
-fn get_uri(uri: &str) -> Request {
-    http::Request::builder()
-        .method("GET")
-        .uri(uri)
-        .body(Body::Empty)
-        .expect("request")
 }
 
 fn item_ids(body: &Value) -> Vec<String> {

@@ -17,7 +17,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use jobq_functions::{Deps, cancel_job, create_job, create_jobs, find_jobs, get_job, list_dlq, requeue_dlq};
+use jobq_functions::{
+    Deps, cancel_job, create_job, create_jobs, find_jobs, get_job, list_dlq, list_queues, requeue_dlq,
+};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
 use percent_encoding::percent_decode_str;
@@ -34,6 +36,7 @@ pub enum Function {
     CancelJob,
     ListDlq,
     RequeueDlq,
+    ListQueues,
 }
 
 impl Function {
@@ -47,6 +50,7 @@ impl Function {
             Function::CancelJob => "cancel-job",
             Function::ListDlq => "list-dlq",
             Function::RequeueDlq => "requeue-dlq",
+            Function::ListQueues => "list-queues",
         }
     }
 
@@ -59,6 +63,7 @@ impl Function {
             Function::CancelJob => cancel_job::handle(deps, req).await,
             Function::ListDlq => list_dlq::handle(deps, req).await,
             Function::RequeueDlq => requeue_dlq::handle(deps, req).await,
+            Function::ListQueues => list_queues::handle(deps, req).await,
         }
     }
 }
@@ -77,6 +82,8 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("GET", "/api/jobs/{id}", Function::GetJob),
     ("GET", "/dlq", Function::ListDlq),
     ("POST", "/dlq/{id}/requeue", Function::RequeueDlq),
+    ("GET", "/queues", Function::ListQueues),
+    ("GET", "/queues/{name}", Function::ListQueues),
 ];
 
 /// API Gateway's limit on a request body (HTTP APIs take up to 10 MB).

@@ -7,6 +7,7 @@
 //!   fencing token, heartbeat, complete, fail, release. SQL in `src/sql/`, one file per method.
 //! - [`queue`]: Redis: ready lists per priority level, the schedule ZSET, the DLQ list. Lua in `src/lua/`.
 //! - [`retry`]: the backoff policy (when a failed job runs again).
+//! - [`health`]: the queues' health: jobs per status, cheap on big tables, and outcomes per minute.
 //! - [`search`]: finding jobs: the filter, the cursor of its pages, a page of results.
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
@@ -27,6 +28,7 @@ pub mod error;
 #[cfg(feature = "test-support")]
 pub mod fault;
 pub mod handler;
+pub mod health;
 pub mod job;
 pub mod jobs;
 pub mod maintenance;

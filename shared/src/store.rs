@@ -308,13 +308,17 @@ impl Store {
     /// of time is [`Error::Timeout`]: nothing was sent. A statement sent without an answer in time
     /// (or whose connection broke) is [`Error::InDoubt`], and its connection is discarded rather than
     /// given back to the pool still busy; the server's `statement_timeout` ends the statement.
-    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
         self.run(sql, params, true).await
     }
 
     /// [`Store::query`] for a statement written for the call at hand (a search with some filters):
     /// prepared unnamed each time, so Postgres plans it for these parameters and nothing is cached.
-    async fn query_planned(
+    pub(crate) async fn query_planned(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -364,7 +368,11 @@ impl Store {
         }
     }
 
-    async fn query_opt(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Option<Row>> {
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Row>> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
@@ -470,7 +478,6 @@ impl Store {
             .collect())
     }
 
-    /// A job with its attempt history.
     /// The queues' state for the metrics (queue_state.sql): jobs pending, running and dead per
     /// queue, and the age of the longest-due pending job.
     pub async fn queue_state(&self) -> Result<QueueState> {
@@ -490,6 +497,7 @@ impl Store {
         Ok(state)
     }
 
+    /// A job with its attempt history.
     pub async fn get(&self, id: JobId) -> Result<Job> {
         let row = self
             .query_opt(sql!("get"), &[&id.0])

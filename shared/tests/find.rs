@@ -1,4 +1,6 @@
-//! Finding jobs: every filter, the pages, and the plans Postgres makes for them over a large table.
+//! Finding jobs: every filter, the pages, and the plans Postgres makes for them over a large table;
+//! and counting them for the queues' health over that table, exactly up to the bound and estimated
+//! past it.
 
 use std::time::{Duration, Instant};
 
@@ -460,5 +462,98 @@ async fn every_filter_is_answered_from_an_index_over_200000_jobs() {
     eprintln!("|---|---|---|---|---|");
     for line in report {
         eprintln!("{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_health_is_exact_under_the_bound_and_estimated_past_it_over_200000_jobs() {
+    use jobq_shared::health::{COUNT_BOUND, counts_statement};
+    use std::collections::HashMap;
+
+    let env = TestEnv::new().await;
+    fill(&env).await;
+    let client = env.store.pool().get().await.expect("connection");
+    let mut truth: HashMap<(String, String), i64> = HashMap::new();
+    for row in client
+        .query("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status", &[])
+        .await
+        .expect("reference counts")
+    {
+        truth.insert((row.get(0), row.get(1)), row.get(2));
+    }
+    let oldest: HashMap<String, f64> = client
+        .query(
+            "SELECT queue, extract(epoch FROM now() - min(run_at))::float8 FROM jobs
+             WHERE status = 'PENDING' GROUP BY queue",
+            &[],
+        )
+        .await
+        .expect("reference ages")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+
+    // The four indexed statuses are counted through their own indexes, never a scan of `jobs`.
+    let statuses = [Status::Pending, Status::InProgress, Status::Failed, Status::Cancelled];
+    let plan: Value = client
+        .query_one(
+            &format!("EXPLAIN (FORMAT JSON) {}", counts_statement(&statuses, false)),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .get(0);
+    let all = nodes(&plan[0]["Plan"]);
+    assert!(
+        !all.iter()
+            .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "jobs"),
+        "queue_counts scans the whole of jobs: {plan:#}"
+    );
+
+    // 20,000 pending, 10,000 running, 20,000 dead, 10,000 cancelled: under the bound, exact. The
+    // 200,000 jobs of the listing are past it, so COMPLETED is estimated.
+    for (bound, estimated) in [
+        (COUNT_BOUND, vec![Status::Completed]),
+        (15_000, vec![Status::Pending, Status::Completed, Status::Failed]),
+    ] {
+        let started = Instant::now();
+        let health = env.store.queue_health(None, bound).await.expect("health");
+        eprintln!("queue_health over {LARGE} jobs, bound {bound}: {:?}", started.elapsed());
+        assert_eq!(health.len(), 50);
+        for queue in &health {
+            for status in Status::ALL {
+                let count = queue.count(status);
+                let real = truth
+                    .get(&(queue.queue.clone(), status.to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(count.estimated, estimated.contains(&status), "{} {status}", queue.queue);
+                if count.estimated {
+                    // The planner's estimate, from the statistics of an analyzed table (with
+                    // those on queue and status together); it never says less than 1.
+                    let off = (count.count - real).abs();
+                    assert!(
+                        off <= 1 || off as f64 / real as f64 <= 0.25,
+                        "{} {status}: estimated {} for {real}",
+                        queue.queue,
+                        count.count
+                    );
+                } else {
+                    assert_eq!(count.count, real, "{} {status}", queue.queue);
+                }
+            }
+            // Half the queues have no pending job (queue and status both follow the job's number).
+            match (oldest.get(&queue.queue), queue.oldest_pending_age) {
+                (Some(want), Some(got)) => {
+                    assert!((got - want).abs() < 60.0, "{}: age {got}, want {want}", queue.queue)
+                }
+                (want, got) => assert_eq!(want.copied(), got, "{}", queue.queue),
+            }
+            let pending = truth
+                .get(&(queue.queue.clone(), "PENDING".to_owned()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(queue.ready, (bound >= 20_000).then_some(pending));
+        }
     }
 }

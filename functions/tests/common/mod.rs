@@ -40,6 +40,15 @@ pub fn with_id(method: &str, path: &str, id: &str) -> Request {
         .with_path_parameters(HashMap::from([("id".to_owned(), id.to_owned())]))
 }
 
+/// A GET with only its URI (path and raw query string), as a function URL delivers it.
+pub fn get_uri(uri: &str) -> Request {
+    http::Request::builder()
+        .method("GET")
+        .uri(uri)
+        .body(Body::Empty)
+        .expect("request")
+}
+
 pub fn get_dlq(params: &[(&str, &str)]) -> Request {
     let map: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     http::Request::builder()

@@ -4,6 +4,8 @@
 //! create that committed while Redis was down). Pushing is idempotent (see [`crate::queue`]): an
 //! id Redis already holds is left as it is, so repair restores only what Redis cannot account
 //! for, and a backlog that waits is never multiplied.
+//!
+//! Its pass also forgets the outcome counts of `GET /queues` older than an hour.
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct Repaired {
     pub pushed: usize,
     /// Dead ids put back on the DLQ list by the rebuild.
     pub dead: usize,
+    /// Rows of outcome counts older than an hour, deleted (housekeeping for `GET /queues`).
+    pub throughput_pruned: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +87,7 @@ impl Repairer {
                 break;
             }
         }
+        repaired.throughput_pruned = self.store.prune_throughput().await?;
         Ok(repaired)
     }
 

@@ -10,9 +10,15 @@ WITH buried AS (
         lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
       AND (NOT $6::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token
+    RETURNING id, lease_token, queue
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = $5, error = $4
     FROM buried WHERE a.job_id = buried.id AND a.lease_token = buried.lease_token
+), counted AS (
+    -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
+    INSERT INTO queue_throughput AS t (queue, minute, shard, dead)
+    SELECT queue, date_trunc('minute', now()), floor(random() * 16)::smallint, 1
+    FROM buried
+    ON CONFLICT (queue, minute, shard) DO UPDATE SET dead = t.dead + EXCLUDED.dead
 )
 SELECT id FROM buried

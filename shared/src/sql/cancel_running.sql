@@ -6,9 +6,15 @@ WITH cancelled AS (
     UPDATE jobs
     SET status = 'CANCELLED', completed_at = $3, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND cancel_requested_at IS NOT NULL
-    RETURNING id, lease_token
+    RETURNING id, lease_token, queue
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'CANCELLED', error = $4
     FROM cancelled WHERE a.job_id = cancelled.id AND a.lease_token = cancelled.lease_token
+), counted AS (
+    -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
+    INSERT INTO queue_throughput AS t (queue, minute, shard, cancelled)
+    SELECT queue, date_trunc('minute', now()), floor(random() * 16)::smallint, 1
+    FROM cancelled
+    ON CONFLICT (queue, minute, shard) DO UPDATE SET cancelled = t.cancelled + EXCLUDED.cancelled
 )
 SELECT id FROM cancelled

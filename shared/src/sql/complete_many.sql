@@ -12,9 +12,16 @@ WITH input AS (
         worker_id = NULL, last_error = NULL
     FROM input
     WHERE j.id = input.id AND j.status || '' = 'IN_PROGRESS' AND j.lease_token = input.lease_token
-    RETURNING j.id, j.lease_token
+    RETURNING j.id, j.lease_token, j.queue
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'SUCCEEDED'
     FROM done WHERE a.job_id = done.id AND a.lease_token = done.lease_token
+), counted AS (
+    -- Counted in this minute's outcomes, one row per queue in queue order, so that two batches take
+    -- their row locks in the same order (see V8__throughput.sql).
+    INSERT INTO queue_throughput AS t (queue, minute, shard, completed)
+    SELECT queue, date_trunc('minute', now()), floor(random() * 16)::smallint, count(*)
+    FROM done GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, minute, shard) DO UPDATE SET completed = t.completed + EXCLUDED.completed
 )
 SELECT id FROM done

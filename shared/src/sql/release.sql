@@ -15,9 +15,15 @@ WITH released AS (
         lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority, status
+    RETURNING id, lease_token, run_at, priority, status, queue
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = $5
     FROM released WHERE a.job_id = released.id AND a.lease_token = released.lease_token
+), counted AS (
+    -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
+    INSERT INTO queue_throughput AS t (queue, minute, shard, cancelled)
+    SELECT queue, date_trunc('minute', now()), floor(random() * 16)::smallint, 1
+    FROM released WHERE status = 'CANCELLED'
+    ON CONFLICT (queue, minute, shard) DO UPDATE SET cancelled = t.cancelled + EXCLUDED.cancelled
 )
 SELECT run_at, priority, status = 'CANCELLED' AS cancelled FROM released

@@ -13,9 +13,16 @@ WITH retried AS (
         run_at = $5, last_error = $4, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND attempts < max_attempts
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority, status
+    RETURNING id, lease_token, run_at, priority, status, queue
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = $6, error = $4
     FROM retried WHERE a.job_id = retried.id AND a.lease_token = retried.lease_token
+), counted AS (
+    -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
+    INSERT INTO queue_throughput AS t (queue, minute, shard, retried, cancelled)
+    SELECT queue, date_trunc('minute', now()), floor(random() * 16)::smallint,
+           (status = 'PENDING')::int, (status = 'CANCELLED')::int
+    FROM retried
+    ON CONFLICT (queue, minute, shard) DO UPDATE SET retried = t.retried + EXCLUDED.retried, cancelled = t.cancelled + EXCLUDED.cancelled
 )
 SELECT run_at, priority, status = 'CANCELLED' AS cancelled FROM retried

@@ -1,0 +1,163 @@
+//! `GET /queues` and `GET /queues/{name}`: the queues' health. Per queue: the jobs in each status,
+//! the pending jobs due now and the age of the longest-due one, the DLQ depth, and the outcomes of
+//! each of the last 15 minutes. `GET /queues` answers `{"queues": [...], "countBound": n}` for
+//! every queue that has a job (or had an outcome in those minutes); `GET /queues/{name}` one
+//! queue's object, all zeros for a queue without jobs.
+//!
+//! Counts stay cheap on big tables: a status holding more than `countBound` jobs (all queues) is
+//! estimated from the table's statistics, and listed in the queue's `estimatedCounts` (see
+//! [`jobq_shared::health`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use http::{Method, StatusCode};
+use jobq_shared::health::{COUNT_BOUND, MinuteOutcomes, QueueHealth, THROUGHPUT_MINUTES};
+use jobq_shared::job::limits::MAX_QUEUE_LEN;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+
+use crate::api_error::{ApiError, json_response, respond};
+use crate::deps::Deps;
+use crate::request::{expect_method, shorten, unknown_query_param};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueueList {
+    queues: Vec<QueueBody>,
+    count_bound: i64,
+}
+
+/// One queue as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueBody {
+    name: String,
+    /// Jobs per status, keyed as a job's `status`.
+    counts: BTreeMap<&'static str, i64>,
+    /// The statuses whose count is an estimate.
+    estimated_counts: Vec<&'static str>,
+    ready: Option<i64>,
+    oldest_pending_age_seconds: Option<f64>,
+    dlq_depth: i64,
+    throughput: Throughput,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Throughput {
+    minutes: i32,
+    completed: i64,
+    retried: i64,
+    dead: i64,
+    cancelled: i64,
+    per_minute: Vec<Minute>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Minute {
+    minute: DateTime<Utc>,
+    completed: i64,
+    retried: i64,
+    dead: i64,
+    cancelled: i64,
+}
+
+impl QueueBody {
+    pub fn new(health: QueueHealth) -> QueueBody {
+        let sum = |field: fn(&MinuteOutcomes) -> i64| health.throughput.iter().map(field).sum();
+        QueueBody {
+            counts: health.counts.iter().map(|c| (c.status.as_str(), c.count)).collect(),
+            estimated_counts: health
+                .counts
+                .iter()
+                .filter(|c| c.estimated)
+                .map(|c| c.status.as_str())
+                .collect(),
+            ready: health.ready,
+            oldest_pending_age_seconds: health.oldest_pending_age,
+            dlq_depth: health.dlq_depth(),
+            throughput: Throughput {
+                minutes: THROUGHPUT_MINUTES,
+                completed: sum(|m| m.completed),
+                retried: sum(|m| m.retried),
+                dead: sum(|m| m.dead),
+                cancelled: sum(|m| m.cancelled),
+                per_minute: health
+                    .throughput
+                    .iter()
+                    .map(|m| Minute {
+                        minute: m.minute,
+                        completed: m.completed,
+                        retried: m.retried,
+                        dead: m.dead,
+                        cancelled: m.cancelled,
+                    })
+                    .collect(),
+            },
+            name: health.queue,
+        }
+    }
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    respond(list(deps, &req).await)
+}
+
+async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    deps.authorize(req)?;
+    expect_method(req, Method::GET)?;
+    if let Some(name) = unknown_query_param(req, &[]) {
+        return Err(ApiError::UnknownParameter {
+            name,
+            known: "no query parameters",
+        });
+    }
+    let store = deps.jobs.store();
+    match path_queue_name(req)? {
+        None => {
+            let queues = store.queue_health(None, COUNT_BOUND).await?;
+            let body = QueueList {
+                queues: queues.into_iter().map(QueueBody::new).collect(),
+                count_bound: COUNT_BOUND,
+            };
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Some(name) => {
+            let health = store
+                .queue_health(Some(&name), COUNT_BOUND)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| jobq_shared::Error::CorruptRow(format!("no health for queue {name:?}")))?;
+            Ok(json_response(StatusCode::OK, &QueueBody::new(health)))
+        }
+    }
+}
+
+/// The queue a request names, if any: the `name` path parameter (API Gateway, or `cargo lambda
+/// watch` with its router), else the path segment after `queues` (a function URL such as
+/// `/lambda-url/list-queues/queues/{name}`). Named as a job's queue is: trimmed, 1 to
+/// [`MAX_QUEUE_LEN`] characters.
+pub fn path_queue_name(req: &Request) -> Result<Option<String>, ApiError> {
+    let raw = match req.path_parameters_ref().and_then(|params| params.first("name")) {
+        Some(name) => name.to_owned(),
+        None => {
+            let path = req.uri().path();
+            let mut segments = path.split('/').skip_while(|s| *s != "queues").skip(1);
+            match segments.next() {
+                None | Some("") => return Ok(None),
+                Some(name) => match percent_encoding::percent_decode_str(name).decode_utf8() {
+                    Ok(decoded) => decoded.into_owned(),
+                    Err(_) => return Err(ApiError::InvalidQueueName { value: shorten(name) }),
+                },
+            }
+        }
+    };
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_QUEUE_LEN {
+        return Err(ApiError::InvalidQueueName { value: shorten(&raw) });
+    }
+    Ok(Some(name.to_owned()))
+}

@@ -1,0 +1,115 @@
+//! `GET /queues` and `GET /queues/{name}`: the queues' health as the API shows it, and the input
+//! it refuses.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{assert_error, get_uri, json, setup};
+use jobq_functions::list_queues;
+use jobq_shared::NewJob;
+use lambda_http::{Body, Request, RequestExt};
+use serde_json::json;
+
+fn get_named(name: &str) -> Request {
+    // The path parameter is what counts; API Gateway decoded it from the path.
+    get_uri("/queues/name").with_path_parameters(HashMap::from([("name".to_owned(), name.to_owned())]))
+}
+
+#[tokio::test]
+async fn every_queue_with_its_counts_and_outcomes() {
+    let (env, deps) = setup().await;
+    env.create_jobs(&[
+        NewJob::new("TEST", json!({})).queue("emails"),
+        NewJob::new("TEST", json!({})).queue("emails"),
+        NewJob::new("TEST", json!({})).queue("reports"),
+    ])
+    .await;
+
+    let response = list_queues::handle(&deps, get_uri("/queues")).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 200, "{body}");
+    assert_eq!(body["countBound"], 50_000);
+    let names: Vec<&str> = body["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .map(|q| q["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["emails", "reports"]);
+    let emails = &body["queues"][0];
+    assert_eq!(
+        emails["counts"],
+        json!({"PENDING": 2, "IN_PROGRESS": 0, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0})
+    );
+    assert_eq!(emails["estimatedCounts"], json!([]));
+    assert_eq!(emails["ready"], 2);
+    assert_eq!(emails["dlqDepth"], 0);
+    assert!(
+        emails["oldestPendingAgeSeconds"].as_f64().is_some_and(|age| age >= 0.0),
+        "{emails}"
+    );
+    assert_eq!(emails["throughput"]["minutes"], 15);
+    assert_eq!(emails["throughput"]["completed"], 0);
+    let minutes = emails["throughput"]["perMinute"].as_array().expect("perMinute");
+    assert_eq!(minutes.len(), 15);
+    assert!(
+        minutes[14]["minute"].is_string() && minutes[14]["completed"] == 0,
+        "{minutes:?}"
+    );
+
+    // One queue by name: the same object; a queue without jobs, all zeros.
+    let one = list_queues::handle(&deps, get_named("reports")).await;
+    let one = json(&one);
+    assert_eq!(one["name"], "reports");
+    assert_eq!(one["counts"]["PENDING"], 1);
+    let none = json(&list_queues::handle(&deps, get_named("nobody")).await);
+    assert_eq!(none["counts"]["PENDING"], 0);
+    assert_eq!(none["oldestPendingAgeSeconds"], json!(null));
+
+    // A function URL carries the name in its path.
+    let by_url = json(&list_queues::handle(&deps, get_uri("/lambda-url/list-queues/queues/emails")).await);
+    assert_eq!(by_url["name"], "emails");
+    assert_eq!(by_url["counts"]["PENDING"], 2);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx() {
+    let (_env, deps) = setup().await;
+    let long = "q".repeat(201);
+    assert_error(
+        &list_queues::handle(&deps, get_named(&long)).await,
+        400,
+        "invalid_queue_name",
+        "1 to 200 characters",
+    );
+    assert_error(
+        &list_queues::handle(&deps, get_named("  ")).await,
+        400,
+        "invalid_queue_name",
+        "not a valid queue name",
+    );
+    assert_error(
+        &list_queues::handle(&deps, get_uri("/queues/%FF")).await,
+        400,
+        "invalid_queue_name",
+        "%FF",
+    );
+    assert_error(
+        &list_queues::handle(&deps, get_uri("/queues?limit=5")).await,
+        400,
+        "unknown_parameter",
+        "limit",
+    );
+    let post = http::Request::builder()
+        .method("POST")
+        .uri("/queues")
+        .body(Body::Empty)
+        .expect("request");
+    assert_error(
+        &list_queues::handle(&deps, post).await,
+        405,
+        "method_not_allowed",
+        "GET",
+    );
+}

@@ -1,0 +1,304 @@
+//! The queues' health (`GET /queues`): per queue, the jobs in each status, the pending jobs due now
+//! and the age of the longest-due one, the DLQ depth, and the outcomes of the last minutes.
+//!
+//! Counting stays cheap on big tables:
+//! - a status is counted exactly, per queue, while it holds at most `bound` jobs in all queues
+//!   (each status through its own partial index); past that, each queue's count is the planner's
+//!   estimate (from the table's statistics, through `EXPLAIN`) and is marked estimated;
+//! - `COMPLETED`, most jobs and on no index, is what the other statuses leave of each queue's jobs
+//!   in the listing (counted in the same snapshot), while all of those are exact; otherwise it is
+//!   estimated too;
+//! - the outcomes per minute are not counted from the jobs at all: each outcome statement adds to
+//!   a row of `queue_throughput` (see `V8__throughput.sql`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+use crate::job::Status;
+use crate::store::Store;
+
+/// Past this many jobs in one status (all queues), that status's counts are estimated.
+pub const COUNT_BOUND: i64 = 50_000;
+
+/// How many minutes of outcomes [`QueueHealth::throughput`] holds, the current one included.
+pub const THROUGHPUT_MINUTES: i32 = 15;
+
+/// One queue's health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueHealth {
+    pub queue: String,
+    /// Jobs per status, in [`Status::ALL`] order.
+    pub counts: Vec<StatusCount>,
+    /// Pending jobs that are due now (the rest wait for their time or a retry); `None` when the
+    /// pending jobs were too many to count.
+    pub ready: Option<i64>,
+    /// Seconds since the longest-due pending job became due, by the database's clock.
+    pub oldest_pending_age: Option<f64>,
+    /// Outcomes per minute, oldest first; the last is the current minute so far.
+    pub throughput: Vec<MinuteOutcomes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCount {
+    pub status: Status,
+    pub count: i64,
+    /// Read from the planner's statistics, not counted.
+    pub estimated: bool,
+}
+
+/// The outcomes recorded in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteOutcomes {
+    pub minute: DateTime<Utc>,
+    pub completed: i64,
+    /// Failed attempts followed by a retry (lease expiries included).
+    pub retried: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+}
+
+impl QueueHealth {
+    pub fn count(&self, status: Status) -> StatusCount {
+        self.counts
+            .iter()
+            .copied()
+            .find(|c| c.status == status)
+            .unwrap_or(StatusCount {
+                status,
+                count: 0,
+                estimated: false,
+            })
+    }
+
+    /// Jobs in the dead-letter queue.
+    pub fn dlq_depth(&self) -> i64 {
+        self.count(Status::Failed).count
+    }
+}
+
+/// The statuses with an index of their own, counted exactly up to the bound.
+const INDEXED: [Status; 4] = [Status::Pending, Status::InProgress, Status::Failed, Status::Cancelled];
+
+/// What one queue's row of queue_counts.sql said.
+#[derive(Debug, Default)]
+struct Counted {
+    by_status: BTreeMap<&'static str, i64>,
+    listed: Option<i64>,
+    ready: Option<i64>,
+    oldest_pending_age: Option<f64>,
+}
+
+impl Store {
+    /// Every queue's health (or only `only`'s), counting exactly up to `bound` jobs per status
+    /// ([`COUNT_BOUND`] in the API). A queue is any that has a job, or had an outcome in the last
+    /// minutes; `only` names one whether or not it has any.
+    pub async fn queue_health(&self, only: Option<&str>, bound: i64) -> Result<Vec<QueueHealth>> {
+        let mut names: BTreeSet<String> = match only {
+            Some(queue) => BTreeSet::from([queue.to_owned()]),
+            None => self
+                .query(include_str!("sql/queue_names.sql"), &[])
+                .await?
+                .iter()
+                .map(|row| row.try_get("queue"))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+
+        let totals = self
+            .query_opt(include_str!("sql/status_totals.sql"), &[&(bound + 1)])
+            .await?
+            .ok_or_else(|| Error::CorruptRow("status_totals returned no row".into()))?;
+        let within = |column: &str| -> Result<bool> { Ok(totals.try_get::<_, i64>(column)? <= bound) };
+        let mut exact = Vec::new();
+        for (status, column) in INDEXED.iter().zip(["pending", "in_progress", "failed", "cancelled"]) {
+            if within(column)? {
+                exact.push(*status);
+            }
+        }
+        let listed_exact = within("listed")?;
+
+        let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
+        for row in self.query_planned(&counts_statement(&exact, listed_exact), &[]).await? {
+            let queue: String = row.try_get("queue")?;
+            if only.is_some_and(|only| only != queue) {
+                continue;
+            }
+            let entry = counted.entry(queue).or_default();
+            let status: &str = row.try_get("status")?;
+            let count: i64 = row.try_get("count")?;
+            if status == "LISTED" {
+                entry.listed = Some(count);
+                continue;
+            }
+            let status = Status::ALL
+                .into_iter()
+                .find(|s| s.as_str() == status)
+                .ok_or_else(|| Error::CorruptRow(format!("unknown status {status:?}")))?;
+            entry.by_status.insert(status.as_str(), count);
+            if status == Status::Pending {
+                entry.ready = Some(row.try_get("ready")?);
+                entry.oldest_pending_age = row.try_get("oldest_pending_age")?;
+            }
+        }
+        names.extend(counted.keys().cloned());
+
+        let names: Vec<String> = names.into_iter().collect();
+        let mut throughput = self.throughput(&names).await?;
+        let mut all: BTreeSet<String> = names.into_iter().collect();
+        if only.is_none() {
+            // A queue whose jobs are all gone but that had outcomes in the last minutes.
+            all.extend(throughput.keys().cloned());
+        }
+        self.assemble(all, counted, &mut throughput, &exact, listed_exact).await
+    }
+
+    async fn assemble(
+        &self,
+        names: BTreeSet<String>,
+        mut counted: BTreeMap<String, Counted>,
+        throughput: &mut BTreeMap<String, Vec<MinuteOutcomes>>,
+        exact: &[Status],
+        listed_exact: bool,
+    ) -> Result<Vec<QueueHealth>> {
+        let queues: Vec<_> = names
+            .into_iter()
+            .map(|queue| {
+                let found = counted.remove(&queue).unwrap_or_default();
+                let minutes = throughput.remove(&queue).unwrap_or_default();
+                self.one_queue(queue, found, minutes, exact, listed_exact)
+            })
+            .collect();
+        // Estimates take a round trip each: a few queues at a time.
+        futures::stream::iter(queues).buffered(8).try_collect().await
+    }
+
+    async fn one_queue(
+        &self,
+        queue: String,
+        found: Counted,
+        throughput: Vec<MinuteOutcomes>,
+        exact: &[Status],
+        listed_exact: bool,
+    ) -> Result<QueueHealth> {
+        let mut counts = Vec::with_capacity(Status::ALL.len());
+        for status in INDEXED {
+            counts.push(if exact.contains(&status) {
+                StatusCount {
+                    status,
+                    count: found.by_status.get(status.as_str()).copied().unwrap_or(0),
+                    estimated: false,
+                }
+            } else {
+                self.estimate(&queue, status).await?
+            });
+        }
+        let completed = if listed_exact && exact.len() == INDEXED.len() {
+            let others: i64 = counts.iter().map(|c| c.count).sum();
+            StatusCount {
+                status: Status::Completed,
+                count: found.listed.unwrap_or(0) - others,
+                estimated: false,
+            }
+        } else {
+            self.estimate(&queue, Status::Completed).await?
+        };
+        counts.insert(2, completed);
+        let (ready, oldest_pending_age) = if exact.contains(&Status::Pending) {
+            (Some(found.ready.unwrap_or(0)), found.oldest_pending_age)
+        } else {
+            let row = self
+                .query_opt(include_str!("sql/oldest_pending.sql"), &[&queue])
+                .await?;
+            (
+                None,
+                row.map(|r| r.try_get("oldest_pending_age")).transpose()?.flatten(),
+            )
+        };
+        Ok(QueueHealth {
+            queue,
+            counts,
+            ready,
+            oldest_pending_age,
+            throughput,
+        })
+    }
+
+    /// The planner's estimate of one queue's jobs in one status, from the table's statistics.
+    async fn estimate(&self, queue: &str, status: Status) -> Result<StatusCount> {
+        let statement = format!(
+            "EXPLAIN (FORMAT JSON) SELECT FROM jobs WHERE queue = $1 AND status = '{}'",
+            status.as_str()
+        );
+        let rows = self.query_planned(&statement, &[&queue]).await?;
+        let plan: serde_json::Value = rows
+            .first()
+            .ok_or_else(|| Error::CorruptRow("EXPLAIN returned no row".into()))?
+            .try_get(0)?;
+        let count = plan
+            .pointer("/0/Plan/Plan Rows")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| Error::CorruptRow(format!("EXPLAIN gave no row estimate: {plan}")))?;
+        Ok(StatusCount {
+            status,
+            count: count.round() as i64,
+            estimated: true,
+        })
+    }
+
+    /// The outcomes of the last [`THROUGHPUT_MINUTES`] minutes, per queue (`queues` and any other
+    /// with outcomes), every minute present.
+    async fn throughput(&self, queues: &[String]) -> Result<BTreeMap<String, Vec<MinuteOutcomes>>> {
+        let mut by_queue: BTreeMap<String, Vec<MinuteOutcomes>> = BTreeMap::new();
+        for row in self
+            .query(include_str!("sql/throughput.sql"), &[&THROUGHPUT_MINUTES, &queues])
+            .await?
+        {
+            by_queue
+                .entry(row.try_get("queue")?)
+                .or_default()
+                .push(minute_from_row(&row)?);
+        }
+        Ok(by_queue)
+    }
+
+    /// Forgets outcomes counted more than an hour ago; the number of rows deleted.
+    pub async fn prune_throughput(&self) -> Result<i64> {
+        let row = self.query_opt(include_str!("sql/prune_throughput.sql"), &[]).await?;
+        Ok(row.map(|r| r.try_get("deleted")).transpose()?.unwrap_or(0))
+    }
+}
+
+fn minute_from_row(row: &Row) -> Result<MinuteOutcomes> {
+    Ok(MinuteOutcomes {
+        minute: row.try_get("minute")?,
+        completed: row.try_get("completed")?,
+        retried: row.try_get("retried")?,
+        dead: row.try_get("dead")?,
+        cancelled: row.try_get("cancelled")?,
+    })
+}
+
+/// queue_counts.sql for these statuses (literals from [`Status::as_str`], never input), and the
+/// listing when `listed`: the statement [`Store::queue_health`] counts with, for its plan.
+pub fn counts_statement(exact: &[Status], listed: bool) -> String {
+    let counted: String = exact
+        .iter()
+        .map(|status| {
+            format!(
+                "SELECT queue, status, count(*) AS count,
+       count(*) FILTER (WHERE run_at <= now()) AS ready,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_pending_age
+FROM jobs WHERE status = '{}' GROUP BY queue, status
+UNION ALL
+",
+                status.as_str()
+            )
+        })
+        .collect();
+    include_str!("sql/queue_counts.sql")
+        .replace("{counted}", &counted)
+        .replace("{listed}", if listed { "true" } else { "false" })
+}
