@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use jobq_shared::Worker;
 use jobq_shared::maintenance::promoter::Promoter;
+use jobq_shared::maintenance::pruner::Pruner;
 use jobq_shared::maintenance::reaper::Reaper;
 use jobq_shared::maintenance::repairer::Repairer;
 use jobq_shared::worker::{Limits, Summary};
@@ -146,6 +147,7 @@ pub fn time_left(context: &Context, now: SystemTime) -> Duration {
 }
 
 pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<Summary, WorkerError> {
+    let started = Instant::now();
     let request = parse_event(event.payload)?;
     let remaining = time_left(&event.context, SystemTime::now());
     let plan = plan(remaining, deps.config.worker.shutdown_grace);
@@ -175,6 +177,12 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "repair pass failed; the next run tries again"),
     }
+    // A short pass, two batches of each status at most, so that it takes little of the run; a
+    // large backlog of old jobs takes several runs (or the promoter's passes).
+    let pruner = Pruner::new(store.clone(), queue.clone(), deps.config.maintenance.retention).with_max_batches(2);
+    if let Err(err) = pruner.run_once().await {
+        tracing::warn!(error = %err, "prune pass failed; the next run tries again");
+    }
     if !deps.config.maintenance.emf_interval.is_zero()
         && let Err(err) = jobq_shared::metrics::log_emf(&store, &deps.config.namespace).await
     {
@@ -192,7 +200,8 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
 
     let worker = Worker::new(store, queue, deps.registry.clone(), config);
     let limits = Limits {
-        stop_taking_at: Some(Instant::now() + plan.take_for),
+        // From the start of the invocation: migrations, repair and pruning took some of it.
+        stop_taking_at: Some(started + plan.take_for),
         max_jobs: request.max_jobs,
         until_idle: request.until_idle,
         idle_wait: request.idle_wait.unwrap_or(deps.config.worker_idle_wait),

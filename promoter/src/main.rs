@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::maintenance::{promoter::Promoter, pruner::Pruner, reaper::Reaper, repairer::Repairer};
 use jobq_shared::{Config, Queue, Registry, Store, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     );
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
+    services.spawn(Pruner::new(store.clone(), queue.clone(), m.retention).run(m.prune_interval, shutdown.clone()));
     if !m.emf_interval.is_zero() {
         services.spawn(jobq_shared::metrics::log_emf_every(
             store.clone(),

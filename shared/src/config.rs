@@ -76,6 +76,29 @@ pub struct MaintenanceConfig {
     /// How often the promoter logs the queues' state as CloudWatch Embedded Metric Format lines
     /// (the worker function: once per run); zero for never.
     pub emf_interval: Duration,
+    /// How often finished jobs past their retention are deleted (the worker function: once per run).
+    pub prune_interval: Duration,
+    pub retention: Retention,
+}
+
+/// How long finished jobs (with their attempts) are kept after they finished; `None` for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub completed: Option<Duration>,
+    pub cancelled: Option<Duration>,
+    /// Dead jobs (the DLQ).
+    pub dead: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        Retention {
+            completed: Some(7 * DAY),
+            cancelled: Some(7 * DAY),
+            dead: Some(30 * DAY),
+        }
+    }
 }
 
 impl Default for MaintenanceConfig {
@@ -86,6 +109,8 @@ impl Default for MaintenanceConfig {
             repair_interval: Duration::from_secs(5),
             repair_after: Duration::from_secs(30),
             emf_interval: Duration::ZERO,
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
         }
     }
 }
@@ -235,6 +260,12 @@ impl Config {
                 repair_interval: env.millis("JOBQ_REPAIR_INTERVAL_MS", maint.repair_interval)?,
                 repair_after: env.millis("JOBQ_REPAIR_AFTER_MS", maint.repair_after)?,
                 emf_interval: Duration::from_millis(env.parse("JOBQ_EMF_INTERVAL_MS", 0)?),
+                prune_interval: env.millis("JOBQ_PRUNE_INTERVAL_MS", maint.prune_interval)?,
+                retention: Retention {
+                    completed: env.retention("JOBQ_RETAIN_COMPLETED_MS", maint.retention.completed)?,
+                    cancelled: env.retention("JOBQ_RETAIN_CANCELLED_MS", maint.retention.cancelled)?,
+                    dead: env.retention("JOBQ_RETAIN_DEAD_MS", maint.retention.dead)?,
+                },
             },
             worker_idle_wait: Duration::from_millis(env.parse("JOBQ_WORKER_IDLE_WAIT_MS", 0)?),
         })
@@ -284,6 +315,13 @@ impl Env<'_> {
             });
         }
         Ok(value)
+    }
+
+    /// A retention in milliseconds; 0 keeps for ever.
+    fn retention(&self, var: &'static str, default: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+        let default_ms = default.map_or(0, |d| d.as_millis() as u64);
+        let ms = self.parse::<u64>(var, default_ms)?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms)))
     }
 
     fn millis(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {

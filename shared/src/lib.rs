@@ -12,8 +12,8 @@
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
-//! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases) and repairer
-//!   (Redis rebuilt from Postgres).
+//! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases), repairer
+//!   (Redis rebuilt from Postgres) and pruner (finished jobs deleted after their retention).
 //! - [`metrics`]: counters and histograms of what this process ran, and the queues' state, as
 //!   Prometheus text.
 //! - [`clock`]: the database's clock, read on any host; leases and due times are decided on it.

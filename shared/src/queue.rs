@@ -231,6 +231,16 @@ impl Queue {
         Ok(())
     }
 
+    /// Takes ids out of the DLQ index (their jobs were deleted).
+    pub async fn forget_dead(&self, ids: &[JobId]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for chunk in ids.chunks(1000) {
+            let members: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+            let _: usize = retry_once!(conn.zrem(&self.keys.dlq, &members))?;
+        }
+        Ok(())
+    }
+
     /// Out of the DLQ index and onto the ready queue, atomically.
     pub async fn requeue(&self, id: JobId, priority: i16, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn.clone();

@@ -466,7 +466,7 @@ async fn every_filter_is_answered_from_an_index_over_200000_jobs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_health_is_exact_under_the_bound_and_estimated_past_it_over_200000_jobs() {
+async fn queue_health_and_pruning_stay_on_indexes_over_200000_jobs() {
     use jobq_shared::health::{COUNT_BOUND, counts_statement};
     use std::collections::HashMap;
 
@@ -509,6 +509,23 @@ async fn queue_health_is_exact_under_the_bound_and_estimated_past_it_over_200000
             .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "jobs"),
         "queue_counts scans the whole of jobs: {plan:#}"
     );
+
+    // The retention's deletes find their jobs through indexes too, never a scan of `jobs`.
+    for status in [Status::Completed, Status::Cancelled, Status::Failed] {
+        let statement = jobq_shared::maintenance::pruner::prune_statement(status);
+        let week_ms: i64 = 7 * 24 * 3600 * 1000;
+        let plan: Value = client
+            .query_one(&format!("EXPLAIN (FORMAT JSON) {statement}"), &[&week_ms, &1000i64])
+            .await
+            .expect("explain prune")
+            .get(0);
+        let all = nodes(&plan[0]["Plan"]);
+        assert!(
+            !all.iter().any(|n| n["Node Type"] == "Seq Scan"
+                && ["jobs", "job_listing"].contains(&n["Relation Name"].as_str().unwrap_or_default())),
+            "pruning {status} scans a whole table: {plan:#}"
+        );
+    }
 
     // 20,000 pending, 10,000 running, 20,000 dead, 10,000 cancelled: under the bound, exact. The
     // 200,000 jobs of the listing are past it, so COMPLETED is estimated.

@@ -2,6 +2,7 @@
 //! tests call directly and a `run` loop for the promoter binary.
 
 pub mod promoter;
+pub mod pruner;
 pub mod reaper;
 pub mod repairer;
 
