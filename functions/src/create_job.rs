@@ -10,7 +10,7 @@ use lambda_http::{Body, Request, Response};
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
 use crate::job_body::JobBody;
-use crate::request::{expect_method, header, json_body, parse_json};
+use crate::request::{expect_method, header, json_body, parse_json, trace_parent};
 
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
     respond(create(deps, &req).await)
@@ -38,5 +38,5 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
 pub fn parse(req: &Request) -> Result<NewJob, ApiError> {
     let body: CreateRequest = parse_json(json_body(req)?)?;
     let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
-    Ok(new)
+    Ok(new.traceparent(trace_parent(req)))
 }

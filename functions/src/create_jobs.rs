@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
 use crate::job_body::JobBody;
-use crate::request::{expect_method, from_value, json_body, parse_json};
+use crate::request::{expect_method, from_value, json_body, parse_json, trace_parent};
 
 /// The most jobs one call may create.
 pub const MAX_BATCH: usize = 1000;
@@ -75,6 +75,7 @@ pub fn parse(req: &Request) -> Result<Vec<NewJob>, ApiError> {
         .map(|(index, item)| {
             from_value::<CreateRequest>(item)
                 .and_then(|parsed| NewJob::parse(parsed, None).map_err(|e| ApiError::Domain(e.into())))
+                .map(|new| new.traceparent(trace_parent(req)))
                 .map_err(|source| ApiError::InBatch {
                     index,
                     source: Box::new(source),

@@ -44,6 +44,7 @@ mod tests {
             completed_at: None,
             lease_expires_at: None,
             cancel_requested_at: None,
+            traceparent: None,
             history: Vec::new(),
         };
         let plain = serde_json::to_value(&job).expect("job");

@@ -4,6 +4,7 @@
 use http::Method;
 use http::header::CONTENT_TYPE;
 use jobq_shared::JobId;
+use jobq_shared::trace::TraceParent;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::{Request, RequestExt};
 use serde::de::DeserializeOwned;
@@ -109,6 +110,15 @@ pub fn header<'r>(req: &'r Request, name: &'static str) -> Result<Option<&'r str
         None => Ok(None),
         Some(value) => value.to_str().map(Some).map_err(|_| ApiError::InvalidHeader { name }),
     }
+}
+
+/// The request's W3C `traceparent` header, if it holds a valid one. An invalid one is ignored, as
+/// the Trace Context specification asks (the job is then created outside any trace), never a 400.
+pub fn trace_parent(req: &Request) -> Option<TraceParent> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 /// The job id of a route like `/jobs/{id}`, `/jobs/{id}/cancel` or `/dlq/{id}/requeue`: the `id` path parameter (API

@@ -314,3 +314,28 @@ async fn an_error_quotes_no_more_than_an_excerpt_of_the_input() {
     let message = text["error"]["message"].as_str().expect("message");
     assert!(message.chars().count() < 400, "{} characters", message.chars().count());
 }
+
+#[tokio::test]
+async fn a_valid_traceparent_is_stored_with_the_job_and_an_invalid_one_is_ignored() {
+    let (_env, deps) = setup().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let with = |value: &str| {
+        let mut req = post_json("/jobs", r#"{"type": "TEST", "payload": "traced"}"#);
+        req.headers_mut()
+            .insert("traceparent", http::HeaderValue::from_str(value).expect("header"));
+        req
+    };
+    let response = create_job::handle(&deps, with(traceparent)).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 201, "{body}");
+    assert_eq!(body["traceparent"], traceparent);
+
+    // An invalid one (here, version ff) is no reason to refuse the job: it is created untraced.
+    let response = create_job::handle(&deps, with("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 201, "{body}");
+    assert_eq!(body["traceparent"], serde_json::Value::Null);
+
+    let plain = json(&create_job::handle(&deps, post_json("/jobs", r#"{"type": "TEST"}"#)).await);
+    assert_eq!(plain["traceparent"], serde_json::Value::Null);
+}

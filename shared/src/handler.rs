@@ -21,6 +21,9 @@ pub struct JobContext {
     /// just before it aborts the handler at its next `.await`. Code that runs long without
     /// awaiting should check `cancel.is_cancelled()` and stop.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// The W3C `traceparent` to pass on to what the handler calls: the job's trace (from its
+    /// create request) with this attempt's span id; `None` when the job was created without one.
+    pub traceparent: Option<String>,
 }
 
 /// How a handler failed. The engine, not the handler, decides between retry and the DLQ.
@@ -127,6 +130,7 @@ mod tests {
             attempt,
             max_attempts: 3,
             cancel: Default::default(),
+            traceparent: None,
         }
     }
 

@@ -185,6 +185,8 @@ pub struct Job {
     /// When a cancel was asked for while the job was running (its worker stops it); kept if the
     /// job finished anyway.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` the job was created in, if its request carried a valid one.
+    pub traceparent: Option<String>,
     /// Filled by `Store::get` and `Store::find`; empty in the DLQ listing.
     pub history: Vec<Attempt>,
 }
@@ -240,6 +242,10 @@ pub struct NewJob {
     pub timeout_ms: Option<i32>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
+    /// The trace the job is created in (the request's `traceparent` header). Not part of the
+    /// request an idempotency key guards: a retry in another trace is the same request.
+    #[serde(skip)]
+    pub traceparent: Option<crate::trace::TraceParent>,
 }
 
 /// What is wrong with a create request; each says which field.
@@ -298,7 +304,13 @@ impl NewJob {
             schedule: Schedule::Now,
             timeout_ms: None,
             idempotency_key: None,
+            traceparent: None,
         }
+    }
+
+    pub fn traceparent(mut self, traceparent: Option<crate::trace::TraceParent>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     pub fn priority(mut self, priority: i16) -> Self {
@@ -455,6 +467,7 @@ impl NewJob {
             schedule,
             timeout_ms,
             idempotency_key,
+            traceparent: None,
         })
     }
 

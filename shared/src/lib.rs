@@ -16,6 +16,7 @@
 //!   (Redis rebuilt from Postgres) and pruner (finished jobs deleted after their retention).
 //! - [`metrics`]: counters and histograms of what this process ran, and the queues' state, as
 //!   Prometheus text.
+//! - [`trace`]: the W3C `traceparent` a job was created in, stored and continued by the worker.
 //! - [`clock`]: the database's clock, read on any host; leases and due times are decided on it.
 //! - [`config`]: typed configuration from the environment.
 //! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
@@ -43,6 +44,7 @@ pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;
+pub mod trace;
 pub mod worker;
 
 pub use config::Config;

@@ -336,13 +336,35 @@ impl Store {
         let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
             .map_err(|_| Error::Timeout(self.timeout))??;
+        match self.run_on(client, sql, params, cached, deadline).await {
+            (Some(client), Err(Error::Postgres(err))) if cached && is_stale_plan(&err) => {
+                // A migration changed a table this statement reads since this connection prepared
+                // it (a column added during a rolling deploy): nothing ran. Prepare it afresh.
+                tracing::info!(error = %err, "a prepared statement went stale after a schema change; preparing it again");
+                client.statement_cache.remove(sql, &[]);
+                self.run_on(client, sql, params, cached, deadline).await.1
+            }
+            (_, outcome) => outcome,
+        }
+    }
+
+    /// One try of [`Store::run`] on `client`; gives the connection back unless it must be dropped.
+    async fn run_on(
+        &self,
+        client: deadpool_postgres::Object,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        cached: bool,
+        deadline: tokio::time::Instant,
+    ) -> (Option<deadpool_postgres::Object>, Result<Vec<Row>>) {
         let statement = if cached {
             match tokio::time::timeout_at(deadline, client.prepare_cached(sql)).await {
-                Ok(prepared) => Some(prepared?),
+                Ok(Ok(prepared)) => Some(prepared),
+                Ok(Err(err)) => return (Some(client), Err(err.into())),
                 Err(_) => {
                     // Nothing ran, but the connection still waits for an answer: never reuse it.
                     drop(deadpool_postgres::Object::take(client));
-                    return Err(Error::Timeout(self.timeout));
+                    return (None, Err(Error::Timeout(self.timeout)));
                 }
             }
         } else {
@@ -355,15 +377,19 @@ impl Store {
             }
         };
         match tokio::time::timeout_at(deadline, rows).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(err)) if err.code().is_some() => Err(err.into()),
+            Ok(Ok(rows)) => (Some(client), Ok(rows)),
+            Ok(Err(err)) if err.code().is_some() => (Some(client), Err(err.into())),
             answer => {
                 drop(deadpool_postgres::Object::take(client));
-                Err(Error::InDoubt {
-                    after: self.timeout,
-                    jobs: Vec::new(),
-                    source: answer.ok().and_then(Result::err),
-                })
+                let source = answer.ok().and_then(Result::err);
+                (
+                    None,
+                    Err(Error::InDoubt {
+                        after: self.timeout,
+                        jobs: Vec::new(),
+                        source,
+                    }),
+                )
             }
         }
     }
@@ -415,6 +441,9 @@ impl Store {
                     &new.iter().map(|n| n.idempotency_key.as_deref()).collect::<Vec<_>>(),
                     &fingerprints,
                     &now,
+                    &new.iter()
+                        .map(|n| n.traceparent.as_ref().map(ToString::to_string))
+                        .collect::<Vec<_>>(),
                 ],
             )
             .await
@@ -1039,6 +1068,15 @@ fn lease_ms(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Postgres refusing a prepared statement whose result columns a schema change altered
+/// ("cached plan must not change result type").
+fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+        && err
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("cached plan must not change result type"))
+}
+
 fn status_from_row(row: &Row) -> Result<Status> {
     let status: &str = row.try_get("status")?;
     Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
@@ -1099,6 +1137,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         completed_at: row.try_get("completed_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         cancel_requested_at: row.try_get("cancel_requested_at")?,
+        traceparent: row.try_get("traceparent")?,
         history: Vec::new(),
     })
 }

@@ -615,3 +615,50 @@ async fn a_cancel_requested_job_released_at_shutdown_is_cancelled_not_queued_aga
     assert_eq!(outcomes, vec![Outcome::Released]);
     assert_eq!(starts.load(Ordering::SeqCst), 1);
 }
+
+/// Records the `traceparent` each attempt is given.
+struct TraceRecorder(Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+#[async_trait]
+impl JobHandler for TraceRecorder {
+    async fn handle(&self, job: JobContext) -> Result<(), HandlerError> {
+        self.0.lock().expect("lock").push(job.traceparent.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_creators_trace_is_stored_and_continued_by_the_worker() {
+    use jobq_shared::trace::TraceParent;
+    let env = TestEnv::new().await;
+    let creator = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = env
+        .create_job(NewJob::new("TRACE", json!("traced")).traceparent(TraceParent::parse(creator)))
+        .await;
+    let plain = env.create_job(NewJob::new("TRACE", json!("plain"))).await;
+    assert_eq!(
+        env.jobs.get(traced).await.expect("get").traceparent.as_deref(),
+        Some(creator)
+    );
+    assert_eq!(env.jobs.get(plain).await.expect("get").traceparent, None);
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let running = Running::start(&env, Registry::new().register("TRACE", TraceRecorder(seen.clone())));
+    wait_for(&env, traced, Status::Completed, SOON).await;
+    wait_for(&env, plain, Status::Completed, SOON).await;
+    running.stop().await;
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.contains(&None), "{seen:?}");
+    let given = seen
+        .iter()
+        .flatten()
+        .next()
+        .and_then(|t| TraceParent::parse(t))
+        .expect("a valid traceparent for the traced job");
+    // The same trace and flags, with a span of the attempt's own.
+    assert_eq!(given.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(given.parent_id(), "00f067aa0ba902b7");
+    assert!(given.to_string().ends_with("-01"));
+}

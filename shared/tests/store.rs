@@ -568,3 +568,32 @@ async fn complete_many_records_held_leases_and_refuses_stale_ones() {
         assert_eq!((job.status, job.history.len()), (Status::Completed, 1));
     }
 }
+
+/// A migration that adds a column while a process runs (a rolling deploy) leaves that process's
+/// prepared statements with the old result columns; Postgres then refuses them ("cached plan must
+/// not change result type"). The store prepares such a statement again, and the call succeeds.
+#[tokio::test]
+async fn a_column_added_while_statements_are_prepared_does_not_break_them() {
+    let env = TestEnv::with(|config| config.pg_pool_size = 1).await;
+    let id = env.create_job(NewJob::new("TEST", json!({"n": 1}))).await;
+    // Prepared (and cached) on the pool's one connection.
+    assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Pending);
+
+    // Another process's migration, on a connection of its own.
+    let other = jobq_shared::Store::connect(&env.config.database_url, 1, Duration::from_secs(5)).expect("pool");
+    other
+        .pool()
+        .get()
+        .await
+        .expect("connection")
+        .batch_execute("ALTER TABLE jobs ADD COLUMN added_by_a_later_release text")
+        .await
+        .expect("add a column");
+
+    let job = env.jobs.get(id).await.expect("get after the column was added");
+    assert_eq!(job.payload, json!({"n": 1}));
+    let now = env.store.now().await;
+    let lease = env.claim_job(id, "w", now, LEASE).await;
+    env.store.complete(&lease, now).await.expect("complete");
+    assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Completed);
+}

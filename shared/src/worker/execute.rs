@@ -1,6 +1,7 @@
 //! Running one claimed job: its handler under its timeout, the lease renewed beside it, the
 //! handler stopped when the lease can no longer be trusted; then its outcome handed to be recorded.
 
+use crate::trace::TraceParent;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -24,9 +25,21 @@ impl Worker {
     ) -> Finished {
         let job = lease.job();
         let queue = job.queue.clone();
-        let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, queue = %job.queue, attempt = lease.attempt());
+        // The creator's trace, continued: this attempt is a span of its own within it.
+        let stored = job.traceparent.as_deref().and_then(TraceParent::parse);
+        let trace = stored.as_ref().map(TraceParent::child);
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            job_type = %job.job_type,
+            queue = %job.queue,
+            attempt = lease.attempt(),
+            trace_id = trace.as_ref().map(TraceParent::trace_id),
+            span_id = trace.as_ref().map(TraceParent::parent_id),
+            parent_span_id = stored.as_ref().map(TraceParent::parent_id),
+        );
         let finished = self
-            .execute_inner(lease, claim_sent, hard_stop, slot, completer)
+            .execute_inner(lease, claim_sent, hard_stop, slot, completer, trace)
             .instrument(span)
             .await;
         let m = metrics();
@@ -46,6 +59,7 @@ impl Worker {
         hard_stop: CancellationToken,
         slot: Slot,
         completer: Completer,
+        trace: Option<TraceParent>,
     ) -> Finished {
         let Slot { running, held: _held } = slot;
         let inner = &self.inner;
@@ -66,6 +80,7 @@ impl Worker {
                     attempt: lease.attempt(),
                     max_attempts: job.max_attempts,
                     cancel: cancel.clone(),
+                    traceparent: trace.map(|t| t.to_string()),
                 };
                 let own = Duration::from_millis(job.timeout_ms.max(1) as u64);
                 let timeout = inner.config.max_job_timeout.map_or(own, |most| own.min(most));
