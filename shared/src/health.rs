@@ -143,8 +143,24 @@ impl Store {
                 entry.oldest_pending_age = row.try_get("oldest_pending_age")?;
             }
         }
-        names.extend(counted.keys().cloned());
 
+        if !exact.contains(&Status::Pending) {
+            // Too many pending jobs to count, but the age of each queue's longest-due one is what
+            // an operator watches: one pass over the due ones, through the pending index. A query
+            // per queue would walk that whole index for every queue that has no due job.
+            let oldest = match only {
+                Some(queue) => self.query(include_str!("sql/oldest_pending.sql"), &[&queue]).await?,
+                None => self.query(include_str!("sql/oldest_pending_all.sql"), &[]).await?,
+            };
+            for row in oldest {
+                let queue: Option<String> = row.try_get("queue")?;
+                let age: Option<f64> = row.try_get("oldest_pending_age")?;
+                if let (Some(queue), Some(age)) = (queue.or_else(|| only.map(str::to_owned)), age) {
+                    counted.entry(queue).or_default().oldest_pending_age = Some(age);
+                }
+            }
+        }
+        names.extend(counted.keys().cloned());
         let names: Vec<String> = names.into_iter().collect();
         let mut throughput = self.throughput(&names).await?;
         let mut all: BTreeSet<String> = names.into_iter().collect();
@@ -206,17 +222,8 @@ impl Store {
             self.estimate(&queue, Status::Completed).await?
         };
         counts.insert(2, completed);
-        let (ready, oldest_pending_age) = if exact.contains(&Status::Pending) {
-            (Some(found.ready.unwrap_or(0)), found.oldest_pending_age)
-        } else {
-            let row = self
-                .query_opt(include_str!("sql/oldest_pending.sql"), &[&queue])
-                .await?;
-            (
-                None,
-                row.map(|r| r.try_get("oldest_pending_age")).transpose()?.flatten(),
-            )
-        };
+        let ready = exact.contains(&Status::Pending).then(|| found.ready.unwrap_or(0));
+        let oldest_pending_age = found.oldest_pending_age;
         Ok(QueueHealth {
             queue,
             counts,
