@@ -19,7 +19,7 @@ use tokio_postgres::Row;
 
 use crate::error::{Error, Result};
 use crate::job::Status;
-use crate::store::Store;
+use crate::store::{Store, status_from_row};
 
 /// Past this many jobs in one status (all queues), that status's counts are estimated.
 pub const COUNT_BOUND: i64 = 50_000;
@@ -127,16 +127,12 @@ impl Store {
                 continue;
             }
             let entry = counted.entry(queue).or_default();
-            let status: &str = row.try_get("status")?;
             let count: i64 = row.try_get("count")?;
-            if status == "LISTED" {
+            if row.try_get::<_, &str>("status")? == "LISTED" {
                 entry.listed = Some(count);
                 continue;
             }
-            let status = Status::ALL
-                .into_iter()
-                .find(|s| s.as_str() == status)
-                .ok_or_else(|| Error::CorruptRow(format!("unknown status {status:?}")))?;
+            let status = status_from_row(&row)?;
             entry.by_status.insert(status.as_str(), count);
             if status == Status::Pending {
                 entry.ready = Some(row.try_get("ready")?);

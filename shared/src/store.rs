@@ -1077,7 +1077,7 @@ fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
             .is_some_and(|db| db.message().contains("cached plan must not change result type"))
 }
 
-fn status_from_row(row: &Row) -> Result<Status> {
+pub(crate) fn status_from_row(row: &Row) -> Result<Status> {
     let status: &str = row.try_get("status")?;
     Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
 }
