@@ -291,6 +291,33 @@ def run_checks(api, port, r):
         status, body, text = api.call("GET", "/dlq")
         r.check("it is back in the DLQ", status == 200 and dead in [job_id_of(i) for i in dlq_items(body)], text[:300])
 
+        # 3a. Bulk: a dry run counts the dead jobs, a real requeue runs them all again, the audit
+        #     log says who asked.
+        before_history = len((job or {}).get("history") or [])
+        status, body, text = api.call("POST", "/jobs/bulk", {"filter": {"status": "FAILED"}, "action": "requeue", "dryRun": True})
+        r.check("POST /jobs/bulk dryRun answers 200 with the count of dead jobs",
+                status == 200 and isinstance(body, dict) and body.get("count", 0) >= 1, f"{status} {text[:300]}")
+        status, body, text = api.call("POST", "/jobs/bulk", {"filter": {"status": "FAILED"}, "action": "requeue"})
+        operation = (body or {}).get("id") if isinstance(body, dict) else None
+        r.check("POST /jobs/bulk requeue answers 202 with an operation", status == 202 and bool(operation), f"{status} {text[:300]}")
+        if operation:
+            deadline, op = time.monotonic() + WAIT, None
+            while time.monotonic() < deadline:
+                status, op, text = api.call("GET", f"/operations/{operation}")
+                if isinstance(op, dict) and op.get("state") == "DONE":
+                    break
+                time.sleep(0.3)
+            r.check("GET /operations/{id} shows it DONE with the dead job processed",
+                    isinstance(op, dict) and op.get("state") == "DONE" and op.get("processed", 0) >= 1, f"{op}")
+            job = api.wait_for(dead, "FAILED", also=lambda j: len(j.get("history") or []) > before_history)
+            r.check("the bulk-requeued job runs again and dies again",
+                    job is not None and len(job.get("history") or []) > before_history, f"{job and len(job.get('history') or [])} attempts")
+            status, body, text = api.call("GET", "/audit?limit=5")
+            entries = (body or {}).get("items") or [] if isinstance(body, dict) else []
+            r.check("GET /audit lists the bulk requeue and the single one",
+                    status == 200 and any(e.get("operationId") == operation and e.get("action") == "bulk.requeue" for e in entries)
+                    and any(e.get("jobId") == dead and e.get("action") == "job.requeue" for e in entries), f"{status} {text[:400]}")
+
     # 3b. The batch route: every job created, one result each, and each one runs.
     status, body, text = api.call("POST", "/jobs/batch", {"jobs": [{"type": "TEST", "payload": i} for i in range(3)]})
     results = (body or {}).get("results") or []
@@ -398,7 +425,7 @@ NIL_ID = "00000000-0000-4000-8000-000000000000"
 ROUTES = [
     ("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/jobs"), ("POST", "/jobs/{id}/cancel"),
     ("POST", "/api/jobs"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue"),
-    ("GET", "/queues"), ("GET", "/queues/{name}"),
+    ("GET", "/queues"), ("GET", "/queues/{name}"), ("POST", "/jobs/bulk"), ("GET", "/operations/{id}"), ("GET", "/audit"),
 ]
 
 
@@ -440,6 +467,12 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"POST /dlq/{{id}}/requeue answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
     status, body, text = api.call("GET", "/queues")
     r.check(f"GET /queues answers 200 {when}", status == 200 and isinstance((body or {}).get("queues"), list), f"{status} {text[:300]}")
+    status, body, text = api.call("POST", "/jobs/bulk", {"filter": {"queue": "none"}, "action": "cancel", "dryRun": True})
+    r.check(f"POST /jobs/bulk answers 200 {when}", status == 200 and (body or {}).get("count") == 0, f"{status} {text[:300]}")
+    status, body, text = api.call("GET", f"/operations/{NIL_ID}")
+    r.check(f"GET /operations/{{id}} answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/audit?limit=1")
+    r.check(f"GET /audit answers 200 {when}", status == 200 and isinstance((body or {}).get("items"), list), f"{status} {text[:300]}")
     if new_id:
         job = api.wait_for(new_id, "COMPLETED")
         r.check(f"a job created {when} is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")

@@ -41,6 +41,10 @@ pub enum ApiError {
     InvalidHeader { name: &'static str },
     #[error("{value:?} is not a valid job id (a UUID)")]
     InvalidUuid { value: String },
+    #[error("{value:?} is not a valid operation id (a UUID)")]
+    InvalidOperationId { value: String },
+    #[error("operation {id} not found")]
+    OperationNotFound { id: uuid::Uuid },
     #[error("{value:?} is not a valid queue name: 1 to {max} characters", max = jobq_shared::job::limits::MAX_QUEUE_LEN)]
     InvalidQueueName { value: String },
     #[error("query parameter {name:?} is not valid: {detail}")]
@@ -89,6 +93,8 @@ impl ApiError {
             ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
             ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
             ApiError::InvalidQueueName { .. } => (StatusCode::BAD_REQUEST, "invalid_queue_name"),
+            ApiError::InvalidOperationId { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
+            ApiError::OperationNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             ApiError::UnknownParameter { .. } => (StatusCode::BAD_REQUEST, "unknown_parameter"),
             ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),

@@ -21,7 +21,9 @@ async fn cancel(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     deps.authorize(req)?;
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
-    Ok(match deps.jobs.cancel(id, deps.jobs.store().now().await).await? {
+    let cancelled = deps.jobs.cancel(id, deps.jobs.store().now().await).await?;
+    deps.jobs.audit(&deps.actor(req), "job.cancel", id).await;
+    Ok(match cancelled {
         Cancellation::Cancelled(job) => json_response(StatusCode::OK, &JobBody::new(&job)),
         Cancellation::Requested(job) => json_response(StatusCode::ACCEPTED, &JobBody::new(&job)),
     })

@@ -1,6 +1,7 @@
 //! What a function builds once per cold start and reuses across invocations: configuration, the
 //! Postgres pool, the Redis connection and the job operations over them.
 
+use jobq_shared::bulk::Actor;
 use jobq_shared::config::ConfigError;
 #[cfg(feature = "aws-secrets")]
 use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_redis_url};
@@ -141,6 +142,57 @@ impl Deps {
         match presented {
             Some(token) if expected.matches(token) => Ok(()),
             _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// The header in which a caller names whom it acts for (a person behind the CLI or a page); kept
+/// in the audit log next to the authenticated caller, not verified.
+pub const ACTOR_HEADER: &str = "x-jobq-actor";
+
+/// The longest name kept from [`ACTOR_HEADER`], in characters.
+pub const MAX_ACTOR_LEN: usize = 100;
+
+impl Deps {
+    /// Who is asking, for the audit log: the IAM ARN API Gateway verified when the API uses IAM
+    /// auth, else `api-token` when a token is required (and was checked), else `anonymous`; with
+    /// the `X-Jobq-Actor` header as the name it gives, control characters removed and cut to
+    /// [`MAX_ACTOR_LEN`] characters.
+    pub fn actor(&self, req: &Request) -> Actor {
+        use lambda_http::RequestExt;
+        use lambda_http::request::RequestContext;
+        let iam = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+                .authorizer
+                .as_ref()
+                .and_then(|authorizer| authorizer.iam.as_ref())
+                .and_then(|iam| iam.user_arn.clone()),
+            _ => None,
+        };
+        let principal = iam.unwrap_or_else(|| {
+            if self.api_token.is_some() {
+                "api-token"
+            } else {
+                "anonymous"
+            }
+            .to_owned()
+        });
+        let on_behalf_of = req
+            .headers()
+            .get(ACTOR_HEADER)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .map(|name| {
+                name.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_ACTOR_LEN)
+                    .collect::<String>()
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|name| !name.is_empty());
+        Actor {
+            principal,
+            on_behalf_of,
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
 use crate::job_body::JobBody;
-use crate::request::{expect_method, query_param, unknown_query_param};
+use crate::request::{expect_method, limit_param, query_param, unknown_query_param};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
@@ -59,18 +59,7 @@ async fn find(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
         });
     }
     let filter = filter(req)?;
-    let limit = match query_param(req, "limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.trim().parse::<usize>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::InvalidLimit {
-                    value: raw.chars().take(40).collect(),
-                    max: MAX_LIMIT,
-                });
-            }
-        },
-    };
+    let limit = limit_param(req, DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = match given(req, "cursor") {
         None => None,
         Some(raw) => Some(raw.trim().parse::<JobCursor>()?),

@@ -12,12 +12,16 @@
 //! - [`list_dlq`]: `GET /dlq?limit=&cursor=`.
 //! - [`requeue_dlq`]: `POST /dlq/{id}/requeue`.
 //! - [`list_queues`]: `GET /queues` and `GET /queues/{name}`: the queues' health.
+//! - [`bulk_jobs`]: `POST /jobs/bulk` and `GET /operations/{id}`: acting on every job a filter
+//!   matches.
+//! - [`list_audit`]: `GET /audit`: who cancelled, requeued or acted in bulk.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
 //! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
 //!   show it; [`deps`]: clients and the API token;
 //!   [`telemetry`]: logging.
 
 pub mod api_error;
+pub mod bulk_jobs;
 pub mod cancel_job;
 pub mod create_job;
 pub mod create_jobs;
@@ -25,6 +29,7 @@ pub mod deps;
 pub mod find_jobs;
 pub mod get_job;
 pub mod job_body;
+pub mod list_audit;
 pub mod list_dlq;
 pub mod list_queues;
 pub mod request;

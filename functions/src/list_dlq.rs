@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
 use crate::job_body::JobBody;
-use crate::request::{expect_method, query_param};
+use crate::request::{expect_method, limit_param, query_param};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
@@ -50,18 +50,7 @@ pub struct PageQuery {
 /// The page a request asks for: its `limit` and `cursor` query parameters, validated. The untrusted
 /// input of this route; `fuzz/` runs it over generated queries.
 pub fn parse(req: &Request) -> Result<PageQuery, ApiError> {
-    let limit = match query_param(req, "limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.trim().parse::<usize>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::InvalidLimit {
-                    value: raw.chars().take(40).collect(),
-                    max: MAX_LIMIT,
-                });
-            }
-        },
-    };
+    let limit = limit_param(req, DEFAULT_LIMIT, MAX_LIMIT)?;
     // An empty cursor is the first page, as when a client always sends the parameter.
     let cursor = match query_param(req, "cursor").filter(|c| !c.trim().is_empty()) {
         None => None,

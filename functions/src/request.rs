@@ -151,6 +151,20 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
     uri_query(req).and_then(|params| params.first(name).map(str::to_owned))
 }
 
+/// The `limit` query parameter: `default` when absent, else a whole number from 1 to `max`.
+pub fn limit_param(req: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query_param(req, "limit") {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::InvalidLimit {
+                value: raw.chars().take(40).collect(),
+                max,
+            }),
+        },
+    }
+}
+
 /// The first query parameter in the URI whose name is not in `known`, cut short. The URI carries
 /// the query string of every API Gateway event. (The event's own parsed map is not read here: one
 /// deserialized with a name but no value would make its iterator panic.)

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use jobq_shared::Worker;
+use jobq_shared::bulk::Operations;
 use jobq_shared::maintenance::promoter::Promoter;
 use jobq_shared::maintenance::pruner::Pruner;
 use jobq_shared::maintenance::reaper::Reaper;
@@ -197,6 +198,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
             .with_retry(deps.config.worker.retry)
             .run(deps.config.maintenance.reap_interval, maintenance.clone()),
     );
+    // Bulk operations go on here too, so that a deployment without the promoter finishes them:
+    // short passes, so that the end of the run does not wait long for one.
+    let operations = tokio::spawn(Operations::new(store.clone(), queue.clone()).run(
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        maintenance.clone(),
+    ));
 
     let worker = Worker::new(store, queue, deps.registry.clone(), config);
     let limits = Limits {
@@ -209,7 +217,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
     let outcome = worker.run_with(CancellationToken::new(), limits).await;
 
     maintenance.cancel();
-    let _ = tokio::join!(promoter, reaper);
+    let _ = tokio::join!(promoter, reaper, operations);
     let summary = outcome?;
     tracing::info!(
         claimed = summary.claimed,

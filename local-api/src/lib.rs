@@ -18,7 +18,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jobq_functions::{
-    Deps, cancel_job, create_job, create_jobs, find_jobs, get_job, list_dlq, list_queues, requeue_dlq,
+    Deps, bulk_jobs, cancel_job, create_job, create_jobs, find_jobs, get_job, list_audit, list_dlq, list_queues,
+    requeue_dlq,
 };
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
@@ -37,6 +38,8 @@ pub enum Function {
     ListDlq,
     RequeueDlq,
     ListQueues,
+    BulkJobs,
+    ListAudit,
 }
 
 impl Function {
@@ -51,6 +54,8 @@ impl Function {
             Function::ListDlq => "list-dlq",
             Function::RequeueDlq => "requeue-dlq",
             Function::ListQueues => "list-queues",
+            Function::BulkJobs => "bulk-jobs",
+            Function::ListAudit => "list-audit",
         }
     }
 
@@ -64,6 +69,8 @@ impl Function {
             Function::ListDlq => list_dlq::handle(deps, req).await,
             Function::RequeueDlq => requeue_dlq::handle(deps, req).await,
             Function::ListQueues => list_queues::handle(deps, req).await,
+            Function::BulkJobs => bulk_jobs::handle(deps, req).await,
+            Function::ListAudit => list_audit::handle(deps, req).await,
         }
     }
 }
@@ -84,6 +91,9 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/dlq/{id}/requeue", Function::RequeueDlq),
     ("GET", "/queues", Function::ListQueues),
     ("GET", "/queues/{name}", Function::ListQueues),
+    ("POST", "/jobs/bulk", Function::BulkJobs),
+    ("GET", "/operations/{id}", Function::BulkJobs),
+    ("GET", "/audit", Function::ListAudit),
 ];
 
 /// API Gateway's limit on a request body (HTTP APIs take up to 10 MB).

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use jobq_shared::bulk::Operations;
 use jobq_shared::maintenance::{promoter::Promoter, pruner::Pruner, reaper::Reaper, repairer::Repairer};
 use jobq_shared::{Config, Queue, Registry, Store, Worker};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
     services.spawn(Pruner::new(store.clone(), queue.clone(), m.retention).run(m.prune_interval, shutdown.clone()));
+    services.spawn(Operations::new(store.clone(), queue.clone()).run(
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    ));
     if !m.emf_interval.is_zero() {
         services.spawn(jobq_shared::metrics::log_emf_every(
             store.clone(),

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
+use crate::bulk::{Actor, BulkAction, Operation, Operations};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, NewJob, Status};
 use crate::queue::Queue;
@@ -157,6 +158,53 @@ impl Jobs {
                 }) => {}
                 Err(err) => return Err(err),
             }
+        }
+    }
+}
+
+impl Jobs {
+    /// The exact number of jobs `action` would act on now for `filter` (a bulk dry run). A status
+    /// filter the action cannot apply to is refused (`InvalidFilter`).
+    pub async fn bulk_count(&self, filter: &JobFilter, action: BulkAction) -> Result<i64> {
+        let statuses = action.statuses(filter)?;
+        self.store.count_matching(filter, &statuses).await
+    }
+
+    /// Starts a bulk operation: counts its matches, records it with its audit entry, then works on
+    /// it for up to `budget` (a small operation is done before this returns). Returns it as it
+    /// then stands; the promoter and the worker function finish the rest.
+    pub async fn start_bulk(
+        &self,
+        filter: &JobFilter,
+        action: BulkAction,
+        actor: &Actor,
+        budget: Duration,
+    ) -> Result<Operation> {
+        let statuses = action.statuses(filter)?;
+        let total = self.store.count_matching(filter, &statuses).await?;
+        let now = self.store.now().await;
+        let operation = self
+            .store
+            .create_operation(action, filter, &statuses, total, actor, now)
+            .await?;
+        let operations = Operations::new(self.store.clone(), self.queue.clone());
+        match operations.drive(operation.id, budget).await {
+            Ok(Some(current)) => Ok(current),
+            Ok(None) => Ok(operation),
+            Err(err) => {
+                // It is recorded: the processors go on with it.
+                tracing::warn!(operation = %operation.id, error = %err, "first batches of a bulk operation failed; the promoter goes on with it");
+                Ok(operation)
+            }
+        }
+    }
+
+    /// Records a single action (`job.cancel`, `job.requeue`) in the audit log. It runs after the
+    /// action: a failure to record is logged, and the action stands.
+    pub async fn audit(&self, actor: &Actor, action: &str, job_id: JobId) {
+        let now = self.store.now().await;
+        if let Err(err) = self.store.audit(actor, action, Some(job_id), None, 1, now).await {
+            tracing::error!(%job_id, action, actor = %actor.principal, error = %err, "action done but not written to the audit log");
         }
     }
 }

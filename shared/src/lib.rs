@@ -8,6 +8,7 @@
 //! - [`queue`]: Redis: ready lists per priority level, the schedule ZSET, the DLQ list. Lua in `src/lua/`.
 //! - [`retry`]: the backoff policy (when a failed job runs again).
 //! - [`health`]: the queues' health: jobs per status, cheap on big tables, and outcomes per minute.
+//! - [`bulk`]: acting on every job a filter matches, a batch at a time, and the audit log.
 //! - [`search`]: finding jobs: the filter, the cursor of its pages, a page of results.
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
@@ -23,6 +24,7 @@
 //! - `testing` and `fault` (feature `test-support`): a fresh database and namespace per test, and
 //!   a TCP proxy that injects partial network faults into one process's connections.
 
+pub mod bulk;
 pub mod clock;
 pub mod config;
 pub mod error;

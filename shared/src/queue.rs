@@ -264,6 +264,58 @@ impl Queue {
         Ok(removed > 0)
     }
 
+    /// [`Queue::requeue`] for many `(id, priority)` pairs: out of the DLQ index and onto their
+    /// ready lists, in one atomic round trip.
+    pub async fn requeue_many(&self, jobs: &[(JobId, i16)], now: DateTime<Utc>) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let members: Vec<String> = jobs.iter().map(|(id, _)| id.to_string()).collect();
+        pipe.zrem(&self.keys.dlq, &members).ignore();
+        for (at, key) in self.keys.ready.iter().enumerate() {
+            let ids: Vec<(i64, String)> = jobs
+                .iter()
+                .filter(|(_, priority)| level(*priority) == at)
+                .map(|(id, _)| (now.timestamp_millis(), id.to_string()))
+                .collect();
+            if !ids.is_empty() {
+                pipe.cmd("ZADD").arg(key).arg("NX").arg(&ids).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let () = retry_once!(pipe.query_async(&mut conn))?;
+        Ok(())
+    }
+
+    /// [`Queue::withdraw`] for many `(id, priority)` pairs, in one atomic round trip.
+    pub async fn withdraw_many(&self, jobs: &[(JobId, i16)]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let scheduled: Vec<String> = jobs
+            .iter()
+            .map(|(id, priority)| format!("{}:{id}", level(*priority)))
+            .collect();
+        pipe.zrem(&self.keys.scheduled, &scheduled).ignore();
+        for (at, key) in self.keys.ready.iter().enumerate() {
+            let ids: Vec<String> = jobs
+                .iter()
+                .filter(|(_, priority)| level(*priority) == at)
+                .map(|(id, _)| id.to_string())
+                .collect();
+            if !ids.is_empty() {
+                pipe.zrem(key, &ids).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let () = retry_once!(pipe.query_async(&mut conn))?;
+        Ok(())
+    }
+
     /// Round trip to Redis (connecting if need be).
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn.clone();

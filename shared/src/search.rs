@@ -136,6 +136,96 @@ impl JobFilter {
     }
 }
 
+impl JobFilter {
+    /// The status filter, if any.
+    pub fn status_filter(&self) -> Option<Status> {
+        self.status
+    }
+
+    /// The filter as a JSON object with `GET /jobs`'s parameter names, only those set (the form a
+    /// bulk operation stores and shows).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        if let Some(status) = self.status {
+            map.insert("status".into(), status.as_str().into());
+        }
+        if let Some(queue) = &self.queue {
+            map.insert("queue".into(), queue.as_str().into());
+        }
+        if let Some(job_type) = &self.job_type {
+            map.insert("type".into(), job_type.as_str().into());
+        }
+        if let Some(payload) = &self.payload {
+            map.insert("payload".into(), payload.clone());
+        }
+        if let Some(error) = &self.error {
+            map.insert("error".into(), error.as_str().into());
+        }
+        let time = |at: &DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        if let Some(at) = &self.created_after {
+            map.insert("createdAfter".into(), time(at).into());
+        }
+        if let Some(at) = &self.created_before {
+            map.insert("createdBefore".into(), time(at).into());
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// A filter from a JSON object with `GET /jobs`'s parameter names (`status`, `queue`, `type`,
+    /// `payload` as a JSON object, `error`, `createdAfter`, `createdBefore` as RFC 3339 strings),
+    /// each checked as the query parameters are. `null` is a filter not given; any other name is
+    /// refused.
+    pub fn from_json(value: &serde_json::Value) -> Result<JobFilter, InvalidFilter> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("filter", "must be a JSON object, such as {\"status\":\"FAILED\"}"))?;
+        let mut filter = JobFilter::default();
+        for (name, value) in object {
+            if value.is_null() {
+                continue;
+            }
+            let text = |parameter: &'static str| value.as_str().ok_or_else(|| invalid(parameter, "must be a string"));
+            let date = |parameter: &'static str| -> Result<DateTime<Utc>, InvalidFilter> {
+                DateTime::parse_from_rfc3339(text(parameter)?.trim())
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|_| invalid(parameter, "must be an RFC 3339 date-time, such as 2025-10-24T18:00:00Z"))
+            };
+            filter = match name.as_str() {
+                "status" => filter.status(text("status")?.trim().to_ascii_uppercase().parse().map_err(|_| {
+                    invalid(
+                        "status",
+                        "must be one of PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED",
+                    )
+                })?),
+                "queue" => filter.queue(text("queue")?)?,
+                "type" => filter.job_type(text("type")?)?,
+                "payload" => {
+                    if value.to_string().len() > MAX_PAYLOAD_FILTER_BYTES {
+                        return Err(invalid(
+                            "payload",
+                            format!("is longer than {MAX_PAYLOAD_FILTER_BYTES} bytes"),
+                        ));
+                    }
+                    filter.payload(value.clone())?
+                }
+                "error" => filter.error(text("error")?)?,
+                "createdAfter" => filter.created_after(date("createdAfter")?),
+                "createdBefore" => filter.created_before(date("createdBefore")?),
+                _ => {
+                    return Err(invalid(
+                        "filter",
+                        format!(
+                            "has no field {:?}; known: status, queue, type, payload, error, createdAfter, createdBefore",
+                            name.chars().take(40).collect::<String>()
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(filter)
+    }
+}
+
 /// True when any string or object key in `value` holds a NUL character (jsonb cannot store one).
 fn contains_nul(value: &serde_json::Value) -> bool {
     match value {
@@ -240,6 +330,39 @@ mod tests {
         assert!(JobFilter::default().job_type("a\u{0}").is_err());
         assert!(JobFilter::default().error("ab").is_err());
         assert!(JobFilter::default().error(&"e".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn filters_round_trip_through_json_and_unknown_fields_are_refused() {
+        let filter = JobFilter::from_json(&json!({
+            "status": "failed",
+            "queue": " emails ",
+            "type": "send",
+            "payload": {"userId": 7},
+            "error": "timeout",
+            "createdAfter": "2025-10-24T18:00:00+02:00",
+            "createdBefore": null
+        }))
+        .expect("valid");
+        assert_eq!(filter.status, Some(Status::Failed));
+        assert_eq!(filter.queue.as_deref(), Some("emails"));
+        assert_eq!(JobFilter::from_json(&filter.to_json()).expect("round trip"), filter);
+        assert_eq!(JobFilter::from_json(&json!({})).expect("empty"), JobFilter::default());
+        for (bad, parameter) in [
+            (json!([]), "filter"),
+            (json!({"state": "FAILED"}), "filter"),
+            (json!({"status": "DONE"}), "status"),
+            (json!({"status": 3}), "status"),
+            (json!({"payload": "{}"}), "payload"),
+            (json!({"createdAfter": "yesterday"}), "createdAfter"),
+            (json!({"error": "ab"}), "error"),
+        ] {
+            assert_eq!(
+                JobFilter::from_json(&bad).expect_err("refused").parameter,
+                parameter,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
+use crate::bulk::{Actor, AuditEntry, BatchOutcome, BulkAction, Operation, OperationState};
 use crate::clock::DbClock;
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
@@ -644,6 +645,192 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// How many jobs match `filter` in each of `statuses` (the filter's own status set aside), in
+    /// all: the exact count a bulk operation's dry run answers.
+    pub async fn count_matching(&self, filter: &JobFilter, statuses: &[Status]) -> Result<i64> {
+        let mut total = 0;
+        for &status in statuses {
+            let filter = filter.clone().status(status);
+            let sql = sql!("bulk_count").replace("{matching}", &find_matching(&filter));
+            let args = FindArgs::new(&filter, None, 1);
+            let params = args.params();
+            let rows = self.query_planned(&sql, &params[..9]).await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| Error::CorruptRow("count returned no row".into()))?;
+            total += row.try_get::<_, i64>("n")?;
+        }
+        Ok(total)
+    }
+
+    /// Records a new bulk operation and its audit entry, in one statement.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_operation(
+        &self,
+        action: BulkAction,
+        filter: &JobFilter,
+        statuses: &[Status],
+        total: i64,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Operation> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let row = self
+            .query_opt(
+                sql!("operation_create"),
+                &[
+                    &Uuid::now_v7(),
+                    &action.as_str(),
+                    &filter.to_json(),
+                    &statuses,
+                    &now,
+                    &total,
+                    &actor.principal,
+                    &actor.on_behalf_of,
+                    &now,
+                ],
+            )
+            .await?
+            .ok_or_else(|| Error::CorruptRow("operation insert returned no row".into()))?;
+        operation_from_row(&row)
+    }
+
+    /// A bulk operation, if it exists.
+    pub async fn operation(&self, id: Uuid) -> Result<Option<Operation>> {
+        self.query_opt(sql!("operation_get"), &[&id])
+            .await?
+            .map(|row| operation_from_row(&row))
+            .transpose()
+    }
+
+    /// Up to `limit` bulk operations still running, oldest first.
+    pub async fn running_operations(&self, limit: i64) -> Result<Vec<Operation>> {
+        self.query(sql!("operations_running"), &[&limit])
+            .await?
+            .iter()
+            .map(operation_from_row)
+            .collect()
+    }
+
+    /// One batch of `operation`'s current phase: the next `size` jobs of `filter` (the phase's
+    /// search) acted on, and the operation's cursor moved past them, in one statement.
+    pub async fn operation_batch(
+        &self,
+        operation: &Operation,
+        filter: &JobFilter,
+        status: Status,
+        size: i64,
+        now: DateTime<Utc>,
+    ) -> Result<BatchOutcome> {
+        let act = batch_action(operation, status)?;
+        self.run_operation_batch(operation, filter, &act, size, now, None).await
+    }
+
+    /// The plan Postgres makes for the next batch of `operation` (`EXPLAIN (FORMAT JSON)`, not run).
+    pub async fn explain_operation_batch(&self, operation: &Operation, size: i64) -> Result<serde_json::Value> {
+        let (filter, status) = operation
+            .phase_filter()?
+            .ok_or_else(|| Error::CorruptRow(format!("operation {} is done", operation.id)))?;
+        let act = batch_action(operation, status)?;
+        let now = self.now().await;
+        let mut plan = None;
+        self.run_operation_batch(operation, &filter, &act, size, now, Some(&mut plan))
+            .await?;
+        plan.ok_or_else(|| Error::CorruptRow("EXPLAIN returned no row".into()))
+    }
+
+    /// Runs (or, with `explain`, plans) one batch.
+    async fn run_operation_batch(
+        &self,
+        operation: &Operation,
+        filter: &JobFilter,
+        act: &str,
+        size: i64,
+        now: DateTime<Utc>,
+        explain: Option<&mut Option<serde_json::Value>>,
+    ) -> Result<BatchOutcome> {
+        let mut sql = sql!("bulk_batch")
+            .replace("{act}", act)
+            .replace("{finder}", &find_statement(filter));
+        if explain.is_some() {
+            sql = format!("EXPLAIN (FORMAT JSON)\n{sql}");
+        }
+        let cursor = operation.cursor.map(|(created_at, id)| JobCursor { created_at, id });
+        let args = FindArgs::new(filter, cursor, usize::try_from(size).unwrap_or(1));
+        let phase = i16::try_from(operation.phase).unwrap_or(i16::MAX);
+        let search = args.params();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = search.to_vec();
+        params.extend([
+            &operation.id as &(dyn tokio_postgres::types::ToSql + Sync),
+            &phase,
+            &now,
+        ]);
+        let rows = self.query_planned(&sql, &params).await?;
+        if let Some(plan) = explain {
+            *plan = rows.first().map(|row| row.try_get(0)).transpose()?;
+            return Ok(BatchOutcome {
+                owned: false,
+                acted: Vec::new(),
+            });
+        }
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::CorruptRow("bulk batch returned no row".into()))?;
+        let ids: Vec<Uuid> = row.try_get("ids")?;
+        let priorities: Vec<i16> = row.try_get("priorities")?;
+        Ok(BatchOutcome {
+            owned: row.try_get::<_, i64>("owned")? > 0,
+            acted: ids.into_iter().map(JobId).zip(priorities).collect(),
+        })
+    }
+
+    /// Adds an entry to the audit log.
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        job_id: Option<JobId>,
+        filter: Option<&serde_json::Value>,
+        count: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.query(
+            sql!("audit_insert"),
+            &[
+                &now,
+                &actor.principal,
+                &actor.on_behalf_of,
+                &action,
+                &job_id.map(|id| id.0),
+                &None::<Uuid>,
+                &filter,
+                &count,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The audit log, newest first: up to `limit` entries after the entry `after`, and the id to
+    /// pass as `after` for the next page (`None` on the last).
+    pub async fn audit_log(&self, after: Option<i64>, limit: usize) -> Result<(Vec<AuditEntry>, Option<i64>)> {
+        let limit = limit.clamp(1, 1000);
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let mut entries = self
+            .query(sql!("audit_list"), &[&after, &fetch])
+            .await?
+            .iter()
+            .map(audit_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|entry| entry.id)
+        } else {
+            None
+        };
+        Ok((entries, next))
+    }
+
     /// Why a guarded write on `id` matched nothing: the job is missing, or its status forbids `event`.
     async fn rejected(&self, id: JobId, event: Event) -> Error {
         match self.query_opt(sql!("status_of"), &[&id.0]).await {
@@ -1094,18 +1281,94 @@ pub(crate) fn status_from_row(row: &Row) -> Result<Status> {
 /// `OFFSET 0` keeps the subquery from taking the outer order, so the payload index serves it: the
 /// cost grows with the matches, never with the table.
 fn find_statement(filter: &JobFilter) -> String {
-    let by_status = filter.status.is_some_and(|status| status != Status::Completed);
-    let t = if by_status || filter.payload.is_some() || filter.error.is_some() {
-        "j"
-    } else {
-        "l"
-    };
-    let matching = sql!("find").replace("{t}", t);
+    let t = find_table(filter);
+    let matching = find_matching(filter);
     if filter.payload.is_some() {
         format!("SELECT * FROM (\n{matching}OFFSET 0\n) AS matched\nORDER BY created_at DESC, id DESC\nLIMIT $10")
     } else {
         format!("{matching}ORDER BY {t}.created_at DESC, {t}.id DESC\nLIMIT $10")
     }
+}
+
+/// The table whose creation order serves `filter` (see [`find_statement`]): `j` or `l`.
+fn find_table(filter: &JobFilter) -> &'static str {
+    let by_status = filter.status.is_some_and(|status| status != Status::Completed);
+    if by_status || filter.payload.is_some() || filter.error.is_some() {
+        "j"
+    } else {
+        "l"
+    }
+}
+
+/// find.sql for `filter`: its conditions, without order or limit.
+fn find_matching(filter: &JobFilter) -> String {
+    sql!("find").replace("{t}", find_table(filter))
+}
+
+/// The part of bulk_batch.sql that acts on a batch: `operation`'s action on jobs in `status`.
+fn batch_action(operation: &Operation, status: Status) -> Result<String> {
+    Ok(match (operation.action, status) {
+        (BulkAction::Requeue, Status::Failed) => sql!("bulk_requeue").to_owned(),
+        (BulkAction::Cancel, Status::Pending) => sql!("bulk_cancel_pending").to_owned(),
+        (BulkAction::Cancel, Status::InProgress) => sql!("bulk_cancel_running").to_owned(),
+        (BulkAction::Delete, Status::Completed | Status::Cancelled | Status::Failed) => {
+            sql!("bulk_delete").replace("'STATUS'", &format!("'{}'", status.as_str()))
+        }
+        (action, status) => {
+            return Err(Error::CorruptRow(format!(
+                "operation {} cannot {} {} jobs",
+                operation.id,
+                action.as_str(),
+                status.as_str()
+            )));
+        }
+    })
+}
+
+fn operation_from_row(row: &Row) -> Result<Operation> {
+    let action: &str = row.try_get("action")?;
+    let statuses: Vec<String> = row.try_get("statuses")?;
+    let state: &str = row.try_get("state")?;
+    let cursor_at: Option<DateTime<Utc>> = row.try_get("cursor_created_at")?;
+    let cursor_id: Option<Uuid> = row.try_get("cursor_id")?;
+    Ok(Operation {
+        id: row.try_get("id")?,
+        action: BulkAction::parse(action)
+            .ok_or_else(|| Error::CorruptRow(format!("unknown bulk action {action:?}")))?,
+        filter: row.try_get("filter")?,
+        statuses: statuses
+            .iter()
+            .map(|s| Status::from_str(s).map_err(|err| Error::CorruptRow(err.to_string())))
+            .collect::<Result<_>>()?,
+        phase: usize::try_from(row.try_get::<_, i16>("phase")?).unwrap_or(usize::MAX),
+        cursor: cursor_at.zip(cursor_id.map(JobId)),
+        created_before: row.try_get("created_before")?,
+        total: row.try_get("total")?,
+        processed: row.try_get("processed")?,
+        skipped: row.try_get("skipped")?,
+        state: match state {
+            "DONE" => OperationState::Done,
+            _ => OperationState::Running,
+        },
+        actor: row.try_get("actor")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn audit_from_row(row: &Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        on_behalf_of: row.try_get("on_behalf_of")?,
+        action: row.try_get("action")?,
+        job_id: row.try_get::<_, Option<Uuid>>("job_id")?.map(JobId),
+        operation_id: row.try_get("operation_id")?,
+        filter: row.try_get("filter")?,
+        count: row.try_get("count")?,
+    })
 }
 
 fn lease_from_row(row: &Row) -> Result<Lease> {

@@ -574,3 +574,98 @@ async fn queue_health_and_pruning_stay_on_indexes_over_200000_jobs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_operations_count_exactly_and_act_through_indexes_over_200000_jobs() {
+    use jobq_shared::bulk::{Actor, BATCH, BulkAction, OperationState, Operations};
+
+    let env = TestEnv::new().await;
+    fill(&env).await;
+    let client = env.store.pool().get().await.expect("connection");
+    let actor = Actor {
+        principal: "api-token".into(),
+        on_behalf_of: None,
+    };
+    let operations = Operations::new(env.store.clone(), env.queue.clone());
+    for (action, filter, truth) in [
+        (
+            BulkAction::Requeue,
+            json!({"error": "host-42."}),
+            "status = 'FAILED' AND last_error ILIKE '%host-42.%'",
+        ),
+        (BulkAction::Requeue, json!({}), "status = 'FAILED'"),
+        (
+            BulkAction::Cancel,
+            json!({"queue": "queue-7"}),
+            "status IN ('PENDING', 'IN_PROGRESS') AND queue = 'queue-7'",
+        ),
+        (
+            BulkAction::Delete,
+            json!({"type": "type-11", "payload": {"tenant": "tenant-11"}}),
+            "status IN ('COMPLETED', 'CANCELLED', 'FAILED') AND job_type = 'type-11' AND payload @> '{\"tenant\": \"tenant-11\"}'",
+        ),
+        (
+            BulkAction::Delete,
+            json!({"status": "COMPLETED", "queue": "queue-1"}),
+            "status = 'COMPLETED' AND queue = 'queue-1'",
+        ),
+    ] {
+        let filter = JobFilter::from_json(&filter).expect("filter");
+        let expected: i64 = client
+            .query_one(&format!("SELECT count(*) FROM jobs WHERE {truth}"), &[])
+            .await
+            .expect("reference count")
+            .get(0);
+        assert!(expected > 0, "{truth}: the fill has matches");
+        let started = Instant::now();
+        let count = env.jobs.bulk_count(&filter, action).await.expect("dry run");
+        let counted_in = started.elapsed();
+        assert_eq!(count, expected, "{action:?} {filter:?}");
+
+        let operation = env
+            .jobs
+            .start_bulk(&filter, action, &actor, Duration::ZERO)
+            .await
+            .expect("start");
+        let mut batches = Vec::new();
+        let mut current = operation;
+        while current.state == OperationState::Running {
+            // Every batch of every phase finds its jobs through an index.
+            let plan = env
+                .store
+                .explain_operation_batch(&current, BATCH)
+                .await
+                .expect("explain batch");
+            let all = nodes(&plan[0]["Plan"]);
+            assert!(
+                !all.iter().any(|n| n["Node Type"] == "Seq Scan"
+                    && ["jobs", "job_listing"].contains(&n["Relation Name"].as_str().unwrap_or_default())),
+                "{action:?} {filter:?} phase {}: a batch scans a whole table: {plan:#}",
+                current.phase
+            );
+            let started = Instant::now();
+            let outcome = operations.run_batch(&current).await.expect("batch");
+            batches.push((outcome.acted.len(), started.elapsed()));
+            assert!(outcome.owned);
+            current = env.store.operation(current.id).await.expect("get").expect("exists");
+        }
+        assert_eq!(
+            (current.processed, current.skipped),
+            (expected, 0),
+            "{action:?} {filter:?}"
+        );
+        let left: i64 = client
+            .query_one(&format!("SELECT count(*) FROM jobs WHERE {truth}"), &[])
+            .await
+            .expect("count after")
+            .get(0);
+        assert_eq!(left, 0, "{action:?} {filter:?}: every match acted on");
+        let slowest = batches.iter().map(|(_, took)| *took).max().unwrap_or_default();
+        eprintln!(
+            "bulk {action:?} {filter:?} over {LARGE} jobs: {expected} matches, dry run {counted_in:?}, \
+             {} batches, slowest {slowest:?}, all {:?}",
+            batches.len(),
+            batches.iter().map(|(_, took)| *took).sum::<Duration>()
+        );
+    }
+}
