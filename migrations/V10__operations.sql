@@ -26,6 +26,8 @@ CREATE TABLE operations (
     processed         bigint      NOT NULL DEFAULT 0,
     skipped           bigint      NOT NULL DEFAULT 0,
     state             text        NOT NULL DEFAULT 'RUNNING' CHECK (state IN ('RUNNING', 'DONE')),
+    -- Why the last batch failed, until one succeeds (the processors keep trying).
+    last_error        text,
     actor             text        NOT NULL,
     created_at        timestamptz NOT NULL,
     updated_at        timestamptz NOT NULL,

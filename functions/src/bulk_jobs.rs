@@ -69,6 +69,7 @@ pub struct OperationBody {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
 }
 
 impl OperationBody {
@@ -86,6 +87,7 @@ impl OperationBody {
             created_at: operation.created_at,
             updated_at: operation.updated_at,
             finished_at: operation.finished_at,
+            last_error: operation.last_error,
         }
     }
 }

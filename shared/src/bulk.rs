@@ -125,6 +125,8 @@ pub struct Operation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why the last batch failed, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 impl Operation {
@@ -248,7 +250,18 @@ impl Operations {
         for operation in self.store.running_operations(16).await? {
             let mut operation = operation;
             while tokio::time::Instant::now() < deadline {
-                let outcome = self.run_batch(&operation).await?;
+                let outcome = match self.run_batch(&operation).await {
+                    Ok(outcome) => outcome,
+                    Err(err) => {
+                        // One operation that fails does not hold up the others; it is tried again
+                        // at the next pass, and says why it is stuck meanwhile.
+                        tracing::warn!(operation = %operation.id, error = %err, "bulk batch failed; trying again next pass");
+                        if let Err(err) = self.store.operation_failed(operation.id, &err.to_string()).await {
+                            tracing::warn!(operation = %operation.id, error = %err, "could not record the failure");
+                        }
+                        break;
+                    }
+                };
                 acted += outcome.acted.len();
                 if !outcome.owned {
                     break;

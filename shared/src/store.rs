@@ -703,6 +703,13 @@ impl Store {
             .transpose()
     }
 
+    /// Records why a batch of `id` failed (shown until a batch succeeds).
+    pub async fn operation_failed(&self, id: Uuid, error: &str) -> Result<()> {
+        let error: String = error.replace('\0', "").chars().take(1000).collect();
+        self.query(sql!("operation_failed"), &[&id, &error]).await?;
+        Ok(())
+    }
+
     /// Up to `limit` bulk operations still running, oldest first.
     pub async fn running_operations(&self, limit: i64) -> Result<Vec<Operation>> {
         self.query(sql!("operations_running"), &[&limit])
@@ -1354,6 +1361,7 @@ fn operation_from_row(row: &Row) -> Result<Operation> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        last_error: row.try_get("last_error")?,
     })
 }
 

@@ -346,3 +346,44 @@ async fn single_actions_are_audited_newest_first_a_page_at_a_time() {
             .all(|e| e.action == "job.cancel" && e.count == 1)
     );
 }
+
+#[tokio::test]
+async fn an_operation_that_keeps_failing_says_why_and_does_not_hold_up_the_others() {
+    let env = TestEnv::new().await;
+    let dead = jobs(&env, "f", 5).await;
+    force(&env, &dead, Status::Failed).await;
+    let stuck = env
+        .jobs
+        .start_bulk(&filter(json!({})), BulkAction::Delete, &actor(), Duration::ZERO)
+        .await
+        .expect("start");
+    // A filter this code cannot read any more (as after a downgrade): every batch of it fails.
+    let client = env.store.pool().get().await.expect("connection");
+    client
+        .execute(
+            "UPDATE operations SET filter = '{\"tenant\": 1}' WHERE id = $1",
+            &[&stuck.id],
+        )
+        .await
+        .expect("corrupt the filter");
+    let other = env
+        .jobs
+        .start_bulk(&filter(json!({})), BulkAction::Requeue, &actor(), Duration::ZERO)
+        .await
+        .expect("start");
+
+    let operations = Operations::new(env.store.clone(), env.queue.clone());
+    assert_eq!(operations.run_once(Duration::from_secs(5)).await.expect("pass"), 5);
+    let stuck = env.store.operation(stuck.id).await.expect("get").expect("exists");
+    assert_eq!(stuck.state, OperationState::Running);
+    assert!(
+        stuck.last_error.as_deref().is_some_and(|e| e.contains("tenant")),
+        "{:?}",
+        stuck.last_error
+    );
+    let other = env.store.operation(other.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (other.state, other.processed, other.last_error),
+        (OperationState::Done, 5, None)
+    );
+}

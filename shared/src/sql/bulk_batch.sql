@@ -33,7 +33,8 @@ WITH op AS (
         skipped = o.skipped + t.matched - t.acted,
         state = CASE WHEN t.matched < $10 AND o.phase + 1 >= cardinality(o.statuses) THEN 'DONE' ELSE o.state END,
         finished_at = CASE WHEN t.matched < $10 AND o.phase + 1 >= cardinality(o.statuses) THEN $13::timestamptz END,
-        updated_at = $13
+        updated_at = $13,
+        last_error = NULL
     FROM tally t, op
     WHERE o.id = op.id
     RETURNING o.id
