@@ -17,6 +17,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub enum ApiError {
     #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
+    #[error("this token can read but not act; use the API token to create, cancel, requeue or act in bulk")]
+    Forbidden,
     #[error("this route accepts {allowed} only")]
     MethodNotAllowed { allowed: Method },
     #[error("the request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (256 KiB)")]
@@ -82,6 +84,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),

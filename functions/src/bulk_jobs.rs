@@ -128,6 +128,7 @@ async fn bulk(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
         detail: invalid.problem,
     })?;
     if request.dry_run {
+        // A count changes nothing: the read-only token may ask for it.
         let count = deps.jobs.bulk_count(&filter, action).await?;
         let body = DryRun {
             action: action.as_str(),
@@ -138,6 +139,7 @@ async fn bulk(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
         };
         return Ok(json_response(StatusCode::OK, &body));
     }
+    deps.authorize_action(req)?;
     let operation = deps
         .jobs
         .start_bulk(&filter, action, &deps.actor(req), FIRST_BUDGET)

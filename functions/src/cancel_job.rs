@@ -18,7 +18,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 }
 
 async fn cancel(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    deps.authorize(req)?;
+    deps.authorize_action(req)?;
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
     let cancelled = deps.jobs.cancel(id, deps.jobs.store().now().await).await?;

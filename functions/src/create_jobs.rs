@@ -34,7 +34,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 }
 
 async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    deps.authorize(req)?;
+    deps.authorize_action(req)?;
     expect_method(req, Method::POST)?;
     let new = parse(req)?;
     let created = deps.jobs.create_many(&new, deps.jobs.store().now().await).await?;

@@ -13,6 +13,10 @@ use crate::api_error::ApiError;
 /// The environment variable that, when set, makes every HTTP route require `Authorization: Bearer <it>`.
 pub const API_TOKEN_ENV: &str = "JOBQ_API_TOKEN";
 
+/// The environment variable of a second token that reads (every `GET`, and bulk dry runs) but
+/// cannot act: a create, cancel, requeue or bulk operation with it is a 403.
+pub const READONLY_TOKEN_ENV: &str = "JOBQ_READONLY_TOKEN";
+
 /// Why a function could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -33,6 +37,9 @@ pub struct Deps {
     /// The handlers the worker function runs.
     pub registry: Registry,
     api_token: Option<ApiToken>,
+    readonly_token: Option<ApiToken>,
+    /// How the audit log names a caller that presented the API token.
+    token_principal: &'static str,
     /// Set once this instance has applied (or found applied) every migration.
     migrated: tokio::sync::OnceCell<()>,
 }
@@ -73,12 +80,16 @@ impl Deps {
     pub async fn from_env() -> Result<Deps, InitError> {
         let config = resolve_secrets(Config::from_env()?).await?;
         let token = std::env::var(API_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
-        let deps = Deps::from_config(config)?;
+        let readonly = std::env::var(READONLY_TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+        let mut deps = Deps::from_config(config)?;
         deps.jobs.warm().await;
-        Ok(match token {
-            Some(token) => deps.with_api_token(token),
-            None => deps,
-        })
+        if let Some(token) = token {
+            deps = deps.with_api_token(token);
+        }
+        if let Some(token) = readonly {
+            deps = deps.with_readonly_token(token);
+        }
+        Ok(deps)
     }
 
     /// Clients for `config`, with the built-in job handlers and no API token.
@@ -91,6 +102,8 @@ impl Deps {
             jobs,
             registry: Registry::with_builtins(),
             api_token: None,
+            readonly_token: None,
+            token_principal: "api-token",
             migrated: tokio::sync::OnceCell::new(),
         })
     }
@@ -121,16 +134,48 @@ impl Deps {
         self
     }
 
+    /// Also accepts a read-only token: it may read, but [`Deps::authorize_action`] refuses it.
+    /// With a read-only token and no API token, nothing can act.
+    pub fn with_readonly_token(mut self, token: impl Into<String>) -> Self {
+        self.readonly_token = Some(ApiToken(token.into().trim().to_owned()));
+        self
+    }
+
+    /// Names callers with the API token `principal` in the audit log (`api-token` by default).
+    pub fn with_token_principal(mut self, principal: &'static str) -> Self {
+        self.token_principal = principal;
+        self
+    }
+
+    /// Whether a token is required at all.
+    pub fn requires_token(&self) -> bool {
+        self.api_token.is_some() || self.readonly_token.is_some()
+    }
+
     pub fn with_registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
         self
     }
 
-    /// Checks the bearer token, when one is configured.
+    /// Checks that the caller may read: when a token is configured, the bearer token must be the
+    /// API token or the read-only one.
     pub fn authorize(&self, req: &Request) -> Result<(), ApiError> {
-        let Some(expected) = &self.api_token else {
-            return Ok(());
-        };
+        self.access(req).map(|_| ())
+    }
+
+    /// Checks that the caller may act (create, cancel, requeue, bulk): when a token is configured,
+    /// the bearer token must be the API token. The read-only token gets a 403.
+    pub fn authorize_action(&self, req: &Request) -> Result<(), ApiError> {
+        match self.access(req)? {
+            Access::Full => Ok(()),
+            Access::ReadOnly => Err(ApiError::Forbidden),
+        }
+    }
+
+    fn access(&self, req: &Request) -> Result<Access, ApiError> {
+        if !self.requires_token() {
+            return Ok(Access::Full);
+        }
         let presented = req
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -139,11 +184,24 @@ impl Deps {
                 let (scheme, token) = value.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
-        match presented {
-            Some(token) if expected.matches(token) => Ok(()),
-            _ => Err(ApiError::Unauthorized),
+        let Some(token) = presented else {
+            return Err(ApiError::Unauthorized);
+        };
+        // Both comparisons always run, so that the time taken does not tell which token matched.
+        let full = self.api_token.as_ref().is_some_and(|t| t.matches(token));
+        let readonly = self.readonly_token.as_ref().is_some_and(|t| t.matches(token));
+        match (full, readonly) {
+            (true, _) => Ok(Access::Full),
+            (false, true) => Ok(Access::ReadOnly),
+            (false, false) => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// What a presented token allows.
+enum Access {
+    Full,
+    ReadOnly,
 }
 
 /// The header in which a caller names whom it acts for (a person behind the CLI or a page); kept

@@ -16,7 +16,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 }
 
 async fn requeue(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    deps.authorize(req)?;
+    deps.authorize_action(req)?;
     expect_method(req, Method::POST)?;
     let id = path_job_id(req)?;
     let job = deps.jobs.requeue(id, deps.jobs.store().now().await).await?;

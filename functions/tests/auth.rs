@@ -66,3 +66,92 @@ async fn without_a_token_set_no_header_is_needed() {
 
     assert_eq!(response.status(), 201);
 }
+
+#[tokio::test]
+async fn a_readonly_token_reads_and_counts_but_every_action_is_a_403_that_changes_nothing() {
+    use jobq_functions::{bulk_jobs, cancel_job, create_jobs, list_audit};
+
+    let (env, deps) = setup().await;
+    let deps = deps.with_api_token(TOKEN).with_readonly_token("look-only");
+    let dead = common::dead_job(&env, serde_json::json!(1), chrono::Utc::now()).await;
+    let pending = env
+        .create_job(jobq_shared::NewJob::new("TEST", serde_json::json!(2)))
+        .await;
+    let readonly = Some("Bearer look-only");
+
+    let reads = [
+        get_job::handle(
+            &deps,
+            authorized(with_id("GET", "/jobs/x", &dead.to_string()), readonly),
+        )
+        .await,
+        list_dlq::handle(&deps, authorized(get_dlq(&[]), readonly)).await,
+        list_audit::handle(&deps, authorized(common::get_uri("/audit"), readonly)).await,
+        bulk_jobs::handle(
+            &deps,
+            authorized(
+                post_json("/jobs/bulk", r#"{"filter": {}, "action": "requeue", "dryRun": true}"#),
+                readonly,
+            ),
+        )
+        .await,
+    ];
+    for response in &reads {
+        assert_eq!(response.status(), 200, "{}", json(response));
+    }
+    assert_eq!(json(&reads[3])["count"], 1);
+
+    let actions = [
+        create_job::handle(&deps, authorized(post_json("/jobs", r#"{"type":"TEST"}"#), readonly)).await,
+        create_jobs::handle(
+            &deps,
+            authorized(post_json("/jobs/batch", r#"{"jobs":[{"type":"TEST"}]}"#), readonly),
+        )
+        .await,
+        cancel_job::handle(
+            &deps,
+            authorized(with_id("POST", "/jobs/x/cancel", &pending.to_string()), readonly),
+        )
+        .await,
+        requeue_dlq::handle(
+            &deps,
+            authorized(with_id("POST", "/dlq/x/requeue", &dead.to_string()), readonly),
+        )
+        .await,
+        bulk_jobs::handle(
+            &deps,
+            authorized(
+                post_json("/jobs/bulk", r#"{"filter": {}, "action": "requeue"}"#),
+                readonly,
+            ),
+        )
+        .await,
+    ];
+    for response in &actions {
+        assert_error(response, 403, "forbidden", "read");
+    }
+    assert_eq!(count_jobs(&env).await, 2, "nothing created");
+    assert_eq!(
+        env.jobs.get(dead).await.expect("dead").status,
+        jobq_shared::Status::Failed
+    );
+    assert_eq!(
+        env.jobs.get(pending).await.expect("pending").status,
+        jobq_shared::Status::Pending
+    );
+    let (audit, _) = env.store.audit_log(None, 10).await.expect("audit");
+    assert!(audit.is_empty(), "{audit:?}");
+
+    // The API token still acts, and the audit log names it.
+    let requeued = requeue_dlq::handle(
+        &deps,
+        authorized(
+            with_id("POST", "/dlq/x/requeue", &dead.to_string()),
+            Some(&format!("Bearer {TOKEN}")),
+        ),
+    )
+    .await;
+    assert_eq!(requeued.status(), 200);
+    let (audit, _) = env.store.audit_log(None, 10).await.expect("audit");
+    assert_eq!(audit[0].actor, "api-token");
+}
