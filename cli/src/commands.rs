@@ -1,0 +1,251 @@
+//! What each command asks the API, and what it prints: the API's JSON with `--json`, tables
+//! otherwise.
+
+use std::io::{self, Write as _};
+use std::thread;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+use crate::api::{Api, Failure, parse, path_segment};
+use crate::model::{AuditEntry, DryRun, Job, Operation, Page, Queue, QueueList};
+use crate::render;
+
+/// How often a bulk operation's progress is asked for.
+const OPERATION_POLL: Duration = Duration::from_millis(500);
+
+/// The client and the output form every command shares.
+pub struct Context {
+    pub api: Api,
+    pub json: bool,
+}
+
+/// `GET /jobs`'s filters, by their API names; a bulk filter takes the same ones.
+#[derive(Debug, Clone)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub job_type: Option<String>,
+    pub payload: Option<String>,
+    pub error: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+}
+
+impl JobFilter {
+    fn query(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("status", self.status.clone()),
+            ("queue", self.queue.clone()),
+            ("type", self.job_type.clone()),
+            ("payload", self.payload.clone()),
+            ("error", self.error.clone()),
+            ("createdAfter", self.created_after.clone()),
+            ("createdBefore", self.created_before.clone()),
+        ]
+    }
+
+    /// The filter as `POST /jobs/bulk` takes it: `payload` is a JSON object there, not text, so
+    /// it is parsed here; whether it is an object is the API's to say.
+    fn to_json(&self) -> Result<Value, Failure> {
+        let mut filter = Map::new();
+        for (name, value) in self.query() {
+            let Some(value) = value else { continue };
+            let value = if name == "payload" {
+                serde_json::from_str(&value)
+                    .map_err(|err| Failure::Local(format!("--payload is not JSON ({err}): {value}")))?
+            } else {
+                Value::String(value)
+            };
+            filter.insert(name.to_owned(), value);
+        }
+        Ok(Value::Object(filter))
+    }
+}
+
+/// A page's position: how many items, and the cursor a previous page gave.
+#[derive(Debug)]
+pub struct PageRequest {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    fn query(&self) -> [(&'static str, Option<String>); 2] {
+        [
+            ("limit", self.limit.map(|n| n.to_string())),
+            ("cursor", self.cursor.clone()),
+        ]
+    }
+}
+
+pub fn jobs_ls(ctx: &Context, filter: &JobFilter, page: &PageRequest) -> Result<(), Failure> {
+    let mut query = filter.query();
+    query.extend(page.query());
+    let body = ctx.api.get("/jobs", &query)?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let page: Page<Job> = parse("GET /jobs", body)?;
+    print(&render::jobs(&page.items, page.next_cursor.as_deref()))
+}
+
+pub fn jobs_show(ctx: &Context, id: &str) -> Result<(), Failure> {
+    let body = ctx.api.get(&format!("/jobs/{}", path_segment(id)), &[])?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let job: Job = parse("GET /jobs/{id}", body)?;
+    print(&render::job(&job))
+}
+
+/// A pending job is cancelled at once (200); a running one is asked to stop (202), which its
+/// worker sees at its next heartbeat.
+pub fn jobs_cancel(ctx: &Context, id: &str) -> Result<(), Failure> {
+    let answer = ctx.api.post(&format!("/jobs/{}/cancel", path_segment(id)), None)?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let job: Job = parse("POST /jobs/{id}/cancel", answer.body)?;
+    let id = render::clean_line(&job.job_id);
+    if answer.status == 202 {
+        print(&format!(
+            "job {id} is running: its worker was asked to stop it, and does at its next heartbeat\n"
+        ))
+    } else {
+        print(&format!("cancelled job {id} ({})\n", render::clean_line(&job.status)))
+    }
+}
+
+pub fn dlq_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
+    let body = ctx.api.get("/dlq", &page.query())?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let page: Page<Job> = parse("GET /dlq", body)?;
+    print(&render::jobs(&page.items, page.next_cursor.as_deref()))
+}
+
+pub fn dlq_requeue_one(ctx: &Context, id: &str) -> Result<(), Failure> {
+    let answer = ctx.api.post(&format!("/dlq/{}/requeue", path_segment(id)), None)?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let job: Job = parse("POST /dlq/{id}/requeue", answer.body)?;
+    print(&format!(
+        "requeued job {} ({}, {}/{} attempts)\n",
+        render::clean_line(&job.job_id),
+        render::clean_line(&job.status),
+        job.attempts,
+        job.max_attempts
+    ))
+}
+
+/// Every dead job matching `filter` back to `PENDING`, through one bulk operation, or with
+/// `dry_run` only how many that would be.
+pub fn dlq_requeue_all(ctx: &Context, filter: &JobFilter, dry_run: bool) -> Result<(), Failure> {
+    let dead = JobFilter {
+        status: Some("FAILED".to_owned()),
+        ..filter.clone()
+    };
+    let request = json!({"filter": dead.to_json()?, "action": "requeue", "dryRun": dry_run});
+    let answer = ctx.api.post("/jobs/bulk", Some(&request))?;
+    if dry_run {
+        if ctx.json {
+            return print_json(&answer.body);
+        }
+        let count = parse::<DryRun>("POST /jobs/bulk", answer.body)?.count;
+        return print(&format!(
+            "{count} dead jobs would be requeued (dry run: nothing changed)\n"
+        ));
+    }
+    let started: Operation = parse("POST /jobs/bulk", answer.body.clone())?;
+    let (done, body) = follow(ctx, started, answer.body)?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    print(&format!(
+        "requeued {} dead jobs ({} skipped: no longer dead when their turn came); operation {}\n",
+        done.processed,
+        done.skipped,
+        render::clean_line(&done.id)
+    ))
+}
+
+/// Polls `GET /operations/{id}` until the operation is done, with a progress bar on stderr (drawn
+/// only when stderr is a terminal). Returns the operation as it ended, and as the API gave it.
+fn follow(ctx: &Context, mut operation: Operation, mut body: Value) -> Result<(Operation, Value), Failure> {
+    let bar = ProgressBar::new(u64::try_from(operation.total).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} requeueing [{bar:40}] {pos}/{len} ({elapsed}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("operation {}", render::clean_line(&operation.id)));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let path = format!("/operations/{}", path_segment(&operation.id));
+    while !operation.is_done() {
+        bar.set_position(u64::try_from(operation.processed + operation.skipped).unwrap_or(0));
+        thread::sleep(OPERATION_POLL);
+        body = match ctx.api.get(&path, &[]) {
+            Ok(body) => body,
+            Err(failure) => {
+                bar.abandon();
+                eprintln!(
+                    "jobq: operation {} goes on without jobq watching it (GET {path} shows its progress)",
+                    render::clean_line(&operation.id)
+                );
+                return Err(failure);
+            }
+        };
+        operation = parse("GET /operations/{id}", body.clone())?;
+    }
+    bar.set_position(u64::try_from(operation.processed + operation.skipped).unwrap_or(0));
+    bar.finish_and_clear();
+    Ok((operation, body))
+}
+
+pub fn queues_ls(ctx: &Context) -> Result<(), Failure> {
+    let body = ctx.api.get("/queues", &[])?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let list: QueueList = parse("GET /queues", body)?;
+    print(&render::queues(&list))
+}
+
+pub fn queues_show(ctx: &Context, name: &str) -> Result<(), Failure> {
+    let body = ctx.api.get(&format!("/queues/{}", path_segment(name)), &[])?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let queue: Queue = parse("GET /queues/{name}", body)?;
+    print(&render::queue(&queue))
+}
+
+pub fn audit_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
+    let body = ctx.api.get("/audit", &page.query())?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let page: Page<AuditEntry> = parse("GET /audit", body)?;
+    print(&render::audit(&page.items, page.next_cursor.as_deref()))
+}
+
+pub fn print_json(body: &Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(body).unwrap_or_default();
+    print(&format!("{text}\n"))
+}
+
+/// Writes `text` to stdout. When the reader went away (`jobq jobs ls | head`, `jobq tail | grep
+/// -m1 ...`) there is nobody left to answer: jobq ends there, successfully, as a program killed by
+/// SIGPIPE would; any other write failure is an error.
+pub fn print(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(err) => Err(Failure::Local(format!("cannot write to stdout: {err}"))),
+    }
+}

@@ -1,0 +1,278 @@
+//! `jobq`: a command-line client for jobq's HTTP API. Tables for people, the API's JSON with
+//! `--json` for scripts.
+//!
+//! A failed request prints the API's message (and the HTTP status) to stderr and exits with
+//! status 1; a usage error exits with 2, as clap does.
+
+mod api;
+mod commands;
+mod model;
+mod render;
+mod tail;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::{Api, Failure};
+use crate::commands::{Context, JobFilter, PageRequest};
+
+/// The heading of the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
+#[derive(Parser)]
+#[command(name = "jobq", version, about = "A command-line client for jobq's HTTP API")]
+struct Cli {
+    /// The API's base URL (with its stage, behind API Gateway).
+    #[arg(long, env = "JOBQ_URL", default_value = "http://127.0.0.1:9000", global = true, help_heading = GLOBAL)]
+    url: String,
+    /// The API token, sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "JOBQ_API_TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+    /// Whom the audit log records a cancel or requeue was made for [default: $USER@<hostname>].
+    #[arg(long, env = "JOBQ_ACTOR", global = true, help_heading = GLOBAL)]
+    actor: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find, show and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The dead-letter queue: jobs that failed for good.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Each queue's health: jobs per status, waiting work, recent outcomes.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+    /// Who cancelled, requeued or acted in bulk.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Follow each queue's outcomes (completed, retried, dead, cancelled) as they happen, until
+    /// Ctrl-C. Counts per queue, not jobs: polled from GET /queues.
+    Tail(TailArgs),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first, matching every filter given.
+    Ls(JobsLsArgs),
+    /// A job's fields and its attempts.
+    Show { id: String },
+    /// Cancel a job: a pending one at once, a running one at its worker's next heartbeat.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead jobs, newest first.
+    Ls(PageArgs),
+    /// Requeue one dead job, or with --all every dead job matching the filters.
+    Requeue(RequeueArgs),
+}
+
+#[derive(Subcommand)]
+enum QueuesCommand {
+    /// Every queue that has jobs (or had outcomes in the last 15 minutes).
+    Ls,
+    /// One queue, with its outcomes minute by minute.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List the audit log, newest first.
+    Ls(PageArgs),
+}
+
+#[derive(Args)]
+struct JobsLsArgs {
+    #[arg(long, value_enum, ignore_case = true)]
+    status: Option<Status>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+struct RequeueArgs {
+    /// The dead job to requeue.
+    #[arg(conflicts_with_all = ["all", "FilterArgs"])]
+    id: Option<String>,
+    /// Requeue every dead job matching the filters (all of them without one), as one bulk
+    /// operation.
+    #[arg(long)]
+    all: bool,
+    /// Only count the jobs --all would requeue.
+    #[arg(long, requires = "all")]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// The filters of `GET /jobs` other than the status.
+#[derive(Args)]
+struct FilterArgs {
+    /// The queue, exactly.
+    #[arg(long)]
+    queue: Option<String>,
+    /// The job type, exactly.
+    #[arg(long = "type")]
+    job_type: Option<String>,
+    /// A JSON object the payload contains, such as '{"userId":123}'.
+    #[arg(long)]
+    payload: Option<String>,
+    /// Text the last error contains, in any case (3 to 200 characters).
+    #[arg(long)]
+    error: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    #[arg(long)]
+    created_after: Option<String>,
+    /// Created before this RFC 3339 time.
+    #[arg(long)]
+    created_before: Option<String>,
+}
+
+#[derive(Args)]
+struct PageArgs {
+    /// How many items on the page (the API's default when absent).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Where the page starts: the previous page's next cursor.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
+}
+
+/// A job's status, as the API names it.
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Status {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    fn api_name(self) -> String {
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl FilterArgs {
+    fn into_filter(self, status: Option<Status>) -> JobFilter {
+        JobFilter {
+            status: status.map(Status::api_name),
+            queue: self.queue,
+            job_type: self.job_type,
+            payload: self.payload,
+            error: self.error,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        }
+    }
+}
+
+impl From<PageArgs> for PageRequest {
+    fn from(args: PageArgs) -> Self {
+        PageRequest {
+            limit: args.limit,
+            cursor: args.cursor,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("jobq: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let actor = cli.actor.unwrap_or_else(default_actor);
+    let ctx = Context {
+        api: Api::new(&cli.url, cli.token, actor)?,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Jobs(JobsCommand::Ls(args)) => {
+            commands::jobs_ls(&ctx, &args.filter.into_filter(args.status), &args.page.into())
+        }
+        Command::Jobs(JobsCommand::Show { id }) => commands::jobs_show(&ctx, &id),
+        Command::Jobs(JobsCommand::Cancel { id }) => commands::jobs_cancel(&ctx, &id),
+        Command::Dlq(DlqCommand::Ls(page)) => commands::dlq_ls(&ctx, &page.into()),
+        Command::Dlq(DlqCommand::Requeue(args)) => match args.id {
+            Some(id) => commands::dlq_requeue_one(&ctx, &id),
+            None => commands::dlq_requeue_all(&ctx, &args.filter.into_filter(None), args.dry_run),
+        },
+        Command::Queues(QueuesCommand::Ls) => commands::queues_ls(&ctx),
+        Command::Queues(QueuesCommand::Show { name }) => commands::queues_show(&ctx, &name),
+        Command::Audit(AuditCommand::Ls(page)) => commands::audit_ls(&ctx, &page.into()),
+        Command::Tail(args) => tail::tail(&ctx, Duration::from_secs(args.interval)),
+    }
+}
+
+/// `$USER@<hostname>`: the person at this terminal, as the audit log should name them.
+fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{user}@{}", hostname())
+}
+
+/// The machine's name: from the kernel on Linux, else from the `hostname` program (macOS, BSDs and
+/// Windows all have one), else `localhost`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| {
+            let output = std::process::Command::new("hostname").output().ok()?;
+            output
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        })
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn statuses_are_sent_by_their_api_names() {
+        assert_eq!(Status::InProgress.api_name(), "IN_PROGRESS");
+        assert_eq!(Status::Failed.api_name(), "FAILED");
+    }
+}

@@ -1,0 +1,766 @@
+//! The `jobq` binary against the real API: every HTTP route served in this process
+//! (`jobq-local-api`) over a fresh Postgres database and Redis namespace, and `jobq` run as a child
+//! process, as a person or a script runs it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobq_functions::Deps;
+use jobq_shared::bulk::Operations;
+use jobq_shared::job::Outcome;
+use jobq_shared::store::AfterFailure;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{JobId, NewJob, Status, Store};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// The API over a test environment, served until dropped.
+struct Api {
+    env: TestEnv,
+    url: String,
+    server: AbortHandle,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Api {
+    async fn start() -> Api {
+        Api::start_with(|deps| deps).await
+    }
+
+    /// `adjust` gets the functions' dependencies before they serve (to require a token, say).
+    async fn start_with(adjust: impl FnOnce(Deps) -> Deps) -> Api {
+        let env = TestEnv::new().await;
+        let deps = Deps::from_config(env.config.clone()).expect("deps");
+        let (url, server) = serve(adjust(deps)).await;
+        Api { env, url, server }
+    }
+
+    /// `jobq --url <this API> args...`.
+    fn jobq(&self, args: &[&str]) -> Command {
+        jobq(&self.url, args)
+    }
+
+    /// Runs `jobq args...` to its end.
+    async fn run(&self, args: &[&str]) -> Ran {
+        run(self.jobq(args)).await
+    }
+
+    async fn status(&self, id: JobId) -> Status {
+        self.env.jobs.get(id).await.expect("job").status
+    }
+
+    /// Creates a job and fails its first attempt for good, so that it is dead (in the DLQ).
+    async fn dead_job(&self, new: NewJob) -> JobId {
+        let env = &self.env;
+        let now = env.store.now().await;
+        let id = env.create_job_at(new, now).await;
+        let lease = env.claim_job(id, "worker-7", now, Duration::from_secs(30)).await;
+        let after = env
+            .store
+            .fail(&lease, now, "smtp timed out", false, now, Outcome::Failed)
+            .await
+            .expect("fail");
+        assert!(matches!(after, AfterFailure::Dead));
+        id
+    }
+
+    async fn completed_job(&self, new: NewJob) -> JobId {
+        let env = &self.env;
+        let now = env.store.now().await;
+        let id = env.create_job_at(new, now).await;
+        let lease = env.claim_job(id, "worker-7", now, Duration::from_secs(30)).await;
+        env.store.complete(&lease, now).await.expect("complete");
+        id
+    }
+}
+
+/// What a finished `jobq` printed, and how it exited.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    #[track_caller]
+    fn succeeded(self) -> Ran {
+        assert_eq!(self.code, Some(0), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    fn failed(self) -> Ran {
+        assert_eq!(self.code, Some(1), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.is_empty(),
+            "a failure prints nothing on stdout: {}",
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.stdout))
+    }
+}
+
+impl From<Output> for Ran {
+    fn from(output: Output) -> Ran {
+        Ran {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Serves every route over `deps` on a free port; returns its URL and how to stop it.
+async fn serve(deps: Deps) -> (String, AbortHandle) {
+    // The server runs until the test ends; its dependencies live as long as the process.
+    let deps: &'static Deps = Box::leak(Box::new(deps));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(jobq_local_api::serve(listener, deps));
+    (url, server.abort_handle())
+}
+
+/// `jobq --url url args...`, with none of jobq's variables from the environment.
+fn jobq(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobq"));
+    command
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("JOBQ_URL")
+        .env_remove("JOBQ_API_TOKEN")
+        .env_remove("JOBQ_ACTOR");
+    command
+}
+
+/// Runs `command` on a blocking thread, so that the server in this process goes on answering it.
+async fn run(mut command: Command) -> Ran {
+    tokio::task::spawn_blocking(move || command.output().expect("run jobq"))
+        .await
+        .expect("join")
+        .into()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["jobId"].as_str().expect("jobId").to_owned())
+        .collect()
+}
+
+/// The first audit entry (the newest), as `jobq audit ls --json` prints it.
+async fn newest_audit_entry(api: &Api) -> Value {
+    let audit = api.run(&["audit", "ls", "--json"]).await.succeeded().json();
+    audit["items"][0].clone()
+}
+
+#[tokio::test]
+async fn jobs_ls_lists_the_jobs_that_match_as_json_and_as_a_table_a_page_at_a_time() {
+    let api = Api::start().await;
+    let mut emails = Vec::new();
+    for user in 1..=3 {
+        let new = NewJob::new("TEST", json!({"userId": user})).queue("emails");
+        emails.push(api.env.create_job(new).await.to_string());
+    }
+    let report = api
+        .env
+        .create_job(NewJob::new("TEST", json!({})).queue("reports"))
+        .await;
+    emails.reverse(); // newest first
+
+    let listed = api
+        .run(&["jobs", "ls", "--json", "--queue", "emails"])
+        .await
+        .succeeded();
+    assert_eq!(ids(&listed.json()), emails);
+    assert_eq!(listed.json()["nextCursor"], Value::Null);
+
+    let by_payload = api
+        .run(&["jobs", "ls", "--json", "--payload", r#"{"userId":2}"#])
+        .await
+        .succeeded();
+    assert_eq!(ids(&by_payload.json()), [emails[1].clone()]);
+
+    // The status is the API's name, in any case.
+    let pending = api
+        .run(&["jobs", "ls", "--json", "--status", "pending"])
+        .await
+        .succeeded();
+    assert_eq!(ids(&pending.json()).len(), 4);
+    let running = api
+        .run(&["jobs", "ls", "--json", "--status", "in_progress"])
+        .await
+        .succeeded();
+    assert_eq!(ids(&running.json()).len(), 0);
+
+    let first = api
+        .run(&["jobs", "ls", "--queue", "emails", "--limit", "2"])
+        .await
+        .succeeded();
+    for header in ["id", "type", "queue", "status", "attempts", "created", "last error"] {
+        assert!(first.stdout.contains(header), "{}", first.stdout);
+    }
+    assert!(first.stdout.contains(&emails[0]) && first.stdout.contains(&emails[1]));
+    assert!(!first.stdout.contains(&emails[2]), "{}", first.stdout);
+    assert!(!first.stdout.contains(&report.to_string()), "{}", first.stdout);
+    assert!(first.stdout.contains("PENDING") && first.stdout.contains("0/3"));
+    let cursor = first
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("next page: --cursor "))
+        .unwrap_or_else(|| panic!("no next cursor: {}", first.stdout));
+
+    let second = api
+        .run(&["jobs", "ls", "--queue", "emails", "--limit", "2", "--cursor", cursor])
+        .await
+        .succeeded();
+    assert!(second.stdout.contains(&emails[2]), "{}", second.stdout);
+    assert!(!second.stdout.contains("next page"), "{}", second.stdout);
+
+    let none = api.run(&["jobs", "ls", "--queue", "nothing-here"]).await.succeeded();
+    assert_eq!(none.stdout, "no jobs\n");
+}
+
+#[tokio::test]
+async fn jobs_show_prints_the_fields_and_the_attempt_timeline() {
+    let api = Api::start().await;
+    let id = api
+        .dead_job(NewJob::new("TEST", json!({"to": "a@example.com"})).queue("emails"))
+        .await
+        .to_string();
+
+    let shown = api.run(&["jobs", "show", &id]).await.succeeded();
+
+    for expected in [
+        id.as_str(),
+        "emails",
+        "FAILED",
+        "1 of 3",
+        "smtp timed out",
+        "\"to\": \"a@example.com\"",
+        "worker-7",
+    ] {
+        assert!(shown.stdout.contains(expected), "{expected:?} in {}", shown.stdout);
+    }
+    let as_json = api.run(&["jobs", "show", &id, "--json"]).await.succeeded().json();
+    assert_eq!(as_json["jobId"], id.as_str());
+    assert_eq!(as_json["history"][0]["workerId"], "worker-7");
+
+    let unknown = api
+        .run(&["jobs", "show", "0193c4f0-0000-7000-8000-000000000000"])
+        .await
+        .failed();
+    assert!(unknown.stderr.contains("(HTTP 404, not_found)"), "{}", unknown.stderr);
+}
+
+#[tokio::test]
+async fn jobs_cancel_cancels_a_pending_job_and_names_who_asked() {
+    let api = Api::start().await;
+    let id = api.env.create_job(NewJob::new("TEST", json!({}))).await;
+
+    let cancelled = api
+        .run(&["jobs", "cancel", &id.to_string(), "--actor", "bob"])
+        .await
+        .succeeded();
+
+    assert_eq!(cancelled.stdout, format!("cancelled job {id} (CANCELLED)\n"));
+    assert_eq!(api.status(id).await, Status::Cancelled);
+    let entry = newest_audit_entry(&api).await;
+    assert_eq!(entry["action"], "job.cancel");
+    assert_eq!(entry["jobId"], id.to_string());
+    assert_eq!(entry["onBehalfOf"], "bob");
+
+    // A finished job cannot be cancelled: the API's message, and exit status 1.
+    let again = api.run(&["jobs", "cancel", &id.to_string()]).await.failed();
+    assert!(again.stderr.starts_with("jobq: "), "{}", again.stderr);
+    assert!(again.stderr.contains("(HTTP 409, not_cancellable)"), "{}", again.stderr);
+
+    // Without --actor, the audit log names the user at this machine.
+    let other = api.env.create_job(NewJob::new("TEST", json!({}))).await;
+    let mut command = api.jobq(&["jobs", "cancel", &other.to_string()]);
+    command.env("USER", "carol");
+    run(command).await.succeeded();
+    let entry = newest_audit_entry(&api).await;
+    assert_eq!(entry["jobId"], other.to_string());
+    let on_behalf_of = entry["onBehalfOf"].as_str().expect("onBehalfOf");
+    assert!(on_behalf_of.starts_with("carol@") && on_behalf_of.len() > "carol@".len());
+}
+
+#[tokio::test]
+async fn dlq_requeue_all_counts_in_a_dry_run_then_requeues_the_matching_dead_jobs() {
+    let api = Api::start().await;
+    let mut tenant_one = Vec::new();
+    for n in 0..3 {
+        tenant_one.push(api.dead_job(NewJob::new("TEST", json!({"tenant": 1, "n": n}))).await);
+    }
+    let tenant_two = api.dead_job(NewJob::new("TEST", json!({"tenant": 2}))).await;
+    let alive = api.env.create_job(NewJob::new("TEST", json!({"tenant": 1}))).await;
+
+    let dead = api.run(&["dlq", "ls", "--json"]).await.succeeded();
+    assert_eq!(ids(&dead.json()).len(), 4);
+    let table = api.run(&["dlq", "ls"]).await.succeeded();
+    assert!(table.stdout.contains(&tenant_two.to_string()), "{}", table.stdout);
+    assert!(table.stdout.contains("smtp timed out"), "{}", table.stdout);
+
+    let filter = ["--payload", r#"{"tenant":1}"#];
+    let dry_run = api
+        .run(&[&["dlq", "requeue", "--all", "--dry-run"], &filter[..]].concat())
+        .await
+        .succeeded();
+    assert_eq!(
+        dry_run.stdout,
+        "3 dead jobs would be requeued (dry run: nothing changed)\n"
+    );
+    let dry_json = api
+        .run(&[&["dlq", "requeue", "--all", "--dry-run", "--json"], &filter[..]].concat())
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(
+        (dry_json["count"].clone(), dry_json["dryRun"].clone()),
+        (json!(3), json!(true))
+    );
+    assert_eq!(
+        api.env.count_jobs(Some(Status::Failed)).await,
+        4,
+        "a dry run changes nothing"
+    );
+
+    let requeued = api
+        .run(&[&["dlq", "requeue", "--all", "--actor", "alice@laptop"], &filter[..]].concat())
+        .await
+        .succeeded();
+
+    assert!(
+        requeued.stdout.starts_with("requeued 3 dead jobs (0 skipped"),
+        "{}",
+        requeued.stdout
+    );
+    for id in &tenant_one {
+        assert_eq!(api.status(*id).await, Status::Pending);
+    }
+    assert_eq!(api.status(tenant_two).await, Status::Failed);
+    assert_eq!(api.status(alive).await, Status::Pending);
+
+    let audit = api.run(&["audit", "ls", "--json"]).await.succeeded().json();
+    let bulk: Vec<&Value> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|entry| entry["action"] == "bulk.requeue")
+        .collect();
+    assert_eq!(bulk.len(), 1, "dry runs are not logged: {audit}");
+    assert_eq!(bulk[0]["onBehalfOf"], "alice@laptop");
+    assert_eq!(bulk[0]["count"], 3);
+    assert_eq!(bulk[0]["filter"]["status"], "FAILED");
+    assert_eq!(bulk[0]["filter"]["payload"], json!({"tenant": 1}));
+    let table = api.run(&["audit", "ls"]).await.succeeded();
+    assert!(
+        table.stdout.contains("bulk.requeue") && table.stdout.contains("alice@laptop"),
+        "{}",
+        table.stdout
+    );
+}
+
+/// A bulk operation that its request does not finish is followed until it is done: here its first
+/// batch waits on a row lock past the server's statement timeout, so the API answers 202 with
+/// the operation `RUNNING`, and a processor like the promoter's finishes it once the lock goes.
+#[tokio::test]
+async fn dlq_requeue_all_follows_a_running_operation_to_its_end() {
+    let api = Api::start().await;
+    // A server whose statements give up after a second (half its client timeout): the first batch
+    // does, on the locked row.
+    let mut config = api.env.config.clone();
+    config.pg_timeout = Duration::from_secs(2);
+    let (url, server) = serve(Deps::from_config(config).expect("deps")).await;
+    let mut dead = Vec::new();
+    for n in 0..3 {
+        dead.push(api.dead_job(NewJob::new("TEST", json!({"n": n}))).await);
+    }
+    let locker = Store::connect(&api.env.config.database_url, 1, Duration::from_secs(60)).expect("pool");
+    let lock = locker.pool().get().await.expect("connection");
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM jobs WHERE id = '{}' FOR UPDATE",
+        dead[0]
+    ))
+    .await
+    .expect("lock a dead job");
+
+    let cli = tokio::spawn(run(jobq(&url, &["dlq", "requeue", "--all"])));
+    let store = api.env.store.pool().get().await.expect("connection");
+    let started = tokio::time::Instant::now();
+    while store
+        .query("SELECT 1 FROM operations", &[])
+        .await
+        .expect("operations")
+        .is_empty()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no operation was started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the statement timeout: the request has given up its batch and answered RUNNING.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let running: String = store
+        .query_one("SELECT state FROM operations", &[])
+        .await
+        .expect("operation")
+        .get(0);
+    assert_eq!(running, "RUNNING");
+    lock.batch_execute("ROLLBACK").await.expect("unlock");
+    let operations = Operations::new(api.env.store.clone(), api.env.queue.clone());
+    let processor = tokio::spawn(async move {
+        loop {
+            let _ = operations.run_once(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    let ran = cli.await.expect("join");
+    processor.abort();
+    server.abort();
+
+    let ran = ran.succeeded();
+    assert!(
+        ran.stdout.starts_with("requeued 3 dead jobs (0 skipped"),
+        "{}",
+        ran.stdout
+    );
+    for id in dead {
+        assert_eq!(api.status(id).await, Status::Pending);
+    }
+}
+
+#[tokio::test]
+async fn dlq_requeue_requeues_one_dead_job_and_refuses_a_live_one() {
+    let api = Api::start().await;
+    let id = api.dead_job(NewJob::new("TEST", json!({}))).await.to_string();
+
+    let requeued = api.run(&["dlq", "requeue", &id]).await.succeeded();
+
+    assert_eq!(requeued.stdout, format!("requeued job {id} (PENDING, 0/3 attempts)\n"));
+    assert_eq!(api.status(id.parse().expect("id")).await, Status::Pending);
+    let again = api.run(&["dlq", "requeue", &id]).await.failed();
+    assert!(again.stderr.contains("(HTTP 409"), "{}", again.stderr);
+}
+
+#[tokio::test]
+async fn queues_ls_prints_a_table_of_every_queue() {
+    let api = Api::start().await;
+    api.env
+        .create_job(NewJob::new("TEST", json!({})).queue("reports"))
+        .await;
+    api.dead_job(NewJob::new("TEST", json!({})).queue("reports")).await;
+    api.completed_job(NewJob::new("TEST", json!({})).queue("thumbnails"))
+        .await;
+
+    let table = api.run(&["queues", "ls"]).await.succeeded();
+
+    for expected in ["queue", "pending", "oldest pending", "dlq", "reports", "thumbnails"] {
+        assert!(table.stdout.contains(expected), "{expected:?} in {}", table.stdout);
+    }
+    let reports = table
+        .stdout
+        .lines()
+        .find(|line| line.contains("reports"))
+        .expect("a row for reports");
+    // pending, running, completed, dead, cancelled, ready, age, dlq depth, completed/retried/dead.
+    let cells: Vec<&str> = reports.split_whitespace().collect();
+    assert_eq!(&cells[..6], ["reports", "1", "0", "0", "1", "0"], "{reports}");
+    let listed = api.run(&["queues", "ls", "--json"]).await.succeeded().json();
+    let names: Vec<&str> = listed["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .filter_map(|queue| queue["name"].as_str())
+        .collect();
+    assert_eq!(names, ["reports", "thumbnails"]);
+
+    let shown = api.run(&["queues", "show", "thumbnails"]).await.succeeded();
+    assert!(shown.stdout.contains("thumbnails"), "{}", shown.stdout);
+    assert!(
+        shown
+            .stdout
+            .contains("1 completed, 0 retried, 0 dead, 0 cancelled in the last 15 minutes"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[tokio::test]
+async fn tail_prints_each_queues_new_outcomes_as_they_happen() {
+    let api = Api::start().await;
+    // A queue with an outcome before the tail starts: that one is not new.
+    api.completed_job(NewJob::new("TEST", json!({})).queue("mail")).await;
+    let mut child = Running(
+        api.jobq(&["tail", "--interval", "1", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start jobq tail"),
+    );
+    let mut stdout = lines_of(child.0.stdout.take().expect("stdout"));
+    let mut stderr = lines_of(child.0.stderr.take().expect("stderr"));
+    let started = wait_for_line(&mut stderr, Duration::from_secs(20)).await;
+    assert!(started.starts_with("following 1 queue(s) every 1s"), "{started}");
+
+    api.completed_job(NewJob::new("TEST", json!({})).queue("mail")).await;
+    api.completed_job(NewJob::new("TEST", json!({})).queue("mail")).await;
+    api.dead_job(NewJob::new("TEST", json!({})).queue("video")).await;
+
+    // Outcomes may land in one poll or be split over two: add up the lines until all are seen.
+    let wanted = BTreeMap::from([("mail".to_owned(), (2, 0)), ("video".to_owned(), (0, 1))]);
+    let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    while seen != wanted {
+        let line = wait_for_line(&mut stdout, Duration::from_secs(20)).await;
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        let queue = event["queue"].as_str().unwrap_or_else(|| panic!("no queue: {line}"));
+        assert!(
+            wanted.contains_key(queue),
+            "a line for a queue with no new outcomes: {line}"
+        );
+        assert!(event["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{line}");
+        let totals = seen.entry(queue.to_owned()).or_default();
+        totals.0 += event["completed"].as_i64().unwrap_or(0);
+        totals.1 += event["dead"].as_i64().unwrap_or(0);
+        assert!(
+            totals.0 <= wanted[queue].0 && totals.1 <= wanted[queue].1,
+            "{seen:?} after {line}"
+        );
+    }
+}
+
+/// Deployments sit behind API Gateway: jobq speaks HTTPS (rustls on aws-lc-rs), trusting the
+/// system's roots, which `SSL_CERT_FILE` replaces, and refuses a certificate they did not issue.
+#[tokio::test]
+async fn https_is_spoken_and_the_servers_certificate_checked() {
+    let api = Api::start().await;
+    api.env.create_job(NewJob::new("TEST", json!({})).queue("secure")).await;
+    let certs = Certs::make();
+    let (url, proxy) = tls_proxy(&certs, &api.url).await;
+
+    let mut trusted = jobq(&url, &["queues", "ls"]);
+    trusted
+        .env("SSL_CERT_FILE", certs.path("ca.pem"))
+        .env_remove("SSL_CERT_DIR");
+    let listed = run(trusted).await.succeeded();
+    assert!(listed.stdout.contains("secure"), "{}", listed.stdout);
+
+    let mut untrusted = jobq(&url, &["queues", "ls"]);
+    untrusted
+        .env("SSL_CERT_FILE", certs.path("other-ca.pem"))
+        .env_remove("SSL_CERT_DIR");
+    let refused = run(untrusted).await.failed();
+    assert!(
+        refused.stderr.starts_with(&format!("jobq: could not reach {url}: ")),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("certificate"), "{}", refused.stderr);
+    proxy.abort();
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_with_the_apis_message() {
+    let api = Api::start_with(|deps| deps.with_api_token("s3cret")).await;
+    api.env.create_job(NewJob::new("TEST", json!({}))).await;
+
+    let wrong = api.run(&["jobs", "ls", "--token", "wrong"]).await.failed();
+    assert!(wrong.stderr.starts_with("jobq: "), "{}", wrong.stderr);
+    assert!(wrong.stderr.ends_with("(HTTP 401, unauthorized)\n"), "{}", wrong.stderr);
+    let missing = api.run(&["queues", "ls"]).await.failed();
+    assert_eq!(missing.stderr, wrong.stderr);
+
+    let mut command = api.jobq(&["jobs", "ls", "--json"]);
+    command.env("JOBQ_API_TOKEN", "s3cret");
+    let listed = run(command).await.succeeded();
+    assert_eq!(ids(&listed.json()).len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_url_fails_saying_it_could_not_be_reached() {
+    // A port nothing listens on: bound, then let go.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let url = format!("http://{address}");
+    // The URL from the environment this time, as a deployment's shell sets it.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobq"));
+    command
+        .args(["queues", "ls"])
+        .env("JOBQ_URL", &url)
+        .env_remove("JOBQ_API_TOKEN");
+
+    let ran = run(command).await.failed();
+
+    assert!(
+        ran.stderr.starts_with(&format!("jobq: could not reach {url}: ")),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_the_apis_is_reported_not_misread() {
+    let api = Api::start().await;
+    // A base URL with a path the API does not serve: API Gateway's own 404 for every route.
+    let mut command = api.jobq(&["jobs", "ls"]);
+    command.args(["--url", &format!("{}/no-such-stage", api.url)]);
+
+    let ran = run(command).await.failed();
+
+    assert_eq!(ran.stderr, "jobq: Not Found (HTTP 404)\n");
+}
+
+/// A CA, a certificate it issued for 127.0.0.1, and an unrelated CA; made with the openssl command
+/// as the project's other TLS tests make theirs.
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let made_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let dir = std::env::temp_dir().join(format!("jobq-cli-tls-{}-{made_at}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("cert dir");
+        let certs = Certs { dir };
+        for ca in ["ca", "other-ca"] {
+            certs.openssl(&format!(
+                "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {ca}.key -out {ca}.pem \
+                 -days 2 -subj /CN=jobq-cli-test-{ca} -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign,cRLSign"
+            ));
+        }
+        std::fs::write(
+            certs.path("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .expect("write extensions");
+        certs.openssl(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
+             -subj /CN=127.0.0.1",
+        );
+        certs.openssl(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+             -extfile server.ext",
+        );
+        certs
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Runs `openssl` with `args`, split at whitespace (none of them holds any).
+    fn openssl(&self, args: &str) {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Terminates TLS with the certificate of `certs` and passes each connection on to the plain
+/// `upstream` URL, as API Gateway stands in front of the functions. Returns its HTTPS URL.
+async fn tls_proxy(certs: &Certs, upstream: &str) -> (String, AbortHandle) {
+    let chain = CertificateDer::pem_file_iter(certs.path("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).expect("server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("address"));
+    let proxy = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends its handshake: nothing to pass on.
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (url, proxy.abort_handle())
+}
+
+/// Each line `reader` gives, as it comes, on a channel; read on a thread of its own, so that
+/// waiting for a line leaves the runtime free to serve the requests that produce it.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+async fn wait_for_line(lines: &mut mpsc::UnboundedReceiver<String>, within: Duration) -> String {
+    match tokio::time::timeout(within, lines.recv()).await {
+        Ok(Some(line)) => line,
+        Ok(None) => panic!("jobq closed its output"),
+        Err(_) => panic!("no line from jobq within {within:?}"),
+    }
+}
+
+/// A `jobq` that runs until it is interrupted (`jobq tail`): ended when the test ends, passed or
+/// failed.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
