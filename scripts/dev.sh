@@ -19,6 +19,7 @@
 #   JOBQ_METRICS_ADDR           the promoter's /metrics (default 127.0.0.1:9464; off for none)
 #   JOBQ_RUN_DIR                logs and PIDs (default <repo>/.jobq-run)
 #   JOBQ_READY_TIMEOUT          seconds to wait for the API (default 300)
+#   JOBQ_DASHBOARD_TOKEN        the dashboard's token (default: a new random one, printed at start)
 #   CARGO_TARGET_DIR            default <repo>/target
 set -euo pipefail
 
@@ -105,6 +106,8 @@ export JOBQ_LOG_FORMAT="${JOBQ_LOG_FORMAT:-text}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 # Local work reads the database from DATABASE_URL, never from Secrets Manager.
 unset DB_SECRET_ARN
+# The dashboard wants a token here too (it is never open): a new one each start unless given.
+export JOBQ_DASHBOARD_TOKEN="${JOBQ_DASHBOARD_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 
 log "services"
 bash "$REPO/scripts/services.sh" || die "Postgres/Redis are not available (see above)"
@@ -229,6 +232,7 @@ jobq is running at $BASE   (namespace $JOBQ_NAMESPACE, promoter job slots ${JOBQ
 
   worker function:  PATH="$REPO/.venv-tools/bin:\$PATH" cargo lambda invoke worker --invoke-address 127.0.0.1 --invoke-port $PORT --data-file events/max-jobs.json
                     (cargo-lambda lives in .venv-tools/bin, not on your PATH)
+  dashboard:        $BASE/dashboard   (token: $JOBQ_DASHBOARD_TOKEN)
   metrics:          curl -s http://${JOBQ_METRICS_ADDR:-127.0.0.1:9464}/metrics
   logs:             $RUN_DIR/promoter.log  $RUN_DIR/watch.log
 EOF

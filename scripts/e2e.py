@@ -471,6 +471,8 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"POST /jobs/bulk answers 200 {when}", status == 200 and (body or {}).get("count") == 0, f"{status} {text[:300]}")
     status, body, text = api.call("GET", f"/operations/{NIL_ID}")
     r.check(f"GET /operations/{{id}} answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/dashboard")
+    r.check(f"GET /dashboard answers 200 {when}", status == 200 and "<title>jobq</title>" in text, f"{status} {text[:200]}")
     status, body, text = api.call("GET", "/audit?limit=1")
     r.check(f"GET /audit answers 200 {when}", status == 200 and isinstance((body or {}).get("items"), list), f"{status} {text[:300]}")
     if new_id:
@@ -486,6 +488,51 @@ def check_every_route(api, port, r, when, job_id):
         out.returncode == 0 and '"claimed"' in out.stdout,
         f"rc={out.returncode} stdout={out.stdout.strip()[:300]} stderr={out.stderr.strip()[-300:]}",
     )
+
+
+DASHBOARD_TOKEN = "e2e-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
+DASHBOARD_READONLY_TOKEN = "e2e-ro-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
+
+
+def check_dashboard(api, port, r):
+    """The dashboard in headless Chromium (scripts/dashboard_browser.py): a job created through the
+    API is on its pages, and a DLQ requeue made by clicking changes the job."""
+    status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": {"hello": "dashboard"}})
+    job_id = (body or {}).get("jobId") if isinstance(body, dict) else None
+    dead = []
+    for queue in ("default", "bulk-e2e"):
+        status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": "FAIL_ALWAYS", "maxAttempts": 1, "queue": queue})
+        dead.append((body or {}).get("jobId") if isinstance(body, dict) else None)
+    if not r.check("jobs for the dashboard are created", job_id and all(dead), text[:300]):
+        return
+    done = api.wait_for(job_id, "COMPLETED")
+    dying = [api.wait_for(d, "FAILED") for d in dead]
+    if not r.check("they finish (one completed, two dead)", done is not None and all(j and j.get("status") == "FAILED" for j in dying)):
+        return
+    # The emulator starts a function at its first request; a page that asks for its script and
+    # its style at once would find it starting. Start it first, as the API fuzzing does.
+    for path in ("/dashboard", "/dashboard/app.js", "/dashboard/app.css"):
+        status, _, text = api.call("GET", path)
+        r.check(f"GET {path} answers 200", status == 200, f"{status} {text[:200]}")
+    python = os.path.join(REPO, ".venv-tools", "bin", "python")
+    for needed in ("/usr/bin/chromium", "/usr/bin/chromedriver", python):
+        if not r.check(f"{needed} is installed", os.path.exists(needed), "scripts/test.sh installs it (apt-get install chromium chromium-driver; scripts/tools.sh)"):
+            return
+    args = [python, os.path.join(REPO, "scripts", "dashboard_browser.py"), f"http://127.0.0.1:{port}",
+            DASHBOARD_TOKEN, DASHBOARD_READONLY_TOKEN, job_id, dead[0], dead[1]]
+    if os.environ.get("JOBQ_DASHBOARD_SCREENSHOT"):
+        args.append(os.environ["JOBQ_DASHBOARD_SCREENSHOT"])
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as err:
+        r.check("the dashboard's browser test ends within 300 s", False, repr(err))
+        return
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("ok   - ", "FAIL - "))]
+    for line in lines:
+        r.check(line[7:].split(": ", 1)[0] if line.startswith("FAIL") else line[7:], line.startswith("ok"),
+                line[7:].split(": ", 1)[1] if line.startswith("FAIL") and ": " in line[7:] else "")
+    r.check("the dashboard's browser test ran to the end", out.returncode == 0 or any(l.startswith("FAIL") for l in lines),
+            f"exit {out.returncode}: {out.stderr.strip()[-800:]}")
 
 
 def invoke_worker(port):
@@ -554,6 +601,8 @@ def main():
         "JOBQ_PORT": str(port),
         "JOBQ_RUN_DIR": run_dir,
         "JOBQ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        "JOBQ_DASHBOARD_TOKEN": DASHBOARD_TOKEN,
+        "JOBQ_DASHBOARD_READONLY_TOKEN": DASHBOARD_READONLY_TOKEN,
     }
     r = Results()
     created_db = started = False
@@ -574,6 +623,7 @@ def main():
         if r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
             os.environ["PATH"] = os.path.join(REPO, ".venv-tools", "bin") + os.pathsep + os.environ["PATH"]
             run_checks(Api(f"http://127.0.0.1:{port}"), port, r)
+            check_dashboard(Api(f"http://127.0.0.1:{port}"), port, r)
             check_metrics(metrics_port, r)
     except KeyboardInterrupt:
         r.check("the run was not interrupted", False, "interrupted")

@@ -7,7 +7,8 @@
 #   slow   the cargo tests that break servers or run for long (SLOW_TESTS below: fault tests on
 #          private servers, the soak, the chaos soak, the 100,000-job backlog, Lambda deadlines,
 #          the promoter as a process, the property tests), the end-to-end test of the run command
-#          over HTTP (scripts/e2e.py, with an idle minute and hostile requests), schemathesis on the
+#          over HTTP (scripts/e2e.py, with an idle minute, hostile requests and the dashboard in a
+#          headless Chromium), schemathesis on the
 #          local API server and on the emulator (scripts/api-fuzz.sh), and the deployment checks
 #          (scripts/check-deploy.sh), then a short run of coverage-guided fuzzing of request parsing
 #          (scripts/fuzz.sh --dev) for JOBQ_FUZZ_SECONDS (default 60; 0 skips it).
@@ -64,7 +65,16 @@ if ! command -v openssl >/dev/null 2>&1; then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
 fi
 
-step "tools (cargo-lambda, sam, cfn-lint, moto in .venv-tools)"
+# The end-to-end test drives the dashboard in Debian's chromium, through its chromedriver.
+if [[ "$TIER" != fast ]] && { [[ ! -x /usr/bin/chromium ]] || [[ ! -x /usr/bin/chromedriver ]]; }; then
+  echo "test: installing chromium and chromium-driver (the dashboard's browser test)" >&2
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2
+fi
+
+step "tools (cargo-lambda, sam, cfn-lint, moto, selenium in .venv-tools)"
 PATH="$(bash scripts/tools.sh | tail -n1):$PATH"
 export PATH
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python virtualenv `.venv-tools` at the repository root with the command-line
-# tools the project uses: cargo-lambda (local Lambda emulator and builds), the SAM CLI, cfn-lint, and
-# moto's server with boto3 (a local Secrets Manager). A stamp file records what was installed, so a
+# tools the project uses: cargo-lambda (local Lambda emulator and builds), the SAM CLI, cfn-lint,
+# moto's server with boto3 (a local Secrets Manager), and Selenium (the dashboard's browser test,
+# which drives Debian's chromium through its chromedriver). A stamp file records what was installed, so a
 # re-run with unchanged requirements skips pip entirely.
 #
 # Usage: scripts/tools.sh            (prints the bin directory on its last line)
@@ -22,6 +23,7 @@ REQUIREMENTS=(
   "cfn-lint>=1.30,<2"
   "moto[server]>=5.1,<6"
   "boto3>=1.35,<2"
+  "selenium>=4.20,<5"
 )
 WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"
 
@@ -30,7 +32,7 @@ have_all_tools() {
   for bin in cargo-lambda sam cfn-lint moto_server; do
     [[ -x "$VENV/bin/$bin" ]] || return 1
   done
-  "$VENV/bin/python" -c 'import boto3' >/dev/null 2>&1
+  "$VENV/bin/python" -c 'import boto3, selenium' >/dev/null 2>&1
 }
 
 if [[ ! -x "$VENV/bin/python" ]]; then

@@ -92,6 +92,17 @@ impl Deps {
         Ok(deps)
     }
 
+    /// [`Deps::from_env`] for the dashboard's function: its tokens are `JOBQ_DASHBOARD_TOKEN` (sees
+    /// and acts) and `JOBQ_DASHBOARD_READONLY_TOKEN` (sees), not the API's; without either, the
+    /// dashboard's API answers 403 (see [`crate::dashboard`]).
+    pub async fn for_dashboard() -> Result<Deps, InitError> {
+        let token = |name: &str| std::env::var(name).ok().filter(|t| !t.trim().is_empty());
+        let mut deps = Deps::from_env().await?;
+        deps.api_token = token(crate::dashboard::TOKEN_ENV).map(|t| ApiToken(t.trim().to_owned()));
+        deps.readonly_token = token(crate::dashboard::READONLY_TOKEN_ENV).map(|t| ApiToken(t.trim().to_owned()));
+        Ok(deps.with_token_principal("dashboard"))
+    }
+
     /// Clients for `config`, with the built-in job handlers and no API token.
     pub fn from_config(config: Config) -> Result<Deps, InitError> {
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
@@ -228,8 +239,8 @@ impl Deps {
             _ => None,
         };
         let principal = iam.unwrap_or_else(|| {
-            if self.api_token.is_some() {
-                "api-token"
+            if self.requires_token() {
+                self.token_principal
             } else {
                 "anonymous"
             }

@@ -15,6 +15,7 @@
 //! - [`bulk_jobs`]: `POST /jobs/bulk` and `GET /operations/{id}`: acting on every job a filter
 //!   matches.
 //! - [`list_audit`]: `GET /audit`: who cancelled, requeued or acted in bulk.
+//! - [`dashboard`]: `GET /dashboard`: the web page, and the API it calls under `/dashboard/api/`.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
 //! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
 //!   show it; [`deps`]: clients and the API token;
@@ -25,6 +26,7 @@ pub mod bulk_jobs;
 pub mod cancel_job;
 pub mod create_job;
 pub mod create_jobs;
+pub mod dashboard;
 pub mod deps;
 pub mod find_jobs;
 pub mod get_job;

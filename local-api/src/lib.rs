@@ -18,8 +18,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jobq_functions::{
-    Deps, bulk_jobs, cancel_job, create_job, create_jobs, find_jobs, get_job, list_audit, list_dlq, list_queues,
-    requeue_dlq,
+    Deps, bulk_jobs, cancel_job, create_job, create_jobs, dashboard, find_jobs, get_job, list_audit, list_dlq,
+    list_queues, requeue_dlq,
 };
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
@@ -40,6 +40,7 @@ pub enum Function {
     ListQueues,
     BulkJobs,
     ListAudit,
+    Dashboard,
 }
 
 impl Function {
@@ -56,6 +57,7 @@ impl Function {
             Function::ListQueues => "list-queues",
             Function::BulkJobs => "bulk-jobs",
             Function::ListAudit => "list-audit",
+            Function::Dashboard => "dashboard",
         }
     }
 
@@ -71,6 +73,7 @@ impl Function {
             Function::ListQueues => list_queues::handle(deps, req).await,
             Function::BulkJobs => bulk_jobs::handle(deps, req).await,
             Function::ListAudit => list_audit::handle(deps, req).await,
+            Function::Dashboard => dashboard::handle(deps, req).await,
         }
     }
 }
@@ -94,6 +97,19 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/jobs/bulk", Function::BulkJobs),
     ("GET", "/operations/{id}", Function::BulkJobs),
     ("GET", "/audit", Function::ListAudit),
+    // The dashboard's page and the API it calls, on its own function.
+    ("GET", "/dashboard", Function::Dashboard),
+    ("GET", "/dashboard/{asset}", Function::Dashboard),
+    ("GET", "/dashboard/api/queues", Function::Dashboard),
+    ("GET", "/dashboard/api/queues/{name}", Function::Dashboard),
+    ("GET", "/dashboard/api/jobs", Function::Dashboard),
+    ("GET", "/dashboard/api/jobs/{id}", Function::Dashboard),
+    ("POST", "/dashboard/api/jobs/{id}/cancel", Function::Dashboard),
+    ("POST", "/dashboard/api/jobs/bulk", Function::Dashboard),
+    ("GET", "/dashboard/api/dlq", Function::Dashboard),
+    ("POST", "/dashboard/api/dlq/{id}/requeue", Function::Dashboard),
+    ("GET", "/dashboard/api/operations/{id}", Function::Dashboard),
+    ("GET", "/dashboard/api/audit", Function::Dashboard),
 ];
 
 /// API Gateway's limit on a request body (HTTP APIs take up to 10 MB).
@@ -238,8 +254,9 @@ fn gateway_error(status: u16, message: &str) -> http::Response<Full<Bytes>> {
     response
 }
 
-/// Serves one request: route, build the event, convert it as the runtime does, call the function.
-pub async fn serve_request(deps: &Deps, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+/// Serves one request: route, build the event, convert it as the runtime does, call the function
+/// (the dashboard's with `dashboard`, its own dependencies and tokens; the others with `deps`).
+pub async fn serve_request(deps: &Deps, dashboard: &Deps, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
     let Some((function, template, params)) = route(req.method().as_str(), req.uri().path()) else {
         return gateway_error(404, "Not Found");
     };
@@ -258,6 +275,11 @@ pub async fn serve_request(deps: &Deps, req: http::Request<Incoming>) -> http::R
             return gateway_error(500, "Internal Server Error");
         }
     };
+    let deps = if function == Function::Dashboard {
+        dashboard
+    } else {
+        deps
+    };
     let response = function.handle(deps, request).await;
     let (parts, body) = response.into_parts();
     let bytes = match body {
@@ -269,12 +291,23 @@ pub async fn serve_request(deps: &Deps, req: http::Request<Incoming>) -> http::R
     http::Response::from_parts(parts, Full::new(bytes))
 }
 
-/// Accepts connections on `listener` until the task is dropped.
+/// Accepts connections on `listener` until the task is dropped; the dashboard's routes share the
+/// API's dependencies and tokens.
 pub async fn serve(listener: TcpListener, deps: &'static Deps) -> anyhow::Result<()> {
+    serve_with_dashboard(listener, deps, deps).await
+}
+
+/// [`serve`], with the dashboard's function on `dashboard` (see `Deps::for_dashboard`).
+pub async fn serve_with_dashboard(
+    listener: TcpListener,
+    deps: &'static Deps,
+    dashboard: &'static Deps,
+) -> anyhow::Result<()> {
     loop {
         let (stream, peer): (_, SocketAddr) = listener.accept().await?;
         tokio::spawn(async move {
-            let service = service_fn(move |req| async move { Ok::<_, Infallible>(serve_request(deps, req).await) });
+            let service =
+                service_fn(move |req| async move { Ok::<_, Infallible>(serve_request(deps, dashboard, req).await) });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
