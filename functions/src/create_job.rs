@@ -21,6 +21,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     expect_method(req, Method::POST)?;
     let new = parse(req)?;
     let created = deps.jobs.create(&new, deps.jobs.store().now().await).await?;
+    deps.log_enqueued([&created]).await;
     let status = if created.replayed {
         StatusCode::OK
     } else {

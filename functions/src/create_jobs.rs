@@ -38,6 +38,7 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     expect_method(req, Method::POST)?;
     let new = parse(req)?;
     let created = deps.jobs.create_many(&new, deps.jobs.store().now().await).await?;
+    deps.log_enqueued(created.iter().filter_map(|c| c.as_ref().ok())).await;
     let results = created
         .into_iter()
         .map(|result| match result {

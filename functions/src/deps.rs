@@ -158,6 +158,18 @@ impl Deps {
         self
     }
 
+    /// Prints the jobs a request created as EMF lines (`JobsEnqueued` per queue), when
+    /// `JOBQ_EMF_INTERVAL_MS` is set: CloudWatch Logs turns them into metrics.
+    pub async fn log_enqueued<'a>(&self, created: impl IntoIterator<Item = &'a jobq_shared::store::Created>) {
+        if self.config.maintenance.emf_interval.is_zero() {
+            return;
+        }
+        let at = self.jobs.store().now().await;
+        for document in jobq_shared::metrics::enqueued_emf(created, &self.config.namespace, at) {
+            println!("{document}");
+        }
+    }
+
     /// Whether a token is required at all.
     pub fn requires_token(&self) -> bool {
         self.api_token.is_some() || self.readonly_token.is_some()

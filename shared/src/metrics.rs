@@ -289,6 +289,38 @@ pub fn summary_emf(summary: &crate::worker::Summary, deployment: &str, at: DateT
     doc
 }
 
+/// Jobs a request created (idempotent replays left out), as one EMF document per queue
+/// (dimensions `Deployment` and `Queue`, metric `JobsEnqueued`). The create functions print them:
+/// jobs are created in the API's processes, so the promoter's `/metrics` never sees them.
+pub fn enqueued_emf<'a>(
+    created: impl IntoIterator<Item = &'a crate::store::Created>,
+    deployment: &str,
+    at: DateTime<Utc>,
+) -> Vec<Value> {
+    let mut per_queue: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for c in created.into_iter().filter(|c| !c.replayed) {
+        *per_queue.entry(c.job.queue.as_str()).or_default() += 1;
+    }
+    per_queue
+        .into_iter()
+        .map(|(queue, count)| {
+            json!({
+                "_aws": {
+                    "Timestamp": at.timestamp_millis(),
+                    "CloudWatchMetrics": [{
+                        "Namespace": EMF_NAMESPACE,
+                        "Dimensions": [["Deployment", "Queue"]],
+                        "Metrics": [{"Name": "JobsEnqueued", "Unit": "Count"}],
+                    }],
+                },
+                "Deployment": deployment,
+                "Queue": queue,
+                "JobsEnqueued": count,
+            })
+        })
+        .collect()
+}
+
 /// Logs the queues' state as EMF lines every `interval` until `shutdown` (see [`log_emf`]).
 pub async fn log_emf_every(
     store: Store,
@@ -402,6 +434,68 @@ mod tests {
         for metric in named {
             assert!(doc[metric["Name"].as_str().expect("name")].is_number(), "{doc}");
         }
+    }
+
+    #[test]
+    fn enqueued_emf_counts_new_jobs_per_queue_and_leaves_replays_out() {
+        use crate::job::{Job, JobId};
+        use crate::store::Created;
+        let now = Utc::now();
+        let job = |queue: &str| Job {
+            id: JobId::new(),
+            job_type: "TEST".into(),
+            queue: queue.to_owned(),
+            payload: json!(1),
+            status: Status::Pending,
+            attempts: 0,
+            max_attempts: 3,
+            priority: 50,
+            run_at: now,
+            timeout_ms: 1000,
+            idempotency_key: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            lease_expires_at: None,
+            cancel_requested_at: None,
+            traceparent: None,
+            history: Vec::new(),
+        };
+        let created = [
+            Created {
+                job: job("mail"),
+                replayed: false,
+            },
+            Created {
+                job: job("mail"),
+                replayed: false,
+            },
+            Created {
+                job: job("mail"),
+                replayed: true,
+            },
+            Created {
+                job: job("video"),
+                replayed: false,
+            },
+        ];
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).expect("time");
+        let docs = enqueued_emf(&created, "prod", at);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            (docs[0]["Queue"].as_str(), docs[0]["JobsEnqueued"].as_u64()),
+            (Some("mail"), Some(2))
+        );
+        assert_eq!(
+            (docs[1]["Queue"].as_str(), docs[1]["JobsEnqueued"].as_u64()),
+            (Some("video"), Some(1))
+        );
+        let directive = &docs[0]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Deployment", "Queue"]]));
+        assert_eq!(directive["Metrics"][0]["Name"], "JobsEnqueued");
+        assert!(enqueued_emf(&created[2..3], "prod", at).is_empty());
     }
 
     #[test]
