@@ -32,7 +32,7 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 # Integration test targets (file names under */tests/) that belong to the slow tier. Every other
 # test target is in the fast tier, so a new test file is fast unless it is listed here.
-SLOW_TESTS=(faults soak chaos backlog deadline process properties)
+SLOW_TESTS=(faults soak chaos backlog deadline process properties cron)
 
 step() { printf '\n==> %s\n' "$*"; }
 

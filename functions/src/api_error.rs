@@ -21,6 +21,9 @@ pub enum ApiError {
     Forbidden,
     #[error("this route accepts {allowed} only")]
     MethodNotAllowed { allowed: Method },
+    /// For a route that several methods share: `allowed` lists them (`GET, PUT, DELETE`).
+    #[error("this route accepts {allowed} only")]
+    MethodsNotAllowed { allowed: &'static str },
     #[error("the request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (256 KiB)")]
     BodyTooLarge { size: usize },
     #[error("content type {content_type:?} is not supported; send the header Content-Type: application/json{hint}")]
@@ -45,6 +48,8 @@ pub enum ApiError {
     InvalidUuid { value: String },
     #[error("{value:?} is not a valid operation id (a UUID)")]
     InvalidOperationId { value: String },
+    #[error("schedule {name:?} not found")]
+    ScheduleNotFound { name: String },
     #[error("operation {id} not found")]
     OperationNotFound { id: uuid::Uuid },
     #[error("{value:?} is not a valid queue name: 1 to {max} characters", max = jobq_shared::job::limits::MAX_QUEUE_LEN)]
@@ -85,7 +90,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::MethodNotAllowed { .. } | ApiError::MethodsNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::EmptyBody | ApiError::InvalidJson { .. } => (StatusCode::BAD_REQUEST, "invalid_json"),
@@ -97,7 +104,9 @@ impl ApiError {
             ApiError::InvalidUuid { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
             ApiError::InvalidQueueName { .. } => (StatusCode::BAD_REQUEST, "invalid_queue_name"),
             ApiError::InvalidOperationId { .. } => (StatusCode::BAD_REQUEST, "invalid_uuid"),
-            ApiError::OperationNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::OperationNotFound { .. } | ApiError::ScheduleNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             ApiError::UnknownParameter { .. } => (StatusCode::BAD_REQUEST, "unknown_parameter"),
             ApiError::InvalidLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_limit"),
@@ -107,6 +116,11 @@ impl ApiError {
                 Error::Invalid(invalid) if invalid.missing => (StatusCode::BAD_REQUEST, "missing_field"),
                 Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
                 Error::InvalidFilter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+                Error::InvalidSchedule(invalid) if invalid.field == "name" => {
+                    (StatusCode::BAD_REQUEST, "invalid_schedule_name")
+                }
+                Error::InvalidSchedule(invalid) if invalid.missing => (StatusCode::BAD_REQUEST, "missing_field"),
+                Error::InvalidSchedule(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
                 Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
                 Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
                 Error::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
@@ -145,6 +159,10 @@ impl ApiError {
         }
         match self {
             ApiError::Domain(Error::Invalid(invalid)) => format!("field {:?} {}", invalid.field, invalid.problem),
+            ApiError::Domain(Error::InvalidSchedule(invalid)) if invalid.field == "name" => invalid.problem.clone(),
+            ApiError::Domain(Error::InvalidSchedule(invalid)) => {
+                format!("field {:?} {}", invalid.field, invalid.problem)
+            }
             ApiError::InBatch { index, source } => format!("jobs[{index}]: {}", source.message(status)),
             ApiError::Domain(Error::InvalidFilter(invalid)) => {
                 format!("query parameter {:?} {}", invalid.parameter, invalid.problem)
@@ -197,6 +215,9 @@ impl ApiError {
                 if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
                     headers.insert(ALLOW, value);
                 }
+            }
+            ApiError::MethodsNotAllowed { allowed } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allowed));
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));

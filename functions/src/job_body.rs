@@ -45,6 +45,7 @@ mod tests {
             lease_expires_at: None,
             cancel_requested_at: None,
             traceparent: None,
+            schedule: None,
             history: Vec::new(),
         };
         let plain = serde_json::to_value(&job).expect("job");

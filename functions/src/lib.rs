@@ -15,6 +15,7 @@
 //! - [`bulk_jobs`]: `POST /jobs/bulk` and `GET /operations/{id}`: acting on every job a filter
 //!   matches.
 //! - [`list_audit`]: `GET /audit`: who cancelled, requeued or acted in bulk.
+//! - [`schedules`]: `PUT`, `GET` and `DELETE /schedules/{name}`, `GET /schedules`: recurring jobs.
 //! - [`dashboard`]: `GET /dashboard`: the web page, and the API it calls under `/dashboard/api/`.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
 //! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
@@ -37,6 +38,7 @@ pub mod list_queues;
 pub mod request;
 pub mod requeue_dlq;
 pub mod runtime;
+pub mod schedules;
 pub mod telemetry;
 pub mod worker;
 

@@ -21,8 +21,8 @@
 //!
 //! So that a deployment without the promoter container loses nothing, each run first applies the
 //! schema migrations (once per instance) and makes one repair pass (Redis rebuilt if it lost its
-//! keys, overdue jobs pushed again), and while it runs it promotes due retries and reaps expired
-//! leases.
+//! keys, overdue jobs pushed again) and fires the schedules' due ticks, and while it runs it
+//! promotes due retries, reaps expired leases and fires ticks as they come due.
 
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +33,7 @@ use jobq_shared::maintenance::promoter::Promoter;
 use jobq_shared::maintenance::pruner::Pruner;
 use jobq_shared::maintenance::reaper::Reaper;
 use jobq_shared::maintenance::repairer::Repairer;
+use jobq_shared::maintenance::scheduler::{self, Scheduler};
 use jobq_shared::worker::{Limits, Summary};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde::Deserialize;
@@ -206,6 +207,15 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
         maintenance.clone(),
     ));
 
+    // Schedules fire here too, so that a deployment without the promoter fires them: once now,
+    // and then while the run lasts. A tick between two runs fires late (at the next run), or is
+    // missed if that is more than a minute late (see `missedFires`).
+    let schedules = Scheduler::new(store.clone(), queue.clone(), deps.config.worker.default_timeout);
+    if let Err(err) = schedules.run_once(store.now().await).await {
+        tracing::warn!(error = %err, "schedule pass failed; the next pass tries again");
+    }
+    let scheduler = tokio::spawn(schedules.run(scheduler::INTERVAL, maintenance.clone()));
+
     let worker = Worker::new(store, queue, deps.registry.clone(), config);
     let limits = Limits {
         // From the start of the invocation: migrations, repair and pruning took some of it.
@@ -217,7 +227,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
     let outcome = worker.run_with(CancellationToken::new(), limits).await;
 
     maintenance.cancel();
-    let _ = tokio::join!(promoter, reaper, operations);
+    let _ = tokio::join!(promoter, reaper, operations, scheduler);
     let summary = outcome?;
     tracing::info!(
         claimed = summary.claimed,

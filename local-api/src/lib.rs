@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jobq_functions::{
     Deps, bulk_jobs, cancel_job, create_job, create_jobs, dashboard, find_jobs, get_job, list_audit, list_dlq,
-    list_queues, requeue_dlq,
+    list_queues, requeue_dlq, schedules,
 };
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
@@ -40,6 +40,7 @@ pub enum Function {
     ListQueues,
     BulkJobs,
     ListAudit,
+    Schedules,
     Dashboard,
 }
 
@@ -57,6 +58,7 @@ impl Function {
             Function::ListQueues => "list-queues",
             Function::BulkJobs => "bulk-jobs",
             Function::ListAudit => "list-audit",
+            Function::Schedules => "schedules",
             Function::Dashboard => "dashboard",
         }
     }
@@ -73,6 +75,7 @@ impl Function {
             Function::ListQueues => list_queues::handle(deps, req).await,
             Function::BulkJobs => bulk_jobs::handle(deps, req).await,
             Function::ListAudit => list_audit::handle(deps, req).await,
+            Function::Schedules => schedules::handle(deps, req).await,
             Function::Dashboard => dashboard::handle(deps, req).await,
         }
     }
@@ -97,6 +100,10 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/jobs/bulk", Function::BulkJobs),
     ("GET", "/operations/{id}", Function::BulkJobs),
     ("GET", "/audit", Function::ListAudit),
+    ("GET", "/schedules", Function::Schedules),
+    ("PUT", "/schedules/{name}", Function::Schedules),
+    ("GET", "/schedules/{name}", Function::Schedules),
+    ("DELETE", "/schedules/{name}", Function::Schedules),
     // The dashboard's page and the API it calls, on its own function.
     ("GET", "/dashboard", Function::Dashboard),
     ("GET", "/dashboard/{asset}", Function::Dashboard),

@@ -1,13 +1,15 @@
 //! The long-running jobq service: applies migrations, then every second promotes due jobs, reaps
-//! expired leases, repairs Redis from Postgres, and runs `JOBQ_WORKER_CONCURRENCY` job slots.
-//! It serves its metrics on `/metrics` (`JOBQ_METRICS_ADDR`, see [`metrics`]). SIGTERM or Ctrl-C
+//! expired leases, repairs Redis from Postgres, fires the schedules' due ticks (every 250 ms), and
+//! runs `JOBQ_WORKER_CONCURRENCY` job slots. It serves its metrics on `/metrics` (`JOBQ_METRICS_ADDR`, see [`metrics`]). SIGTERM or Ctrl-C
 //! stops it gracefully.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use jobq_shared::bulk::Operations;
-use jobq_shared::maintenance::{promoter::Promoter, pruner::Pruner, reaper::Reaper, repairer::Repairer};
+use jobq_shared::maintenance::{
+    promoter::Promoter, pruner::Pruner, reaper::Reaper, repairer::Repairer, scheduler, scheduler::Scheduler,
+};
 use jobq_shared::{Config, Queue, Registry, Store, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +70,10 @@ async fn main() -> anyhow::Result<()> {
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
     services.spawn(Pruner::new(store.clone(), queue.clone(), m.retention).run(m.prune_interval, shutdown.clone()));
+    services.spawn(
+        Scheduler::new(store.clone(), queue.clone(), config.worker.default_timeout)
+            .run(scheduler::INTERVAL, shutdown.clone()),
+    );
     services.spawn(Operations::new(store.clone(), queue.clone()).run(
         Duration::from_secs(1),
         Duration::from_secs(10),

@@ -8,6 +8,8 @@ use crate::state::InvalidTransition;
 pub enum Error {
     #[error("invalid job: {0}")]
     Invalid(#[from] InvalidJob),
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(#[from] crate::schedule::InvalidSchedule),
     #[error("invalid filter: {0}")]
     InvalidFilter(#[from] InvalidFilter),
     #[error("invalid cursor")]

@@ -187,8 +187,18 @@ pub struct Job {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The W3C `traceparent` the job was created in, if its request carried a valid one.
     pub traceparent: Option<String>,
+    /// The schedule that fired the job, and the tick it was fired for.
+    pub schedule: Option<ScheduledBy>,
     /// Filled by `Store::get` and `Store::find`; empty in the DLQ listing.
     pub history: Vec<Attempt>,
+}
+
+/// The schedule tick a job was fired for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledBy {
+    pub name: String,
+    pub tick: DateTime<Utc>,
 }
 
 /// Bounds on what a create request may ask for.

@@ -215,8 +215,7 @@ fn count_enqueued<'a>(created: impl IntoIterator<Item = &'a Created>) {
     for c in created {
         *per_queue.entry(c.job.queue.as_str()).or_default() += 1;
     }
-    let enqueued = &crate::metrics::metrics().enqueued;
     for (queue, n) in per_queue {
-        enqueued.get_or_create(&crate::metrics::Metrics::queue(queue)).inc_by(n);
+        crate::metrics::count_enqueued(queue, n);
     }
 }

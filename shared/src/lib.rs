@@ -9,12 +9,15 @@
 //! - [`retry`]: the backoff policy (when a failed job runs again).
 //! - [`health`]: the queues' health: jobs per status, cheap on big tables, and outcomes per minute.
 //! - [`bulk`]: acting on every job a filter matches, a batch at a time, and the audit log.
+//! - [`schedule`]: recurring jobs: cron expressions on a time zone's wall clock, each tick fired
+//!   once by a compare-and-set in the statement that inserts its job.
 //! - [`search`]: finding jobs: the filter, the cursor of its pages, a page of results.
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
 //! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases), repairer
-//!   (Redis rebuilt from Postgres) and pruner (finished jobs deleted after their retention).
+//!   (Redis rebuilt from Postgres), pruner (finished jobs deleted after their retention) and
+//!   scheduler (the schedules' due ticks fired).
 //! - [`metrics`]: counters and histograms of what this process ran, and the queues' state, as
 //!   Prometheus text.
 //! - [`trace`]: the W3C `traceparent` a job was created in, stored and continued by the worker.
@@ -38,6 +41,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod queue;
 pub mod retry;
+pub mod schedule;
 pub mod search;
 #[cfg(feature = "aws-secrets")]
 pub mod secrets;

@@ -171,6 +171,11 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Counts `n` jobs enqueued into `queue` by this process.
+pub fn count_enqueued(queue: &str, n: u64) {
+    metrics().enqueued.get_or_create(&Metrics::queue(queue)).inc_by(n);
+}
+
 /// Every metric as OpenMetrics text, with the queues' state read from `store` first.
 pub async fn render(store: &Store) -> Result<String> {
     let m = metrics();
@@ -461,6 +466,7 @@ mod tests {
             lease_expires_at: None,
             cancel_requested_at: None,
             traceparent: None,
+            schedule: None,
             history: Vec::new(),
         };
         let created = [

@@ -1409,6 +1409,10 @@ fn job_from_row(row: &Row) -> Result<Job> {
         lease_expires_at: row.try_get("lease_expires_at")?,
         cancel_requested_at: row.try_get("cancel_requested_at")?,
         traceparent: row.try_get("traceparent")?,
+        schedule: match (row.try_get("schedule_name")?, row.try_get("schedule_tick")?) {
+            (Some(name), Some(tick)) => Some(crate::job::ScheduledBy { name, tick }),
+            _ => None,
+        },
         history: Vec::new(),
     })
 }

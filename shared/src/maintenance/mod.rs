@@ -5,6 +5,7 @@ pub mod promoter;
 pub mod pruner;
 pub mod reaper;
 pub mod repairer;
+pub mod scheduler;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,2 @@
+-- schedule_get: one schedule. $1 name
+SELECT * FROM schedules WHERE name = $1
