@@ -4,7 +4,7 @@
 use jobq_shared::bulk::Actor;
 use jobq_shared::config::ConfigError;
 #[cfg(feature = "aws-secrets")]
-use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_redis_url};
+use jobq_shared::secrets::{SecretError, resolve_database_url, resolve_http_signing_secret, resolve_redis_url};
 use jobq_shared::{Config, Jobs, Queue, Registry, Store};
 use lambda_http::Request;
 
@@ -49,6 +49,7 @@ pub struct Deps {
 async fn resolve_secrets(mut config: Config) -> Result<Config, InitError> {
     config.database_url = resolve_database_url(&config).await?;
     config.redis_url = resolve_redis_url(&config).await?;
+    config.http.signing_secret = resolve_http_signing_secret(&config).await?;
     Ok(config)
 }
 
@@ -103,15 +104,17 @@ impl Deps {
         Ok(deps.with_token_principal("dashboard"))
     }
 
-    /// Clients for `config`, with the built-in job handlers and no API token.
+    /// Clients for `config`, with the built-in job handlers (`http` configured by `config.http`)
+    /// and no API token.
     pub fn from_config(config: Config) -> Result<Deps, InitError> {
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
         let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
         let jobs = Jobs::new(store, queue, config.worker.default_timeout);
+        let registry = Registry::builtins(&config.http);
         Ok(Deps {
             config,
             jobs,
-            registry: Registry::with_builtins(),
+            registry,
             api_token: None,
             readonly_token: None,
             token_principal: "api-token",

@@ -27,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
     config.redis_url = jobq_shared::secrets::resolve_redis_url(&config)
         .await
         .context("cannot read the Redis secret")?;
+    config.http.signing_secret = jobq_shared::secrets::resolve_http_signing_secret(&config)
+        .await
+        .context("cannot read the http job's signing secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
     let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
     // Migrations may run as the schema owner while everything else runs as a role that can only
@@ -92,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         let worker = Worker::new(
             store.clone(),
             queue.clone(),
-            Registry::with_builtins(),
+            Registry::builtins(&config.http),
             config.worker.clone(),
         );
         let summary = worker.run(shutdown.clone()).await?;

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::http_job::{HttpJobConfig, SigningSecret};
 use crate::retry::RetryPolicy;
 use crate::tls::{SslMode, split_pg_url, with_pg_defaults};
 use std::path::PathBuf;
@@ -139,6 +140,9 @@ pub struct Config {
     /// `JOBQ_WORKER_IDLE_WAIT_MS`: how long a worker function run keeps waiting for work once the
     /// queue is empty before it returns (default 0: at the first empty poll).
     pub worker_idle_wait: Duration,
+    /// The built-in `http` job: `JOBQ_HTTP_ALLOW_PRIVATE` and `JOBQ_HTTP_SIGNING_SECRET` (with
+    /// `aws-secrets`, `JOBQ_HTTP_SIGNING_SECRET_ARN` replaces the latter: `secrets`).
+    pub http: HttpJobConfig,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/jobq";
@@ -268,6 +272,10 @@ impl Config {
                 },
             },
             worker_idle_wait: Duration::from_millis(env.parse("JOBQ_WORKER_IDLE_WAIT_MS", 0)?),
+            http: HttpJobConfig {
+                allow_private: env.parse("JOBQ_HTTP_ALLOW_PRIVATE", false)?,
+                signing_secret: SigningSecret::new(env.string("JOBQ_HTTP_SIGNING_SECRET", "")?),
+            },
         })
     }
 }
@@ -354,6 +362,22 @@ mod tests {
         assert_eq!(c.worker.lease, Duration::from_secs(30));
         assert_eq!(c.worker.heartbeat, Duration::from_secs(10));
         assert_eq!(c.worker.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn the_http_job_is_configured_from_its_variables() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.http, HttpJobConfig::default());
+        let c = config(&[
+            ("JOBQ_HTTP_ALLOW_PRIVATE", "true"),
+            ("JOBQ_HTTP_SIGNING_SECRET", "whsec_1"),
+        ])
+        .expect("valid");
+        assert!(c.http.allow_private);
+        assert_eq!(c.http.signing_secret, SigningSecret::new("whsec_1"));
+        assert!(!format!("{c:?}").contains("whsec_1"), "the secret stays out of logs");
+        let err = config(&[("JOBQ_HTTP_ALLOW_PRIVATE", "yes")]).expect_err("not a bool");
+        assert_eq!(err.var, "JOBQ_HTTP_ALLOW_PRIVATE");
     }
 
     #[test]

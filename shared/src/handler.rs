@@ -1,4 +1,5 @@
-//! Job handlers: the code that does a job's work, one per job type, and the built-in `TEST` type.
+//! Job handlers: the code that does a job's work, one per job type, and the built-in types: `TEST`
+//! here, `http` in [`crate::http_job`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::http_job::{HttpHandler, HttpJobConfig};
 use crate::job::JobId;
 
 /// What a handler sees of the job it runs.
@@ -17,6 +19,9 @@ pub struct JobContext {
     /// 1 for the first attempt (counted from the last requeue).
     pub attempt: i32,
     pub max_attempts: i32,
+    /// The job's own timeout: the engine stops the attempt then, or sooner when this worker
+    /// cannot give it that long.
+    pub timeout: Duration,
     /// Cancelled when the engine stops this attempt (timeout, lost or unrenewable lease, shutdown),
     /// just before it aborts the handler at its next `.await`. Code that runs long without
     /// awaiting should check `cancel.is_cancelled()` and stop.
@@ -35,7 +40,16 @@ pub enum HandlerError {
     /// Never going to work (bad payload, unknown account): straight to the DLQ.
     #[error("{0}")]
     Permanent(String),
+    /// Worth another try, no sooner than `after` (an HTTP `Retry-After`): the handler's delay
+    /// replaces the backoff policy's, up to [`MAX_RETRY_AFTER`]. Attempts are counted as for
+    /// [`HandlerError::Retryable`].
+    #[error("{message}")]
+    RetryAfter { message: String, after: Duration },
 }
+
+/// The longest delay a handler may ask for with [`HandlerError::RetryAfter`]; a longer one is cut
+/// to it, so that a server's `Retry-After: 86400` cannot park a job for a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl HandlerError {
     pub fn retryable(message: impl Into<String>) -> Self {
@@ -43,6 +57,34 @@ impl HandlerError {
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         HandlerError::Permanent(message.into())
+    }
+    /// Retryable, with the next attempt due `after` from now (at most [`MAX_RETRY_AFTER`]).
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        HandlerError::RetryAfter {
+            message: message.into(),
+            after,
+        }
+    }
+
+    /// Whether the engine may run the job again (while attempts remain).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, HandlerError::Permanent(_))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            HandlerError::Retryable(m) | HandlerError::Permanent(m) => m,
+            HandlerError::RetryAfter { message, .. } => message,
+        }
+    }
+
+    /// The delay the handler asked for, cut to [`MAX_RETRY_AFTER`]; `None` leaves it to the
+    /// backoff policy.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self {
+            HandlerError::RetryAfter { after, .. } => Some((*after).min(MAX_RETRY_AFTER)),
+            _ => None,
+        }
     }
 }
 
@@ -64,9 +106,17 @@ impl Registry {
         Self::default()
     }
 
-    /// The built-in handlers: `TEST`.
+    /// The built-in handlers, `TEST` and `http`, the latter with its defaults: no signature,
+    /// private addresses refused. A process that reads its configuration uses [`Registry::builtins`].
     pub fn with_builtins() -> Self {
-        Self::new().register("TEST", TestHandler)
+        Self::builtins(&HttpJobConfig::default())
+    }
+
+    /// The built-in handlers: `TEST`, and `http` configured by `http`.
+    pub fn builtins(http: &HttpJobConfig) -> Self {
+        Self::new()
+            .register("TEST", TestHandler)
+            .register(crate::http_job::JOB_TYPE, HttpHandler::new(http.clone()))
     }
 
     pub fn register(mut self, job_type: impl Into<String>, handler: impl JobHandler) -> Self {
@@ -129,6 +179,7 @@ mod tests {
             payload,
             attempt,
             max_attempts: 3,
+            timeout: Duration::from_secs(300),
             cancel: Default::default(),
             traceparent: None,
         }
@@ -154,6 +205,25 @@ mod tests {
                 .expect_err("fails");
             assert!(matches!(err, HandlerError::Retryable(_)));
         }
+    }
+
+    #[test]
+    fn a_handler_named_delay_is_retryable_and_capped() {
+        let err = HandlerError::retry_after("503", Duration::from_secs(5));
+        assert!(err.is_retryable());
+        assert_eq!(err.message(), "503");
+        assert_eq!(err.retry_delay(), Some(Duration::from_secs(5)));
+        let long = HandlerError::retry_after("503", Duration::from_secs(86_400));
+        assert_eq!(long.retry_delay(), Some(MAX_RETRY_AFTER));
+        assert_eq!(HandlerError::retryable("x").retry_delay(), None);
+        assert!(!HandlerError::permanent("x").is_retryable());
+    }
+
+    #[test]
+    fn the_builtins_include_http() {
+        let registry = Registry::with_builtins();
+        assert!(registry.get("TEST").is_some());
+        assert!(registry.get("http").is_some());
     }
 
     #[tokio::test]

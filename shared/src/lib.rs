@@ -14,6 +14,7 @@
 //! - [`search`]: finding jobs: the filter, the cursor of its pages, a page of results.
 //! - [`jobs`]: the API operations, Postgres first then Redis.
 //! - [`handler`]: the `JobHandler` trait, the registry, the built-in `TEST` handler.
+//! - [`http_job`]: the built-in `http` job: a request per attempt, signed, to checked addresses only.
 //! - [`worker`]: the engine that runs jobs with timeouts, heartbeats and graceful shutdown.
 //! - [`maintenance`]: the promoter (due jobs to ready lists), reaper (expired leases), repairer
 //!   (Redis rebuilt from Postgres), pruner (finished jobs deleted after their retention) and
@@ -23,7 +24,8 @@
 //! - [`trace`]: the W3C `traceparent` a job was created in, stored and continued by the worker.
 //! - [`clock`]: the database's clock, read on any host; leases and due times are decided on it.
 //! - [`config`]: typed configuration from the environment.
-//! - `secrets` (feature `aws-secrets`): the database URL from an AWS Secrets Manager secret.
+//! - `secrets` (feature `aws-secrets`): the database URL, the Redis credentials and the `http`
+//!   job's signing secret from AWS Secrets Manager secrets.
 //! - `testing` and `fault` (feature `test-support`): a fresh database and namespace per test, and
 //!   a TCP proxy that injects partial network faults into one process's connections.
 
@@ -35,6 +37,7 @@ pub mod error;
 pub mod fault;
 pub mod handler;
 pub mod health;
+pub mod http_job;
 pub mod job;
 pub mod jobs;
 pub mod maintenance;

@@ -3,7 +3,8 @@
 //! with `DB_SECRET_ARN`; without that variable the configured `DATABASE_URL` is used as it is.
 //! The Redis AUTH token (ElastiCache) or ACL user and password live in a secret named by
 //! `REDIS_SECRET_ARN` (`{"password": ...}` or `{"authToken": ...}`, with an optional `"username"`),
-//! put into `REDIS_URL`.
+//! put into `REDIS_URL`. The `http` job's signing key lives in the secret named by
+//! `JOBQ_HTTP_SIGNING_SECRET_ARN` (its text, or `{"secret": ...}`).
 //! Only with the `aws-secrets` feature, so that binaries without it do not link the AWS SDK.
 
 use aws_config::BehaviorVersion;
@@ -11,6 +12,7 @@ use aws_sdk_secretsmanager::Client;
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::http_job::SigningSecret;
 
 /// The environment variable that names the secret (an ARN or a name).
 pub const SECRET_ENV: &str = "DB_SECRET_ARN";
@@ -18,6 +20,8 @@ pub const SECRET_ENV: &str = "DB_SECRET_ARN";
 pub const OWNER_SECRET_ENV: &str = "DB_OWNER_SECRET_ARN";
 /// The environment variable that names the Redis credentials' secret.
 pub const REDIS_SECRET_ENV: &str = "REDIS_SECRET_ARN";
+/// The environment variable that names the `http` job's signing secret.
+pub const HTTP_SIGNING_SECRET_ENV: &str = "JOBQ_HTTP_SIGNING_SECRET_ARN";
 
 /// Why the database URL could not be read from a secret. Each names the secret.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,46 @@ pub fn redis_url_from_secret(secret: &str, text: &str, redis_url: &str) -> Resul
     let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
     let user = parsed.username.as_deref().map(encode).unwrap_or_default();
     Ok(format!("{scheme}://{user}:{}@{rest}", encode(&password)))
+}
+
+/// `JOBQ_HTTP_SIGNING_SECRET_ARN` when set: the `http` job's signing secret read from it.
+/// Otherwise `config.http.signing_secret` (`JOBQ_HTTP_SIGNING_SECRET`).
+pub async fn resolve_http_signing_secret(config: &Config) -> Result<Option<SigningSecret>, SecretError> {
+    match secret_name(HTTP_SIGNING_SECRET_ENV) {
+        None => Ok(config.http.signing_secret.clone()),
+        Some(secret) => {
+            let text = fetch_text(&sdk_client().await, &secret).await?;
+            signing_secret_from_secret(&secret, &text).map(Some)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SigningSecretJson {
+    secret: Option<String>,
+}
+
+/// The signing key in the text of the secret named `secret`: the text itself, or the `"secret"`
+/// field of a JSON object (the console's key/value form).
+pub fn signing_secret_from_secret(secret: &str, text: &str) -> Result<SigningSecret, SecretError> {
+    let key = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => serde_json::from_str::<SigningSecretJson>(text)
+            .map_err(|source| SecretError::BadJson {
+                secret: secret.to_owned(),
+                source,
+            })?
+            .secret
+            .ok_or_else(|| SecretError::MissingField {
+                secret: secret.to_owned(),
+                field: "secret",
+            })?,
+        _ => text.trim().to_owned(),
+    };
+    SigningSecret::new(key).ok_or_else(|| SecretError::BadField {
+        secret: secret.to_owned(),
+        field: "secret",
+        problem: "is empty".to_owned(),
+    })
 }
 
 /// `DB_SECRET_ARN` when set: the database URL built from that secret, with `PGSSLMODE` /
@@ -287,6 +331,22 @@ mod tests {
             Err(SecretError::MissingField { field, .. }) => assert_eq!(field, "password"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_signing_secret_is_the_text_or_its_secret_field() {
+        let plain = signing_secret_from_secret("s", "whsec_abc\n").expect("plain");
+        assert_eq!(Some(plain), SigningSecret::new("whsec_abc"));
+        let json = signing_secret_from_secret("s", r#"{"secret": "whsec_j"}"#).expect("json");
+        assert_eq!(Some(json), SigningSecret::new("whsec_j"));
+        assert!(matches!(
+            signing_secret_from_secret("s", r#"{"other": 1}"#),
+            Err(SecretError::MissingField { field: "secret", .. })
+        ));
+        assert!(matches!(
+            signing_secret_from_secret("s", "  "),
+            Err(SecretError::BadField { .. })
+        ));
     }
 
     #[test]

@@ -238,6 +238,17 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// The rustls client configuration for HTTPS requests (the `http` job): the system's roots, and
+/// HTTP/1.1, the only protocol its client speaks, offered by ALPN.
+pub fn https_client_config() -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(RootCerts::System.load()?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The rustls client configuration for a Postgres connection in `mode`.
 pub fn pg_client_config(mode: SslMode, root_certs: &RootCerts) -> Result<ClientConfig, TlsError> {
     let provider = provider();

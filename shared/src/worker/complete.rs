@@ -16,16 +16,16 @@ impl Worker {
     pub(super) async fn fail(&self, lease: &Lease, failure: HandlerError, elapsed_ms: u64) -> Finished {
         let inner = &self.inner;
         let now = inner.store.now().await;
-        let (message, retryable) = match &failure {
-            HandlerError::Retryable(m) => (m.as_str(), true),
-            HandlerError::Permanent(m) => (m.as_str(), false),
-        };
-        let stored = stored_error(message);
+        let retryable = failure.is_retryable();
+        let stored = stored_error(failure.message());
         let message = stored.as_str();
-        let delay = inner
-            .config
-            .retry
-            .delay(lease.attempt(), crate::retry::RetryPolicy::sample());
+        // A delay the handler named (an HTTP `Retry-After`) replaces the policy's backoff.
+        let delay = failure.retry_delay().unwrap_or_else(|| {
+            inner
+                .config
+                .retry
+                .delay(lease.attempt(), crate::retry::RetryPolicy::sample())
+        });
         let retry_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let after = self
             .record(|| {

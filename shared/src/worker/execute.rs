@@ -73,16 +73,17 @@ impl Worker {
                 metrics().wait.get_or_create(&queue).observe(waited.as_secs_f64());
                 metrics().started.get_or_create(&queue).inc();
                 let cancel = CancellationToken::new();
+                let own = Duration::from_millis(job.timeout_ms.max(1) as u64);
                 let ctx = JobContext {
                     id: job.id,
                     job_type: job.job_type.clone(),
                     payload: job.payload.clone(),
                     attempt: lease.attempt(),
                     max_attempts: job.max_attempts,
+                    timeout: own,
                     cancel: cancel.clone(),
                     traceparent: trace.map(|t| t.to_string()),
                 };
-                let own = Duration::from_millis(job.timeout_ms.max(1) as u64);
                 let timeout = inner.config.max_job_timeout.map_or(own, |most| own.min(most));
                 if timeout < own {
                     tracing::info!(
