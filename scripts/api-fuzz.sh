@@ -240,12 +240,13 @@ for target in $TARGETS; do
       for path in "GET /jobs/00000000-0000-0000-0000-000000000000" "GET /dlq" \
         "POST /dlq/00000000-0000-0000-0000-000000000000/requeue" "POST /jobs/batch" "GET /jobs" \
         "POST /jobs/00000000-0000-0000-0000-000000000000/cancel" "POST /jobs/bulk" \
-        "GET /operations/00000000-0000-0000-0000-000000000000"; do
+        "GET /operations/00000000-0000-0000-0000-000000000000" "GET /schedules"; do
         curl -s -o /dev/null --max-time 60 -X "${path%% *}" -H 'Content-Type: application/json' --data '{' \
           "http://127.0.0.1:$PORT${path#* }" || true
       done
       # The routes with large answers (the searches, GET /jobs and GET /api/jobs, the queues'
-      # health, GET /queues, and the audit log, GET /audit) are fuzzed on the local server only. cargo lambda watch 1.9.2 answers
+      # health, GET /queues, the audit log, GET /audit, and the schedules, GET /schedules) are fuzzed
+      # on the local server only. cargo lambda watch 1.9.2 answers
       # a function's POST .../response before it has read that response's body (functions_router.rs,
       # respond_to_next_invocation), so a large body is now and then cut off and the emulator
       # answers its own 500: about 1 GET /queues in 2,000 with a 120 KB answer, none in 3,000 with
@@ -254,7 +255,7 @@ for target in $TARGETS; do
       # the local server, which carries the whole response.
       fuzz emulator "http://127.0.0.1:$PORT" "${JOBQ_FUZZ_EMULATOR_MODE:-positive}" --generation-codec utf-8 \
         --exclude-operation-id findJobs --exclude-operation-id findJobsChronoQueue \
-        --exclude-operation-id listQueues --exclude-operation-id listAudit
+        --exclude-operation-id listQueues --exclude-operation-id listAudit --exclude-operation-id listSchedules
       ;;
     *) log "unknown target '$target' in JOBQ_FUZZ_TARGETS"; exit 2 ;;
   esac

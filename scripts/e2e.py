@@ -426,6 +426,7 @@ ROUTES = [
     ("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/jobs"), ("POST", "/jobs/{id}/cancel"),
     ("POST", "/api/jobs"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue"),
     ("GET", "/queues"), ("GET", "/queues/{name}"), ("POST", "/jobs/bulk"), ("GET", "/operations/{id}"), ("GET", "/audit"),
+    ("GET", "/schedules"), ("PUT", "/schedules/{name}"), ("GET", "/schedules/{name}"), ("DELETE", "/schedules/{name}"),
 ]
 
 
@@ -475,6 +476,10 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"GET /dashboard answers 200 {when}", status == 200 and "<title>jobq</title>" in text, f"{status} {text[:200]}")
     status, body, text = api.call("GET", "/audit?limit=1")
     r.check(f"GET /audit answers 200 {when}", status == 200 and isinstance((body or {}).get("items"), list), f"{status} {text[:300]}")
+    status, body, text = api.call("GET", "/schedules?limit=1")
+    r.check(f"GET /schedules answers 200 {when}", status == 200 and isinstance((body or {}).get("items"), list), f"{status} {text[:300]}")
+    status, body, text = api.call("DELETE", "/schedules/e2e-nothing-here")
+    r.check(f"DELETE /schedules/{{name}} answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
     if new_id:
         job = api.wait_for(new_id, "COMPLETED")
         r.check(f"a job created {when} is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
@@ -488,6 +493,45 @@ def check_every_route(api, port, r, when, job_id):
         out.returncode == 0 and '"claimed"' in out.stdout,
         f"rc={out.returncode} stdout={out.stdout.strip()[:300]} stderr={out.stderr.strip()[-300:]}",
     )
+
+
+def check_schedules(api, r):
+    """A one-second schedule through the API: the promoter fires it every second, each job records
+    its tick and runs; paused it fires nothing; deleted it is gone and its jobs stay."""
+    name = "e2e-every-second"
+    body = {"cron": "* * * * * *", "timezone": "Europe/Paris", "job": {"type": "TEST", "queue": "e2e-cron", "payload": "tick"}}
+    status, created, text = api.call("PUT", f"/schedules/{name}", body)
+    if not r.check("PUT /schedules/{name} answers 201 with the next tick", status == 201 and (created or {}).get("nextTick"), f"{status} {text[:300]}"):
+        return
+    time.sleep(4.5)
+    status, shown, text = api.call("GET", f"/schedules/{name}")
+    fired = (shown or {}).get("fired", 0)
+    r.check("GET /schedules/{name}: the promoter fired about one tick a second", status == 200 and 3 <= fired <= 6, f"{status} {text[:400]}")
+    lag = (shown or {}).get("lagMs")
+    r.check("the last tick fired within a second of its time", isinstance(lag, int) and 0 <= lag < 1000, f"lagMs={lag}")
+    last_job = (shown or {}).get("lastJobId")
+    job = api.wait_for(last_job, "COMPLETED") if last_job else None
+    r.check(
+        "the last tick's job ran and records its schedule and tick",
+        job is not None and job.get("status") == "COMPLETED" and (job.get("schedule") or {}).get("name") == name
+        and (job.get("schedule") or {}).get("tick") is not None and job.get("queue") == "e2e-cron",
+        f"{job}",
+    )
+    status, page, text = api.call("GET", "/jobs?queue=e2e-cron&limit=100")
+    ticks = [(j.get("schedule") or {}).get("tick") for j in (page or {}).get("items", [])]
+    r.check("each tick has one job", len(ticks) >= 3 and len(ticks) == len(set(ticks)), f"{ticks}")
+    status, paused, text = api.call("PUT", f"/schedules/{name}", {**body, "paused": True})
+    r.check("a paused schedule answers 200 with no next tick", status == 200 and (paused or {}).get("nextTick") is None, f"{status} {text[:300]}")
+    _, before, _ = api.call("GET", f"/schedules/{name}")
+    time.sleep(2.5)
+    _, after, _ = api.call("GET", f"/schedules/{name}")
+    r.check("a paused schedule fires nothing", (before or {}).get("fired") == (after or {}).get("fired"), f"{before} {after}")
+    status, bad, text = api.call("PUT", f"/schedules/{name}", {**body, "cron": "61 * * * *"})
+    r.check("a bad cron expression is a 400 naming the field", status == 400 and "cron" in text, f"{status} {text[:300]}")
+    status, _, text = api.call("DELETE", f"/schedules/{name}")
+    r.check("DELETE /schedules/{name} answers 204", status == 204, f"{status} {text[:300]}")
+    status, _, text = api.call("GET", f"/schedules/{name}")
+    r.check("a deleted schedule is a 404", status == 404, f"{status} {text[:300]}")
 
 
 DASHBOARD_TOKEN = "e2e-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
@@ -623,6 +667,7 @@ def main():
         if r.check("scripts/dev.sh --detach starts the system", dev.returncode == 0, f"exit {dev.returncode}"):
             os.environ["PATH"] = os.path.join(REPO, ".venv-tools", "bin") + os.pathsep + os.environ["PATH"]
             run_checks(Api(f"http://127.0.0.1:{port}"), port, r)
+            check_schedules(Api(f"http://127.0.0.1:{port}"), r)
             check_dashboard(Api(f"http://127.0.0.1:{port}"), port, r)
             check_metrics(metrics_port, r)
     except KeyboardInterrupt:

@@ -6,8 +6,8 @@
 //! inserts the tick's job* (sql/schedule_fire.sql), so the job exists exactly when the tick has
 //! moved on. Two processes firing the same tick: the second finds the tick moved and inserts
 //! nothing. A process that dies before its statement commits leaves the tick for the next one; one
-//! that dies after it has fired the tick (the job is in Postgres, and the repairer pushes it to
-//! Redis if it never got there). Each tick's job also carries the idempotency key
+//! that dies after it committed has fired the tick (the job is in Postgres, and the repairer pushes
+//! it to Redis if it never got there). Each tick's job also carries the idempotency key
 //! `schedule:<name>:<tick>`, so not even a schedule deleted and made again fires a tick twice.
 //!
 //! **Missed ticks.** A tick is *missed* when it is fired more than [`MISSED_AFTER`] after it was
