@@ -5,7 +5,7 @@ Selenium), against a running jobq (scripts/e2e.py starts one and calls this).
 It loads the page, signs in with the dashboard's token, finds a job created through the API on the
 jobs page and its attempts on its own page, requeues a dead job by clicking in the DLQ and checks
 through the API that the job changed (and that the audit log names the dashboard and the person),
-requeues everything that matches after the dry-run count, and checks that the read-only token's
+requeues everything that matches after the dry-run count, pauses and resumes a schedule, and checks that the read-only token's
 click changes nothing. The page must load nothing from another origin and log no browser error.
 
 Prints one `ok   - ...` or `FAIL - ...` line per check and exits non-zero on any failure.
@@ -36,6 +36,9 @@ def check(name, ok, detail=""):
         failures += 1
         print(f"FAIL - dashboard: {name}" + (f": {detail}" if detail else ""), flush=True)
     return ok
+
+
+SCHEDULE = "e2e-dashboard-nightly"  # created by scripts/e2e.py
 
 
 def api(base, method, path):
@@ -166,6 +169,16 @@ def main():
                 after = history_grows(base, dead_id2, before)
                 check("the bulk-requeued job ran again", after > before, f"{before} -> {after} attempts")
 
+        # A schedule paused and resumed by clicking, checked through the API.
+        driver.get(base + "/dashboard#schedules")
+        for click, want, said in (("pause", True, "paused"), ("resume", False, "resumed")):
+            button = wait_for(driver, f'button.{click}[data-schedule="{SCHEDULE}"]', f"the schedules page offers {click}")
+            if button is None:
+                break
+            button.click()
+            check(f"clicking {click.title()} says it is {said}", wait_message(driver, said), message(driver))
+            paused = api(base, "GET", f"/schedules/{SCHEDULE}")["paused"]
+            check(f"the schedule is {said} (GET /schedules/{{name}})", paused is want, f"paused={paused}")
         # The page loaded nothing from elsewhere and logged no error (a CSP violation would be one).
         origins = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")

@@ -534,6 +534,7 @@ def check_schedules(api, r):
     r.check("a deleted schedule is a 404", status == 404, f"{status} {text[:300]}")
 
 
+DASHBOARD_SCHEDULE = "e2e-dashboard-nightly"
 DASHBOARD_TOKEN = "e2e-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
 DASHBOARD_READONLY_TOKEN = "e2e-ro-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
 
@@ -549,6 +550,9 @@ def check_dashboard(api, port, r):
         dead.append((body or {}).get("jobId") if isinstance(body, dict) else None)
     if not r.check("jobs for the dashboard are created", job_id and all(dead), text[:300]):
         return
+    status, _, text = api.call("PUT", f"/schedules/{DASHBOARD_SCHEDULE}",
+                               {"cron": "0 0 3 * * *", "timezone": "Europe/Paris", "job": {"type": "TEST", "queue": "reports"}})
+    r.check("a schedule for the dashboard is created", status == 201, f"{status} {text[:300]}")
     done = api.wait_for(job_id, "COMPLETED")
     dying = [api.wait_for(d, "FAILED") for d in dead]
     if not r.check("they finish (one completed, two dead)", done is not None and all(j and j.get("status") == "FAILED" for j in dying)):

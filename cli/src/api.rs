@@ -134,6 +134,26 @@ impl Api {
         self.read(&format!("POST {path}"), outcome)
     }
 
+    /// `PUT path` with a JSON body, naming the actor.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Answer, Failure> {
+        let request = self
+            .agent
+            .put(format!("{}{path}", self.base_url))
+            .header(ACTOR_HEADER, self.actor.as_str());
+        let outcome = self.authorize(request).send_json(body);
+        self.read(&format!("PUT {path}"), outcome)
+    }
+
+    /// `DELETE path`, naming the actor. A 204 answers `null`.
+    pub fn delete(&self, path: &str) -> Result<Answer, Failure> {
+        let request = self
+            .agent
+            .delete(format!("{}{path}", self.base_url))
+            .header(ACTOR_HEADER, self.actor.as_str());
+        let outcome = self.authorize(request).call();
+        self.read(&format!("DELETE {path}"), outcome)
+    }
+
     /// `request` with the bearer token, when there is one.
     fn authorize<B>(&self, request: RequestBuilder<B>) -> RequestBuilder<B> {
         match &self.token {
@@ -171,6 +191,12 @@ impl Api {
             })?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &bytes));
+        }
+        if status == 204 {
+            return Ok(Answer {
+                status,
+                body: Value::Null,
+            });
         }
         let body = serde_json::from_slice(&bytes).map_err(|err| Failure::BadAnswer {
             request: request.to_owned(),

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use crate::api::{Api, Failure, parse, path_segment};
-use crate::model::{AuditEntry, DryRun, Job, Operation, Page, Queue, QueueList};
+use crate::model::{AuditEntry, DryRun, Job, Operation, Page, Queue, QueueList, Schedule};
 use crate::render;
 
 /// How often a bulk operation's progress is asked for.
@@ -231,6 +231,70 @@ pub fn audit_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
     }
     let page: Page<AuditEntry> = parse("GET /audit", body)?;
     print(&render::audit(&page.items, page.next_cursor.as_deref()))
+}
+
+pub fn schedules_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
+    let body = ctx.api.get("/schedules", &page.query())?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let page: Page<Schedule> = parse("GET /schedules", body)?;
+    print(&render::schedules(&page.items, page.next_cursor.as_deref()))
+}
+
+pub fn schedules_show(ctx: &Context, name: &str) -> Result<(), Failure> {
+    let body = ctx.api.get(&format!("/schedules/{}", path_segment(name)), &[])?;
+    if ctx.json {
+        return print_json(&body);
+    }
+    let schedule: Schedule = parse("GET /schedules/{name}", body)?;
+    print(&render::schedule(&schedule))
+}
+
+/// `PUT /schedules/{name}` with `body` (the whole schedule).
+pub fn schedules_put(ctx: &Context, name: &str, body: &Value) -> Result<(), Failure> {
+    let answer = ctx.api.put(&format!("/schedules/{}", path_segment(name)), body)?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let schedule: Schedule = parse("PUT /schedules/{name}", answer.body)?;
+    let what = if answer.status == 201 { "created" } else { "replaced" };
+    print(&format!(
+        "{what} schedule {}\n{}",
+        clean(&schedule.name),
+        render::schedule(&schedule)
+    ))
+}
+
+/// Pauses or resumes a schedule: its current definition, put back with `paused` set.
+pub fn schedules_set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), Failure> {
+    let path = format!("/schedules/{}", path_segment(name));
+    let current = ctx.api.get(&path, &[])?;
+    let mut body = Map::new();
+    for field in ["cron", "timezone", "job", "missedFires", "overlap"] {
+        if let Some(value) = current.get(field) {
+            body.insert(field.to_owned(), value.clone());
+        }
+    }
+    body.insert("paused".to_owned(), Value::Bool(paused));
+    let answer = ctx.api.put(&path, &Value::Object(body))?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let verb = if paused { "paused" } else { "resumed" };
+    print(&format!("{verb} schedule {}\n", clean(name)))
+}
+
+pub fn schedules_rm(ctx: &Context, name: &str) -> Result<(), Failure> {
+    ctx.api.delete(&format!("/schedules/{}", path_segment(name)))?;
+    if ctx.json {
+        return print_json(&json!({"deleted": name}));
+    }
+    print(&format!("deleted schedule {} (the jobs it fired stay)\n", clean(name)))
+}
+
+fn clean(text: &str) -> String {
+    render::clean_line(text)
 }
 
 pub fn print_json(body: &Value) -> Result<(), Failure> {

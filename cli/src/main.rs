@@ -54,6 +54,9 @@ enum Command {
     /// Who cancelled, requeued or acted in bulk.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Recurring jobs: a job fired at each tick of a cron expression.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Follow each queue's outcomes (completed, retried, dead, cancelled) as they happen, until
     /// Ctrl-C. Counts per queue, not jobs: polled from GET /queues.
     Tail(TailArgs),
@@ -83,6 +86,67 @@ enum QueuesCommand {
     Ls,
     /// One queue, with its outcomes minute by minute.
     Show { name: String },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// Every schedule, by name.
+    Ls(PageArgs),
+    /// One schedule: its next tick, the last tick fired and how late, its counts.
+    Show {
+        name: String,
+    },
+    /// Create or replace a schedule.
+    Put(SchedulePutArgs),
+    /// Stop firing; `resume` starts again from the next tick.
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Delete a schedule; the jobs it fired stay.
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct SchedulePutArgs {
+    name: String,
+    /// Five fields, or six with seconds first: "0 30 2 * * *".
+    #[arg(long)]
+    cron: String,
+    /// An IANA time zone, such as Europe/Paris (the API's default is UTC).
+    #[arg(long)]
+    timezone: Option<String>,
+    /// The job each tick creates: a create-job body, such as '{"type":"report","queue":"reports"}'.
+    #[arg(long)]
+    job: String,
+    #[arg(long, value_parser = ["skip", "coalesce", "catchUp"])]
+    missed_fires: Option<String>,
+    #[arg(long, value_parser = ["allow", "skip"])]
+    overlap: Option<String>,
+    #[arg(long)]
+    paused: bool,
+}
+
+impl SchedulePutArgs {
+    fn body(&self) -> Result<serde_json::Value, Failure> {
+        let job: serde_json::Value = serde_json::from_str(&self.job)
+            .map_err(|err| Failure::Local(format!("--job must be a JSON object: {err}")))?;
+        let mut body = serde_json::json!({"cron": self.cron, "job": job, "paused": self.paused});
+        for (field, value) in [
+            ("timezone", &self.timezone),
+            ("missedFires", &self.missed_fires),
+            ("overlap", &self.overlap),
+        ] {
+            if let Some(value) = value {
+                body[field] = serde_json::Value::String(value.clone());
+            }
+        }
+        Ok(body)
+    }
 }
 
 #[derive(Subcommand)]
@@ -230,6 +294,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queues(QueuesCommand::Ls) => commands::queues_ls(&ctx),
         Command::Queues(QueuesCommand::Show { name }) => commands::queues_show(&ctx, &name),
         Command::Audit(AuditCommand::Ls(page)) => commands::audit_ls(&ctx, &page.into()),
+        Command::Schedules(SchedulesCommand::Ls(page)) => commands::schedules_ls(&ctx, &page.into()),
+        Command::Schedules(SchedulesCommand::Show { name }) => commands::schedules_show(&ctx, &name),
+        Command::Schedules(SchedulesCommand::Put(args)) => commands::schedules_put(&ctx, &args.name, &args.body()?),
+        Command::Schedules(SchedulesCommand::Pause { name }) => commands::schedules_set_paused(&ctx, &name, true),
+        Command::Schedules(SchedulesCommand::Resume { name }) => commands::schedules_set_paused(&ctx, &name, false),
+        Command::Schedules(SchedulesCommand::Rm { name }) => commands::schedules_rm(&ctx, &name),
         Command::Tail(args) => tail::tail(&ctx, Duration::from_secs(args.interval)),
     }
 }

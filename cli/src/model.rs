@@ -143,3 +143,24 @@ pub struct AuditEntry {
     pub filter: Option<Value>,
     pub count: i64,
 }
+
+/// A schedule, as `GET /schedules/{name}` answers it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub job: Value,
+    pub paused: bool,
+    pub missed_fires: String,
+    pub overlap: String,
+    pub next_tick: Option<String>,
+    pub last_tick: Option<String>,
+    pub last_fired_at: Option<String>,
+    pub lag_ms: Option<i64>,
+    pub last_job_id: Option<String>,
+    pub fired: i64,
+    pub skipped: i64,
+    pub last_error: Option<String>,
+}

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{CellAlignment, Table};
 
-use crate::model::{AuditEntry, Job, Outcomes, Queue, QueueList};
+use crate::model::{AuditEntry, Job, Outcomes, Queue, QueueList, Schedule};
 
 /// How much of a last error a row of `jobs ls` shows.
 const ERROR_IN_ROW_CHARS: usize = 48;
@@ -226,6 +226,72 @@ pub fn audit(entries: &[AuditEntry], next_cursor: Option<&str>) -> String {
     }
     right_align(&mut table, &[5]);
     with_cursor(table, next_cursor)
+}
+
+pub fn schedules(schedules: &[Schedule], next_cursor: Option<&str>) -> String {
+    if schedules.is_empty() {
+        return "no schedules\n".to_owned();
+    }
+    let mut table = table(&[
+        "schedule",
+        "cron",
+        "zone",
+        "type",
+        "queue",
+        "next tick",
+        "last tick",
+        "lag ms",
+        "fired",
+        "skipped",
+    ]);
+    for s in schedules {
+        let next = if s.paused {
+            "paused".to_owned()
+        } else {
+            timestamp(s.next_tick.as_deref())
+        };
+        table.add_row(vec![
+            clean_line(&s.name),
+            clean_line(&s.cron),
+            clean_line(&s.timezone),
+            clean_line(s.job["type"].as_str().unwrap_or("")),
+            clean_line(s.job["queue"].as_str().unwrap_or("default")),
+            next,
+            timestamp(s.last_tick.as_deref()),
+            s.lag_ms.map(|lag| lag.to_string()).unwrap_or_default(),
+            s.fired.to_string(),
+            s.skipped.to_string(),
+        ]);
+    }
+    right_align(&mut table, &[7, 8, 9]);
+    with_cursor(table, next_cursor)
+}
+
+pub fn schedule(s: &Schedule) -> String {
+    let mut text = String::new();
+    let next = if s.paused {
+        "paused".to_owned()
+    } else {
+        timestamp(s.next_tick.as_deref())
+    };
+    let rows = [
+        ("schedule", clean_line(&s.name)),
+        ("cron", format!("{} ({})", clean_line(&s.cron), clean_line(&s.timezone))),
+        ("job", shorten(&s.job.to_string(), 200)),
+        ("missed fires", clean_line(&s.missed_fires)),
+        ("overlap", clean_line(&s.overlap)),
+        ("next tick", next),
+        ("last tick", timestamp(s.last_tick.as_deref())),
+        ("fired at", timestamp(s.last_fired_at.as_deref())),
+        ("lag", s.lag_ms.map(|lag| format!("{lag} ms")).unwrap_or_default()),
+        ("last job", clean_line(s.last_job_id.as_deref().unwrap_or(""))),
+        ("ticks", format!("{} fired, {} skipped", s.fired, s.skipped)),
+        ("last error", clean_line(s.last_error.as_deref().unwrap_or(""))),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(text, "{name:<13}{value}");
+    }
+    text
 }
 
 /// An RFC 3339 time from the API as `2026-05-01 12:00:03` (UTC); blank when absent, as given when

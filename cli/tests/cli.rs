@@ -764,3 +764,90 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn schedules_are_put_listed_shown_paused_resumed_and_removed() {
+    let api = Api::start().await;
+    let created = api
+        .run(&[
+            "schedules",
+            "put",
+            "nightly",
+            "--cron",
+            "0 30 2 * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--job",
+            r#"{"type":"report","queue":"reports"}"#,
+            "--missed-fires",
+            "coalesce",
+        ])
+        .await
+        .succeeded();
+    assert!(
+        created.stdout.starts_with("created schedule nightly"),
+        "{}",
+        created.stdout
+    );
+    assert!(
+        created.stdout.contains("0 30 2 * * * (Europe/Paris)"),
+        "{}",
+        created.stdout
+    );
+
+    let table = api.run(&["schedules", "ls"]).await.succeeded();
+    let row = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("nightly"))
+        .unwrap_or_else(|| panic!("a row for nightly in {}", table.stdout));
+    for cell in ["Europe/Paris", "report", "reports"] {
+        assert!(row.contains(cell), "{cell:?} in {row}");
+    }
+
+    api.run(&["schedules", "pause", "nightly"]).await.succeeded();
+    let shown = api
+        .run(&["schedules", "show", "nightly", "--json"])
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(shown["paused"], true);
+    assert_eq!(
+        shown["missedFires"], "coalesce",
+        "pausing keeps the rest of the schedule"
+    );
+    assert_eq!(shown["job"]["queue"], "reports");
+    api.run(&["schedules", "resume", "nightly"]).await.succeeded();
+    let stored = api
+        .env
+        .store
+        .schedule("nightly")
+        .await
+        .expect("get")
+        .expect("a schedule");
+    assert!(!stored.paused);
+    assert_eq!(stored.timezone, "Europe/Paris");
+
+    let refused = api
+        .run(&[
+            "schedules",
+            "put",
+            "bad",
+            "--cron",
+            "61 * * * *",
+            "--job",
+            r#"{"type":"report"}"#,
+        ])
+        .await
+        .failed();
+    assert!(refused.stderr.contains("cron"), "{}", refused.stderr);
+
+    let removed = api.run(&["schedules", "rm", "nightly"]).await.succeeded();
+    assert!(
+        removed.stdout.contains("deleted schedule nightly"),
+        "{}",
+        removed.stdout
+    );
+    api.run(&["schedules", "show", "nightly"]).await.failed();
+    assert!(api.env.store.schedules(None, 10).await.expect("list").is_empty());
+}

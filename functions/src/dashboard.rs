@@ -6,7 +6,8 @@
 //!   Content-Security-Policy allows its own origin only). They hold no data, so they are served
 //!   without a token.
 //! - `/dashboard/api/...` are the API routes the page uses (`queues`, `jobs`, `jobs/{id}`,
-//!   `jobs/{id}/cancel`, `jobs/bulk`, `dlq`, `dlq/{id}/requeue`, `operations/{id}`, `audit`),
+//!   `jobs/{id}/cancel`, `jobs/bulk`, `dlq`, `dlq/{id}/requeue`, `operations/{id}`, `audit`,
+//!   `schedules`, `schedules/{name}`),
 //!   answered by the same handlers as the API's own routes. They need the dashboard's token in
 //!   `Authorization: Bearer`: `JOBQ_DASHBOARD_TOKEN` sees and acts, `JOBQ_DASHBOARD_READONLY_TOKEN`
 //!   only sees (an action is a 403). With neither set, every one of them is a 403: the dashboard is
@@ -24,7 +25,7 @@ use serde_json::json;
 
 use crate::api_error::json_response;
 use crate::deps::Deps;
-use crate::{bulk_jobs, cancel_job, find_jobs, get_job, list_audit, list_dlq, list_queues, requeue_dlq};
+use crate::{bulk_jobs, cancel_job, find_jobs, get_job, list_audit, list_dlq, list_queues, requeue_dlq, schedules};
 
 /// The token that sees and acts.
 pub const TOKEN_ENV: &str = "JOBQ_DASHBOARD_TOKEN";
@@ -100,6 +101,8 @@ async fn api(deps: &Deps, req: Request, route: &str) -> Response<Body> {
         (Method::POST, ["dlq", _, "requeue"]) => requeue_dlq::handle(deps, req).await,
         (Method::GET, ["operations", _]) => bulk_jobs::handle(deps, req).await,
         (Method::GET, ["audit"]) => list_audit::handle(deps, req).await,
+        (Method::GET, ["schedules"]) => schedules::handle(deps, req).await,
+        (Method::GET | Method::PUT | Method::DELETE, ["schedules", _]) => schedules::handle(deps, req).await,
         _ => not_found(),
     }
 }

@@ -117,6 +117,10 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/dashboard/api/dlq/{id}/requeue", Function::Dashboard),
     ("GET", "/dashboard/api/operations/{id}", Function::Dashboard),
     ("GET", "/dashboard/api/audit", Function::Dashboard),
+    ("GET", "/dashboard/api/schedules", Function::Dashboard),
+    ("GET", "/dashboard/api/schedules/{name}", Function::Dashboard),
+    ("PUT", "/dashboard/api/schedules/{name}", Function::Dashboard),
+    ("DELETE", "/dashboard/api/schedules/{name}", Function::Dashboard),
 ];
 
 /// API Gateway's limit on a request body (HTTP APIs take up to 10 MB).

@@ -235,7 +235,8 @@ async function job(id) {
   const fields = [['id', data.jobId], ['type', data.type], ['queue', data.queue], ['status', data.status],
     ['attempts', `${data.attempts} of ${data.maxAttempts}`], ['priority', data.priority], ['runAt', when(data.runAt)],
     ['createdAt', when(data.createdAt)], ['updatedAt', when(data.updatedAt)], ['completedAt', when(data.completedAt)],
-    ['idempotencyKey', data.idempotencyKey], ['traceparent', data.traceparent], ['lastError', data.lastError]];
+    ['idempotencyKey', data.idempotencyKey], ['traceparent', data.traceparent], ['lastError', data.lastError],
+    ['schedule', data.schedule ? `${data.schedule.name}, tick ${when(data.schedule.tick)}` : null]];
   show(
     el('h2', {}, 'Job ', el('code', {}, data.jobId)),
     el('div', {}, buttons),
@@ -342,10 +343,61 @@ async function audit(params) {
     next);
 }
 
+async function schedules(params) {
+  const values = decode(params);
+  const data = await api('GET', 'schedules' + query({ cursor: values.cursor }));
+  const put = async (schedule, paused) => {
+    const body = { cron: schedule.cron, timezone: schedule.timezone, job: schedule.job, paused,
+      missedFires: schedule.missedFires, overlap: schedule.overlap };
+    try {
+      await api('PUT', 'schedules/' + encodeURIComponent(schedule.name), body);
+      say(`${paused ? 'Paused' : 'Resumed'} ${schedule.name}.`);
+      route();
+    } catch (error) {
+      failed(error);
+    }
+  };
+  const remove = async (schedule) => {
+    if (!window.confirm(`Delete the schedule ${schedule.name}? The jobs it fired stay.`)) return;
+    try {
+      await api('DELETE', 'schedules/' + encodeURIComponent(schedule.name));
+      say(`Deleted ${schedule.name}.`);
+      route();
+    } catch (error) {
+      failed(error);
+    }
+  };
+  const rows = data.items.map((s) =>
+    el('tr', { 'data-schedule': s.name },
+      el('td', {}, s.name), el('td', {}, el('code', {}, s.cron)), el('td', {}, s.timezone),
+      el('td', {}, s.job && s.job.type), el('td', {}, s.job && (s.job.queue || 'default')),
+      el('td', { class: s.paused ? 'status-CANCELLED' : '' }, s.paused ? 'paused' : when(s.nextTick)),
+      el('td', {}, s.lastJobId ? el('a', { href: '#job/' + s.lastJobId }, when(s.lastTick)) : ''),
+      el('td', { class: 'num' }, s.lagMs === null ? '' : s.lagMs + ' ms'),
+      el('td', { class: 'num' }, s.fired), el('td', { class: 'num' }, s.skipped),
+      el('td', {}, short(s.lastError, 80)),
+      el('td', {},
+        el('button', { class: s.paused ? 'resume' : 'pause', 'data-schedule': s.name, onclick: () => put(s, !s.paused) },
+          s.paused ? 'Resume' : 'Pause'),
+        ' ',
+        el('button', { class: 'delete secondary', 'data-schedule': s.name, onclick: () => remove(s) }, 'Delete'))));
+  const next = data.nextCursor
+    ? el('button', { class: 'secondary', onclick: () => { location.hash = 'schedules/' + query({ cursor: data.nextCursor }).slice(1); } }, 'Next page')
+    : null;
+  show(
+    el('h2', {}, 'Schedules'),
+    el('table', { id: 'schedules' },
+      el('thead', {}, el('tr', {}, ['name', 'cron', 'zone', 'type', 'queue', 'next tick', 'last tick', 'lag', 'fired',
+        'skipped', 'last error', ''].map((h) => el('th', {}, h)))),
+      el('tbody', {}, rows.length ? rows
+        : el('tr', {}, el('td', { colspan: 12, class: 'muted' }, 'No schedules: PUT /schedules/{name} makes one.')))),
+    next);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Routing
 
-const VIEWS = { overview, jobs, job, dlq, audit };
+const VIEWS = { overview, jobs, job, dlq, schedules, audit };
 
 async function route() {
   clearTimeout(state.refresh);
