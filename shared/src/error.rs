@@ -62,7 +62,10 @@ impl Error {
     pub fn is_database_unavailable(&self) -> bool {
         match self {
             Error::Pool(_) | Error::Timeout(_) | Error::InDoubt { .. } => true,
-            Error::Postgres(err) => err.is_closed() || err.code().is_none_or(is_unavailable_code),
+            Error::Postgres(err) => match err.code() {
+                Some(code) => is_unavailable_code(code),
+                None => err.is_closed() || !is_client_side(err),
+            },
             _ => false,
         }
     }
@@ -71,6 +74,24 @@ impl Error {
     pub fn is_in_doubt(&self) -> bool {
         matches!(self, Error::InDoubt { .. })
     }
+}
+
+/// An error tokio-postgres raises on this side without the server being at fault: a parameter or
+/// a column that does not convert, a column that is not there, a wrong count. It is a bug here (or
+/// a row this code cannot read), not an outage: retrying cannot help, and an HTTP caller gets 500.
+/// tokio-postgres does not expose its error kinds; its `Display` names them, and only them (the
+/// cause is the `source`).
+fn is_client_side(err: &tokio_postgres::Error) -> bool {
+    let kind = err.to_string();
+    [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number",
+        "expected ",
+    ]
+    .iter()
+    .any(|prefix| kind.starts_with(prefix))
 }
 
 fn is_unavailable_code(code: &tokio_postgres::error::SqlState) -> bool {

@@ -597,3 +597,25 @@ async fn a_column_added_while_statements_are_prepared_does_not_break_them() {
     env.store.complete(&lease, now).await.expect("complete");
     assert_eq!(env.jobs.get(id).await.expect("get").status, Status::Completed);
 }
+
+#[tokio::test]
+async fn a_row_this_code_cannot_read_is_a_bug_not_an_outage() {
+    let env = TestEnv::new().await;
+    let client = env.store.pool().get().await.expect("connection");
+    let row = client.query_one("SELECT 1::int4 AS n", &[]).await.expect("query");
+    let wrong_type = row.try_get::<_, String>("n").expect_err("an int is not text");
+    let no_column = row.try_get::<_, i32>("missing").expect_err("no such column");
+    for err in [wrong_type, no_column] {
+        let err = jobq_shared::Error::Postgres(err);
+        assert!(!err.is_database_unavailable(), "{err:?} is not an outage");
+    }
+    // A broken connection still is.
+    let closed = tokio_postgres::connect(
+        "host=127.0.0.1 port=9 user=postgres connect_timeout=1",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .map(|_| ())
+    .expect_err("nothing listens on port 9");
+    assert!(jobq_shared::Error::Postgres(closed).is_database_unavailable());
+}
