@@ -472,7 +472,15 @@ impl JobHandler for Gated {
 /// second job, and not a third until the writes go through.
 #[tokio::test]
 async fn a_slot_takes_the_next_job_while_the_outcome_is_written_up_to_twice_the_concurrency() {
-    let env = TestEnv::with(|c| c.worker.concurrency = 1).await;
+    // The rows stay locked for over a second. With the test's one-second lease, a finished job's
+    // lease would run out meanwhile, and the reaper, queued on the same row lock, could take the
+    // job back before its completion is written (correctly: the lease had expired) and run it
+    // again, into a gate that never opens. A lease longer than the test keeps the reaper out.
+    let env = TestEnv::with(|c| {
+        c.worker.concurrency = 1;
+        c.worker.lease = Duration::from_secs(60);
+    })
+    .await;
     let (tx, mut starts) = tokio::sync::mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let registry = Registry::with_builtins().register(
