@@ -151,11 +151,13 @@ trap 'exit 143' TERM
 JOBQ_WORKER_CONCURRENCY="${JOBQ_WORKER_CONCURRENCY:-4}" \
   start_bg promoter "$RUN_DIR/promoter.log" "$CARGO_TARGET_DIR/debug/jobq-promoter"
 
+# The newest migration: the schema is complete once it is applied (they are applied one by one).
+NEWEST_MIGRATION="$(ls migrations | sed -n 's/^V\([0-9]*\)__.*/\1/p' | sort -n | tail -n1)"
 migrated() {
   grep -q "promoter started" "$RUN_DIR/promoter.log" 2>/dev/null && return 0
   command -v psql >/dev/null 2>&1 &&
     [[ "$(PGCONNECT_TIMEOUT=3 psql "$DATABASE_URL" -X -Atc \
-      "SELECT to_regclass('refinery_schema_history') IS NOT NULL" 2>/dev/null)" == t ]]
+      "SELECT EXISTS (SELECT FROM refinery_schema_history WHERE version = $NEWEST_MIGRATION)" 2>/dev/null)" == t ]]
 }
 deadline=$((SECONDS + 120))
 until migrated; do

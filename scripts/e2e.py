@@ -14,6 +14,7 @@ REDIS_URL, JOBQ_E2E_TIMEOUT (seconds per wait, default 30), JOBQ_E2E_KEEP=1 (kee
 directory and do not drop the database, for debugging).
 """
 
+import datetime
 import json
 import os
 import random
@@ -330,6 +331,33 @@ def run_checks(api, port, r):
         batch_id = (result.get("job") or {}).get("jobId")
         job = api.wait_for(batch_id, "COMPLETED") if batch_id else None
         r.check("a batch-created job is COMPLETED", job is not None and job.get("status") == "COMPLETED", f"{job}")
+
+    # 3b'. Dependencies: a batch where the last job waits on the first two; it runs after both.
+    status, body, text = api.call("POST", "/jobs/batch", {"jobs": [
+        {"type": "TEST", "payload": "SLEEP_MS=300"},
+        {"type": "TEST", "payload": "SLEEP_MS=100"},
+        {"type": "TEST", "payload": "after both", "dependsOn": [0, 1]},
+    ]})
+    results = (body or {}).get("results") or []
+    r.check(
+        "POST /jobs/batch with dependsOn: the last job is BLOCKED",
+        status == 200 and len(results) == 3 and (results[2].get("job") or {}).get("status") == "BLOCKED",
+        f"{status} {text[:400]}",
+    )
+    if len(results) == 3:
+        ids = [(x.get("job") or {}).get("jobId") for x in results]
+        jobs = [api.wait_for(i, "COMPLETED") if i else None for i in ids]
+        r.check("the dependent job and its parents are COMPLETED", all(j and j.get("status") == "COMPLETED" for j in jobs), f"{jobs}")
+        if all(jobs):
+            def when(job, field):
+                text = job.get(field) or "1970-01-01T00:00:00Z"
+                return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            parents_done = max(when(j, "completedAt") for j in jobs[:2])
+            r.check(
+                "the dependent job started after both parents completed",
+                when(jobs[2], "startedAt") >= parents_done,
+                f"started {jobs[2].get('startedAt')}, parents completed by {parents_done}",
+            )
 
     # 3c. Finding jobs, ChronoQueue's calls, and cancelling.
     marker = f"e2e-find-{int(time.time() * 1000)}"

@@ -25,8 +25,9 @@ const FILTER_IN_ROW_CHARS: usize = 60;
 const HEADER_LINE_ONLY: &str = "     ──            ";
 
 /// The statuses in a job's life order, with the column each has in `queues ls`.
-const STATUS_COLUMNS: [(&str, &str); 5] = [
+const STATUS_COLUMNS: [(&str, &str); 6] = [
     ("PENDING", "pending"),
+    ("BLOCKED", "blocked"),
     ("IN_PROGRESS", "running"),
     ("COMPLETED", "completed"),
     ("FAILED", "dead"),

@@ -484,9 +484,10 @@ async fn queues_ls_prints_a_table_of_every_queue() {
         .lines()
         .find(|line| line.contains("reports"))
         .expect("a row for reports");
-    // pending, running, completed, dead, cancelled, ready, age, dlq depth, completed/retried/dead.
+    // pending, blocked, running, completed, dead, cancelled, ready, age, dlq depth,
+    // completed/retried/dead.
     let cells: Vec<&str> = reports.split_whitespace().collect();
-    assert_eq!(&cells[..6], ["reports", "1", "0", "0", "1", "0"], "{reports}");
+    assert_eq!(&cells[..7], ["reports", "1", "0", "0", "0", "1", "0"], "{reports}");
     let listed = api.run(&["queues", "ls", "--json"]).await.succeeded().json();
     let names: Vec<&str> = listed["queues"]
         .as_array()

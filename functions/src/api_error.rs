@@ -123,6 +123,7 @@ impl ApiError {
                 Error::InvalidSchedule(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
                 Error::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
                 Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Error::UnknownParents(_) => (StatusCode::BAD_REQUEST, "unknown_dependency"),
                 Error::IdempotencyConflict { .. } => (StatusCode::CONFLICT, "idempotency_conflict"),
                 Error::InvalidTransition { source, .. } if source.event == Event::Requeue => {
                     (StatusCode::CONFLICT, "not_dead")
@@ -174,7 +175,7 @@ impl ApiError {
                 format!("job {job_id} is {status}; only a dead (FAILED) job can be requeued")
             }
             ApiError::Domain(Error::InvalidTransition { job_id, status, source }) if source.event == Event::Cancel => {
-                format!("job {job_id} is {status}; only a PENDING or IN_PROGRESS job can be cancelled")
+                format!("job {job_id} is {status}; only a PENDING, BLOCKED or IN_PROGRESS job can be cancelled")
             }
             other => other.to_string(),
         }

@@ -4,7 +4,7 @@
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode};
 use jobq_shared::NewJob;
-use jobq_shared::job::CreateRequest;
+use jobq_shared::job::{CreateRequest, InvalidJob, Parent};
 use lambda_http::{Body, Request, Response};
 
 use crate::api_error::{ApiError, json_response, respond};
@@ -39,5 +39,13 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
 pub fn parse(req: &Request) -> Result<NewJob, ApiError> {
     let body: CreateRequest = parse_json(json_body(req)?)?;
     let new = NewJob::parse(body, header(req, "idempotency-key")?).map_err(jobq_shared::Error::from)?;
+    if new.depends_on.iter().any(|parent| matches!(parent, Parent::Earlier(_))) {
+        return Err(jobq_shared::Error::from(InvalidJob {
+            field: "dependsOn",
+            problem: "names jobs by id here; an index names an earlier job only in POST /jobs/batch".into(),
+            missing: false,
+        })
+        .into());
+    }
     Ok(new.traceparent(trace_parent(req)))
 }

@@ -6,7 +6,7 @@
 
 use http::{Method, StatusCode};
 use jobq_shared::NewJob;
-use jobq_shared::job::CreateRequest;
+use jobq_shared::job::{CreateRequest, InvalidJob, Parent};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,25 @@ async fn create(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> 
     Ok(json_response(StatusCode::OK, &Results { results }))
 }
 
+/// A job of the batch may depend on earlier items of the batch (by index), not on later ones.
+fn earlier_parents_only(new: NewJob, index: usize) -> Result<NewJob, ApiError> {
+    let later = new
+        .depends_on
+        .iter()
+        .any(|parent| matches!(parent, Parent::Earlier(i) if *i >= index));
+    if later {
+        return Err(ApiError::Domain(
+            InvalidJob {
+                field: "dependsOn",
+                problem: format!("an index must name an earlier job of the batch (this is jobs[{index}])"),
+                missing: false,
+            }
+            .into(),
+        ));
+    }
+    Ok(new)
+}
+
 /// The jobs a request asks for, in order, each validated as for `POST /jobs`. The untrusted input
 /// of this route; `fuzz/` runs it over generated bodies.
 pub fn parse(req: &Request) -> Result<Vec<NewJob>, ApiError> {
@@ -76,6 +95,7 @@ pub fn parse(req: &Request) -> Result<Vec<NewJob>, ApiError> {
         .map(|(index, item)| {
             from_value::<CreateRequest>(item)
                 .and_then(|parsed| NewJob::parse(parsed, None).map_err(|e| ApiError::Domain(e.into())))
+                .and_then(|new| earlier_parents_only(new, index))
                 .map(|new| new.traceparent(trace_parent(req)))
                 .map_err(|source| ApiError::InBatch {
                     index,

@@ -47,6 +47,7 @@ mod tests {
             traceparent: None,
             schedule: None,
             history: Vec::new(),
+            waiting_on: None,
         };
         let plain = serde_json::to_value(&job).expect("job");
         let body = serde_json::to_value(JobBody::new(&job)).expect("body");

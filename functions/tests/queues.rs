@@ -40,7 +40,7 @@ async fn every_queue_with_its_counts_and_outcomes() {
     let emails = &body["queues"][0];
     assert_eq!(
         emails["counts"],
-        json!({"PENDING": 2, "IN_PROGRESS": 0, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0})
+        json!({"PENDING": 2, "BLOCKED": 0, "IN_PROGRESS": 0, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0})
     );
     assert_eq!(emails["estimatedCounts"], json!([]));
     assert_eq!(emails["ready"], 2);

@@ -142,6 +142,11 @@ async fn bad_schedules_are_refused_with_the_field_named_and_nothing_stored() {
             "job.runAt",
         ),
         (
+            json!({"cron": "* * * * *", "job": {"type": "TEST", "dependsOn": ["01a2395f-792e-73ff-a9c9-40e147490044"]}}),
+            "invalid_field",
+            "job.dependsOn",
+        ),
+        (
             json!({"cron": "* * * * *", "job": {"type": "TEST", "maxAttempts": 0}}),
             "invalid_field",
             "job.maxAttempts",

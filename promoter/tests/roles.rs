@@ -31,7 +31,9 @@ async fn run_file(url: &str, sql: &str) {
     }
 }
 
-async fn table_exists(url: &str) -> bool {
+/// True once every migration of this build is applied (the promoter migrates one at a time: the
+/// tables appear before the schema is complete).
+async fn migrated(url: &str) -> bool {
     let Ok(store) = Store::connect(url, 1, Duration::from_secs(2)) else {
         return false;
     };
@@ -39,9 +41,14 @@ async fn table_exists(url: &str) -> bool {
         return false;
     };
     client
-        .query_one("SELECT to_regclass('public.jobs') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL
+                    AND (SELECT max(version)::int8 FROM refinery_schema_history) = $1",
+            &[&Store::schema_version()],
+        )
         .await
-        .map(|row| row.get(0))
+        .ok()
+        .and_then(|row| row.get::<_, Option<bool>>(0))
         .unwrap_or(false)
 }
 
@@ -75,7 +82,7 @@ async fn the_promoter_migrates_as_the_owner_and_the_app_role_runs_jobs_but_chang
         .env("RUST_LOG", "warn");
     let mut promoter = ChildGuard::spawn(promoter);
     let give_up = Instant::now() + Duration::from_secs(30);
-    while !table_exists(&app).await {
+    while !migrated(&app).await {
         promoter.assert_running();
         assert!(Instant::now() < give_up, "the promoter did not migrate within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;

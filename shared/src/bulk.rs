@@ -59,7 +59,7 @@ impl BulkAction {
     pub fn applies_to(self) -> &'static [Status] {
         match self {
             BulkAction::Requeue => &[Status::Failed],
-            BulkAction::Cancel => &[Status::Pending, Status::InProgress],
+            BulkAction::Cancel => &[Status::Pending, Status::Blocked, Status::InProgress],
             BulkAction::Delete => &[Status::Completed, Status::Cancelled, Status::Failed],
         }
     }

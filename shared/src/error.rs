@@ -16,6 +16,9 @@ pub enum Error {
     InvalidCursor,
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// `dependsOn` named jobs that do not exist; nothing was stored.
+    #[error("dependsOn names jobs that do not exist: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    UnknownParents(Vec<JobId>),
     #[error("idempotency key {key:?} was already used by job {existing} for a different request")]
     IdempotencyConflict { key: String, existing: JobId },
     #[error("job {job_id} is {status}: {source}")]

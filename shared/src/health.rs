@@ -81,7 +81,13 @@ impl QueueHealth {
 }
 
 /// The statuses with an index of their own, counted exactly up to the bound.
-const INDEXED: [Status; 4] = [Status::Pending, Status::InProgress, Status::Failed, Status::Cancelled];
+const INDEXED: [Status; 5] = [
+    Status::Pending,
+    Status::Blocked,
+    Status::InProgress,
+    Status::Failed,
+    Status::Cancelled,
+];
 
 /// What one queue's row of queue_counts.sql said.
 #[derive(Debug, Default)]
@@ -113,7 +119,10 @@ impl Store {
             .ok_or_else(|| Error::CorruptRow("status_totals returned no row".into()))?;
         let within = |column: &str| -> Result<bool> { Ok(totals.try_get::<_, i64>(column)? <= bound) };
         let mut exact = Vec::new();
-        for (status, column) in INDEXED.iter().zip(["pending", "in_progress", "failed", "cancelled"]) {
+        for (status, column) in INDEXED
+            .iter()
+            .zip(["pending", "blocked", "in_progress", "failed", "cancelled"])
+        {
             if within(column)? {
                 exact.push(*status);
             }
@@ -217,7 +226,8 @@ impl Store {
         } else {
             self.estimate(&queue, Status::Completed).await?
         };
-        counts.insert(2, completed);
+        // In the order of Status::ALL.
+        counts.insert(3, completed);
         let ready = exact.contains(&Status::Pending).then(|| found.ready.unwrap_or(0));
         let oldest_pending_age = found.oldest_pending_age;
         Ok(QueueHealth {

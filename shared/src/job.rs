@@ -46,6 +46,9 @@ pub enum Status {
     /// Waiting: ready now, scheduled for later, or waiting for a retry. Left by a worker's claim
     /// (to `InProgress`) or by a cancel (to `Cancelled`).
     Pending,
+    /// Created with `dependsOn`: waits until every parent has completed, then becomes `Pending`
+    /// (released by the completion of its last parent). Left also by a cancel.
+    Blocked,
     /// Held by one worker under a lease. Left by that worker (complete, fail, release) or, once the
     /// lease has expired, by the reaper (to `Pending` for a retry, or `Failed`).
     InProgress,
@@ -58,8 +61,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Pending,
+        Status::Blocked,
         Status::InProgress,
         Status::Completed,
         Status::Failed,
@@ -69,6 +73,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "PENDING",
+            Status::Blocked => "BLOCKED",
             Status::InProgress => "IN_PROGRESS",
             Status::Completed => "COMPLETED",
             Status::Failed => "FAILED",
@@ -191,6 +196,19 @@ pub struct Job {
     pub schedule: Option<ScheduledBy>,
     /// Filled by `Store::get` and `Store::find`; empty in the DLQ listing.
     pub history: Vec<Attempt>,
+    /// For a `BLOCKED` job read by `Store::get`: the parents that have not completed, with their
+    /// status (`None`: the parent no longer exists). Left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<Vec<WaitingOn>>,
+}
+
+/// A parent a blocked job waits on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingOn {
+    pub job_id: JobId,
+    /// `null` when the parent no longer exists (deleted): the job stays blocked.
+    pub status: Option<Status>,
 }
 
 /// The schedule tick a job was fired for.
@@ -218,6 +236,17 @@ pub mod limits {
     /// every date that JSON can write).
     pub const MIN_RUN_AT: &str = "2000-01-01T00:00:00Z";
     pub const DEFAULT_QUEUE: &str = "default";
+    /// The most parents one job may name in `dependsOn`.
+    pub const MAX_DEPENDS_ON: usize = 100;
+}
+
+/// A job another depends on: a stored job, or (in a batch) an earlier item of the same batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Parent {
+    Job(JobId),
+    /// The index of an earlier item of the batch.
+    Earlier(usize),
 }
 
 /// When a new job should first run.
@@ -256,6 +285,10 @@ pub struct NewJob {
     /// request an idempotency key guards: a retry in another trace is the same request.
     #[serde(skip)]
     pub traceparent: Option<crate::trace::TraceParent>,
+    /// The jobs that must complete before this one runs; empty for none (and then left out of the
+    /// fingerprint, which stays what it was before dependencies existed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Parent>,
 }
 
 /// What is wrong with a create request; each says which field.
@@ -300,6 +333,8 @@ pub struct CreateRequest {
     pub max_attempts: Option<i64>,
     pub timeout_ms: Option<i64>,
     pub idempotency_key: Option<String>,
+    /// Job ids, or in a batch indexes of earlier items (`0` is the first).
+    pub depends_on: Option<Vec<serde_json::Value>>,
 }
 
 impl NewJob {
@@ -315,7 +350,17 @@ impl NewJob {
             timeout_ms: None,
             idempotency_key: None,
             traceparent: None,
+            depends_on: Vec::new(),
         }
+    }
+
+    /// The job waits until `parent` has completed.
+    pub fn depends_on(mut self, parent: impl Into<Parent>) -> Self {
+        let parent = parent.into();
+        if !self.depends_on.contains(&parent) {
+            self.depends_on.push(parent);
+        }
+        self
     }
 
     pub fn traceparent(mut self, traceparent: Option<crate::trace::TraceParent>) -> Self {
@@ -478,6 +523,7 @@ impl NewJob {
             timeout_ms,
             idempotency_key,
             traceparent: None,
+            depends_on: parse_depends_on(req.depends_on)?,
         })
     }
 
@@ -494,6 +540,43 @@ impl NewJob {
     pub fn fingerprint(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
+}
+
+impl From<JobId> for Parent {
+    fn from(id: JobId) -> Self {
+        Parent::Job(id)
+    }
+}
+
+/// `dependsOn`: at most [`limits::MAX_DEPENDS_ON`] job ids or batch indexes, repeats dropped.
+fn parse_depends_on(items: Option<Vec<serde_json::Value>>) -> Result<Vec<Parent>, InvalidJob> {
+    let Some(items) = items else {
+        return Ok(Vec::new());
+    };
+    if items.len() > limits::MAX_DEPENDS_ON {
+        return Err(invalid(
+            "dependsOn",
+            format!("names more than {} jobs", limits::MAX_DEPENDS_ON),
+        ));
+    }
+    let mut parents = Vec::with_capacity(items.len());
+    for item in &items {
+        let parent = match item {
+            serde_json::Value::String(text) => text.parse::<Uuid>().ok().map(|id| Parent::Job(JobId(id))),
+            serde_json::Value::Number(n) => n.as_u64().and_then(|i| usize::try_from(i).ok()).map(Parent::Earlier),
+            _ => None,
+        };
+        let Some(parent) = parent else {
+            return Err(invalid(
+                "dependsOn",
+                "each item must be a job id, or in a batch the index of an earlier job (0 is the first)",
+            ));
+        };
+        if !parents.contains(&parent) {
+            parents.push(parent);
+        }
+    }
+    Ok(parents)
 }
 
 /// True when `a` and `b` are the same JSON value: numbers compare by value, whatever their form

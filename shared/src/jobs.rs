@@ -68,8 +68,9 @@ impl Jobs {
             count_enqueued([&created]);
         }
         // A replay pushes too: the first request may have committed without reaching Redis (its
-        // answer lost, say). Redis holds each id once, so pushing again is harmless.
-        if !created.replayed || created.job.status == Status::Pending {
+        // answer lost, say). Redis holds each id once, so pushing again is harmless. A job blocked
+        // on its dependencies is pushed when its last parent completes.
+        if created.job.status == Status::Pending {
             let job = &created.job;
             if let Err(err) = self.queue.enqueue(job.id, job.priority, job.run_at, now).await {
                 tracing::warn!(job_id = %job.id, error = %err, "job stored but not pushed to redis; the repairer will push it");
@@ -86,7 +87,7 @@ impl Jobs {
         let fresh: Vec<(JobId, i16, DateTime<Utc>)> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .filter(|c| !c.replayed || c.job.status == Status::Pending)
+            .filter(|c| c.job.status == Status::Pending)
             .map(|c| (c.job.id, c.job.priority, c.job.run_at))
             .collect();
         if let Err(err) = self.queue.enqueue_many(&fresh, now).await {

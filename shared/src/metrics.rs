@@ -468,6 +468,7 @@ mod tests {
             traceparent: None,
             schedule: None,
             history: Vec::new(),
+            waiting_on: None,
         };
         let created = [
             Created {

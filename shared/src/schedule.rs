@@ -219,6 +219,12 @@ pub fn job_for(body: &serde_json::Value) -> std::result::Result<NewJob, InvalidS
             "is set by each tick: a tick's job runs at its tick, under the key schedule:<name>:<tick>",
         ));
     }
+    if request.depends_on.is_some() {
+        return Err(invalid(
+            "job.dependsOn",
+            "is not allowed in a schedule: each tick's job would wait on the same parents, which complete once",
+        ));
+    }
     NewJob::parse(request, None).map_err(|err| InvalidSchedule {
         field: format!("job.{}", err.field),
         problem: err.problem,

@@ -194,7 +194,7 @@ impl JobFilter {
                 "status" => filter.status(text("status")?.trim().to_ascii_uppercase().parse().map_err(|_| {
                     invalid(
                         "status",
-                        "must be one of PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED",
+                        "must be one of PENDING, BLOCKED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED",
                     )
                 })?),
                 "queue" => filter.queue(text("queue")?)?,

@@ -2,7 +2,7 @@
 //! Every state-changing statement checks the expected status (and, for a running job, the lease
 //! token) in its `WHERE`; a statement that matches nothing becomes a typed error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::bulk::{Actor, AuditEntry, BatchOutcome, BulkAction, Operation, OperationState};
 use crate::clock::DbClock;
 use crate::error::{Error, Result};
-use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Status};
+use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Parent, Status};
 use crate::search::{Found, JobCursor, JobFilter};
 use crate::state::{Event, transition};
 use crate::tls::{SslMode, pg_client_config, split_pg_url};
@@ -114,6 +114,26 @@ impl AfterFailure {
 pub struct Created {
     pub job: Job,
     pub replayed: bool,
+}
+
+/// A job ready to be pushed to Redis: its id, priority and due time.
+pub type Ready = (JobId, i16, DateTime<Utc>);
+
+fn ready_from_row(row: &Row) -> Result<Ready> {
+    Ok((
+        JobId(row.try_get("id")?),
+        row.try_get("priority")?,
+        row.try_get("run_at")?,
+    ))
+}
+
+/// What [`Store::complete_many`] recorded.
+#[derive(Debug, Default)]
+pub struct Completions {
+    /// The jobs completed.
+    pub done: Vec<JobId>,
+    /// Children released by these completions (their last parent completed), to push to Redis.
+    pub released: Vec<Ready>,
 }
 
 /// A position in the DLQ listing (newest first): the last job of the previous page.
@@ -286,6 +306,17 @@ impl Store {
         Ok(self.clock.record(sent, db, received, round_trip))
     }
 
+    /// The version of the newest migration this build carries: once `refinery_schema_history`
+    /// holds it, the schema is complete.
+    pub fn schema_version() -> i64 {
+        embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|migration| i64::from(migration.version()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Applies the schema migrations that are not applied yet. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         let mut client = self.pool.get().await?;
@@ -421,6 +452,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Created>>> {
         let ids: Vec<Uuid> = new.iter().map(|_| JobId::new().0).collect();
+        let (children, parents) = dependency_edges(new, &ids)?;
+        self.check_parents_exist(new).await?;
         let fingerprints: Vec<Option<serde_json::Value>> = new
             .iter()
             .map(|n| n.idempotency_key.as_ref().map(|_| n.fingerprint()))
@@ -445,6 +478,8 @@ impl Store {
                     &new.iter()
                         .map(|n| n.traceparent.as_ref().map(ToString::to_string))
                         .collect::<Vec<_>>(),
+                    &children,
+                    &parents,
                 ],
             )
             .await
@@ -476,6 +511,8 @@ impl Store {
                 holders.insert(key, (row.try_get("idempotency_request")?, job_from_row(&row)?));
             }
         }
+        self.relink_replayed_parents(new, &ids, &inserted, &holders, now)
+            .await?;
         Ok(new
             .iter()
             .zip(ids)
@@ -506,6 +543,82 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// Refuses a create whose `dependsOn` names a stored job that does not exist.
+    async fn check_parents_exist(&self, new: &[NewJob]) -> Result<()> {
+        let mut named: Vec<Uuid> = new
+            .iter()
+            .flat_map(|n| &n.depends_on)
+            .filter_map(|parent| match parent {
+                Parent::Job(id) => Some(id.0),
+                Parent::Earlier(_) => None,
+            })
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        named.sort_unstable();
+        named.dedup();
+        let found: HashSet<Uuid> = self
+            .query(sql!("existing_ids"), &[&named])
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<std::result::Result<_, _>>()?;
+        let unknown: Vec<JobId> = named.into_iter().filter(|id| !found.contains(id)).map(JobId).collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnknownParents(unknown))
+        }
+    }
+
+    /// A child created in a batch that named an earlier item as its parent, where that item was an
+    /// idempotent replay: its edge points at the id the batch gave the item, which was never
+    /// stored. Moves it to the job stored under the item's key, then releases the child if that job
+    /// has completed already.
+    async fn relink_replayed_parents(
+        &self,
+        new: &[NewJob],
+        ids: &[Uuid],
+        inserted: &HashMap<Uuid, Job>,
+        holders: &HashMap<String, (Option<serde_json::Value>, Job)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut children = Vec::new();
+        let mut given = Vec::new();
+        let mut stored = Vec::new();
+        for (n, child) in new.iter().zip(ids) {
+            if !inserted.contains_key(child) {
+                continue;
+            }
+            for parent in &n.depends_on {
+                let Parent::Earlier(index) = *parent else { continue };
+                let parent_id = ids[index];
+                if inserted.contains_key(&parent_id) {
+                    continue;
+                }
+                let holder = new[index]
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|key| holders.get(key))
+                    .map(|(_, job)| job.id.0);
+                if let Some(holder) = holder {
+                    children.push(*child);
+                    given.push(parent_id);
+                    stored.push(holder);
+                }
+            }
+        }
+        if children.is_empty() {
+            return Ok(());
+        }
+        self.query(sql!("relink_parents"), &[&children, &given, &stored])
+            .await?;
+        let stored: Vec<JobId> = stored.into_iter().map(JobId).collect();
+        self.release_children(&stored, now).await?;
+        Ok(())
     }
 
     /// The queues' state for the metrics (queue_state.sql): jobs pending, running and dead per
@@ -540,6 +653,16 @@ impl Store {
             .iter()
             .map(attempt_from_row)
             .collect::<Result<_>>()?;
+        if job.status == Status::Blocked {
+            let parents = self.parents_of(id).await?;
+            job.waiting_on = Some(
+                parents
+                    .into_iter()
+                    .filter(|(_, status)| *status != Some(Status::Completed))
+                    .map(|(job_id, status)| crate::job::WaitingOn { job_id, status })
+                    .collect(),
+            );
+        }
         Ok(job)
     }
 
@@ -964,22 +1087,83 @@ impl Store {
             .ok_or_else(|| lease_lost(held))
     }
 
-    /// Records success.
-    pub async fn complete(&self, held: &Lease, now: DateTime<Utc>) -> Result<()> {
-        let done = self.complete_many(&[(held.id(), held.token)], now).await?;
-        if done.is_empty() {
+    /// Records success. Returns the jobs it released (children whose last parent it was), to be
+    /// pushed to Redis.
+    pub async fn complete(&self, held: &Lease, now: DateTime<Utc>) -> Result<Vec<Ready>> {
+        let completions = self.complete_many(&[(held.id(), held.token)], now).await?;
+        if completions.done.is_empty() {
             return Err(lease_lost(held));
         }
-        Ok(())
+        Ok(completions.released)
     }
 
-    /// Records success for many `(job, lease token)` pairs in one statement. Returns the jobs
-    /// completed; one left out had lost its lease, and nothing was changed for it.
-    pub async fn complete_many(&self, held: &[(JobId, i64)], now: DateTime<Utc>) -> Result<Vec<JobId>> {
+    /// Records success for many `(job, lease token)` pairs in one statement; one left out of
+    /// `done` had lost its lease, and nothing was changed for it. Then, if any of them has
+    /// dependents, releases the children they were the last parent of (`released`, to be pushed to
+    /// Redis). A failed release is logged and left to the repairer: the completions stand.
+    pub async fn complete_many(&self, held: &[(JobId, i64)], now: DateTime<Utc>) -> Result<Completions> {
         let ids: Vec<Uuid> = held.iter().map(|(id, _)| id.0).collect();
         let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
         let rows = self.query(sql!("complete_many"), &[&ids, &tokens, &now]).await?;
-        rows.iter().map(|row| Ok(JobId(row.try_get("id")?))).collect()
+        let mut done = Vec::with_capacity(rows.len());
+        let mut parents = Vec::new();
+        for row in &rows {
+            let id = JobId(row.try_get("id")?);
+            if row.try_get("has_dependents")? {
+                parents.push(id);
+            }
+            done.push(id);
+        }
+        let released = if parents.is_empty() {
+            Vec::new()
+        } else {
+            self.release_children(&parents, now).await.unwrap_or_else(|err| {
+                tracing::warn!(parents = parents.len(), error = %err, "completed, but the children could not be released now; the repairer will");
+                Vec::new()
+            })
+        };
+        Ok(Completions { done, released })
+    }
+
+    /// Makes PENDING the BLOCKED children of `parents` (completed and committed) whose parents
+    /// have all completed, and clears the parents' flag. Returns the children released.
+    pub async fn release_children(&self, parents: &[JobId], now: DateTime<Utc>) -> Result<Vec<Ready>> {
+        let ids: Vec<Uuid> = parents.iter().map(|id| id.0).collect();
+        self.query(sql!("release_children"), &[&ids, &now])
+            .await?
+            .iter()
+            .map(ready_from_row)
+            .collect()
+    }
+
+    /// Releases the children of parents completed before `before` whose release did not happen
+    /// (their worker stopped between the two statements), at most `limit` parents at a time.
+    pub async fn release_stranded(&self, before: DateTime<Utc>, limit: i64, now: DateTime<Utc>) -> Result<Vec<Ready>> {
+        let parents: Vec<JobId> = self
+            .query(sql!("stranded_parents"), &[&before, &limit])
+            .await?
+            .iter()
+            .map(|row| Ok(JobId(row.try_get("id")?)))
+            .collect::<Result<_>>()?;
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.release_children(&parents, now).await
+    }
+
+    /// The parents job `id` depends on, each with its status (`None`: the parent is gone).
+    pub async fn parents_of(&self, id: JobId) -> Result<Vec<(JobId, Option<Status>)>> {
+        self.query(sql!("parents_of"), &[&id.0])
+            .await?
+            .iter()
+            .map(|row| {
+                let status: Option<String> = row.try_get("status")?;
+                let status = status
+                    .map(|s| s.parse::<Status>().map_err(|e| Error::CorruptRow(e.to_string())))
+                    .transpose()?;
+                Ok((JobId(row.try_get("id")?), status))
+            })
+            .collect()
     }
 
     /// Records a failed attempt. A retryable failure with attempts left waits until `retry_at`;
@@ -1271,6 +1455,32 @@ fn is_stale_plan(err: &tokio_postgres::Error) -> bool {
             .is_some_and(|db| db.message().contains("cached plan must not change result type"))
 }
 
+/// The dependencies of a create as (child, parent) pairs of ids: a stored parent by its id, an
+/// earlier item of the batch by the id given to it. An index that is not of an earlier item is
+/// refused.
+fn dependency_edges(new: &[NewJob], ids: &[Uuid]) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
+    let mut children = Vec::new();
+    let mut parents = Vec::new();
+    for (position, (n, child)) in new.iter().zip(ids).enumerate() {
+        for parent in &n.depends_on {
+            let parent = match *parent {
+                Parent::Job(id) => id.0,
+                Parent::Earlier(index) if index < position => ids[index],
+                Parent::Earlier(_) => {
+                    return Err(Error::Invalid(crate::job::InvalidJob {
+                        field: "dependsOn",
+                        problem: "an index must be that of an earlier job of the batch".into(),
+                        missing: false,
+                    }));
+                }
+            };
+            children.push(*child);
+            parents.push(parent);
+        }
+    }
+    Ok((children, parents))
+}
+
 pub(crate) fn status_from_row(row: &Row) -> Result<Status> {
     let status: &str = row.try_get("status")?;
     Status::from_str(status).map_err(|err| Error::CorruptRow(err.to_string()))
@@ -1316,7 +1526,7 @@ fn find_matching(filter: &JobFilter) -> String {
 fn batch_action(operation: &Operation, status: Status) -> Result<String> {
     Ok(match (operation.action, status) {
         (BulkAction::Requeue, Status::Failed) => sql!("bulk_requeue").to_owned(),
-        (BulkAction::Cancel, Status::Pending) => sql!("bulk_cancel_pending").to_owned(),
+        (BulkAction::Cancel, Status::Pending | Status::Blocked) => sql!("bulk_cancel_pending").to_owned(),
         (BulkAction::Cancel, Status::InProgress) => sql!("bulk_cancel_running").to_owned(),
         (BulkAction::Delete, Status::Completed | Status::Cancelled | Status::Failed) => {
             sql!("bulk_delete").replace("'STATUS'", &format!("'{}'", status.as_str()))
@@ -1414,6 +1624,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
             _ => None,
         },
         history: Vec::new(),
+        waiting_on: None,
     })
 }
 

@@ -223,7 +223,10 @@ async fn processors_at_once_never_act_twice_and_a_cancel_asks_running_jobs_to_st
         .await
         .expect("start");
     assert_eq!(operation.total, 3040);
-    assert_eq!(operation.statuses, vec![Status::Pending, Status::InProgress]);
+    assert_eq!(
+        operation.statuses,
+        vec![Status::Pending, Status::Blocked, Status::InProgress]
+    );
 
     // Four processors on the same operation at once: a batch acted on twice would show up as
     // skipped jobs (the second finds them cancelled already).

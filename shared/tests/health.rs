@@ -26,7 +26,7 @@ fn outcomes(health: &QueueHealth) -> (i64, i64, i64, i64) {
 }
 
 #[track_caller]
-fn assert_counts(health: &QueueHealth, expected: [(Status, i64); 5]) {
+fn assert_counts(health: &QueueHealth, expected: [(Status, i64); 6]) {
     for (status, count) in expected {
         let got = health.count(status);
         assert_eq!(got.count, count, "{} {status}: {health:#?}", health.queue);
@@ -67,6 +67,7 @@ async fn every_status_and_outcome_is_counted_per_queue() {
         a,
         [
             (Status::Pending, 3),
+            (Status::Blocked, 0),
             (Status::InProgress, 1),
             (Status::Completed, 1),
             (Status::Failed, 1),
@@ -91,6 +92,7 @@ async fn every_status_and_outcome_is_counted_per_queue() {
         b,
         [
             (Status::Pending, 1),
+            (Status::Blocked, 0),
             (Status::InProgress, 0),
             (Status::Completed, 0),
             (Status::Failed, 0),
@@ -119,6 +121,7 @@ async fn every_status_and_outcome_is_counted_per_queue() {
         &empty[0],
         [
             (Status::Pending, 0),
+            (Status::Blocked, 0),
             (Status::InProgress, 0),
             (Status::Completed, 0),
             (Status::Failed, 0),
@@ -131,8 +134,13 @@ async fn every_status_and_outcome_is_counted_per_queue() {
 
     // Past a bound of 0, every count is the planner's estimate, marked so; the age is still read.
     let estimated = env.store.queue_health(Some("a"), 0).await.expect("estimated");
+    // No job is blocked anywhere: a status with no job at all is counted, exactly, past any bound.
     for status in Status::ALL {
-        assert!(estimated[0].count(status).estimated, "{status}: {estimated:#?}");
+        assert_eq!(
+            estimated[0].count(status).estimated,
+            status != Status::Blocked,
+            "{status}: {estimated:#?}"
+        );
     }
     assert_eq!(estimated[0].ready, None);
     assert_eq!(estimated[0].oldest_pending_age.map(f64::is_sign_positive), Some(true));
@@ -157,7 +165,7 @@ async fn concurrent_completions_are_all_counted() {
     }
     let mut done = 0;
     while let Some(result) = tasks.join_next().await {
-        done += result.expect("task").expect("complete_many").len();
+        done += result.expect("task").expect("complete_many").done.len();
     }
     assert_eq!(done, JOBS);
     let health = env.store.queue_health(Some("busy"), COUNT_BOUND).await.expect("health");

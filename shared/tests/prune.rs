@@ -47,6 +47,10 @@ async fn exists(env: &TestEnv, id: JobId) -> (bool, bool, i64) {
 }
 
 async fn finished(env: &TestEnv, status: Status) -> JobId {
+    if status == Status::Blocked {
+        let parent = env.create_job(NewJob::new("TEST", json!({}))).await;
+        return env.create_job(NewJob::new("TEST", json!({})).depends_on(parent)).await;
+    }
     let id = env.create_job(NewJob::new("TEST", json!({}))).await;
     let now = env.store.now().await;
     match status {
@@ -65,7 +69,7 @@ async fn finished(env: &TestEnv, status: Status) -> JobId {
         Status::Cancelled => {
             env.jobs.cancel(id, now).await.expect("cancel");
         }
-        Status::Pending => {}
+        Status::Pending | Status::Blocked => {}
         Status::InProgress => {
             env.claim_job(id, "w", now, LEASE).await;
         }
@@ -84,9 +88,17 @@ async fn finished_jobs_past_their_retention_go_with_their_attempts_and_nothing_e
     let dead_mid = finished(&env, Status::Failed).await;
     let pending_old = finished(&env, Status::Pending).await;
     let running_old = finished(&env, Status::InProgress).await;
+    let blocked_old = finished(&env, Status::Blocked).await;
     age(
         &env,
-        &[completed_old, cancelled_old, dead_mid, pending_old, running_old],
+        &[
+            completed_old,
+            cancelled_old,
+            dead_mid,
+            pending_old,
+            running_old,
+            blocked_old,
+        ],
         8,
     )
     .await;
@@ -106,7 +118,14 @@ async fn finished_jobs_past_their_retention_go_with_their_attempts_and_nothing_e
     for gone in [completed_old, cancelled_old, dead_old] {
         assert_eq!(exists(&env, gone).await, (false, false, 0), "{gone}");
     }
-    for kept in [completed_new, cancelled_new, dead_mid, pending_old, running_old] {
+    for kept in [
+        completed_new,
+        cancelled_new,
+        dead_mid,
+        pending_old,
+        running_old,
+        blocked_old,
+    ] {
         assert!(exists(&env, kept).await.0, "{kept} was deleted");
     }
     let dlq = env.queue.dead_ids().await.expect("dlq index");

@@ -318,7 +318,7 @@ async fn a_stale_lease_cannot_complete_fail_heartbeat_or_release_a_reclaimed_job
     let before = env.store.get(id).await.expect("get");
 
     for result in [
-        env.store.complete(&stale, at(31_002)).await,
+        env.store.complete(&stale, at(31_002)).await.map(|_| ()),
         env.store.heartbeat(&stale, at(31_002), LEASE).await.map(|_| ()),
         env.store
             .fail(&stale, at(31_002), "late", true, at(31_002), Outcome::Failed)
@@ -562,7 +562,7 @@ async fn complete_many_records_held_leases_and_refuses_stale_ones() {
         .await
         .expect("complete");
 
-    assert_eq!(done.len(), 2);
+    assert_eq!(done.done.len(), 2);
     for id in [a, b] {
         let job = env.store.get(id).await.expect("get");
         assert_eq!((job.status, job.history.len()), (Status::Completed, 1));

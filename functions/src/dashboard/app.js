@@ -134,6 +134,7 @@ async function overview() {
       el('td', {}, el('a', { href: '#jobs/queue=' + encodeURIComponent(q.name) }, q.name)),
       el('td', { class: 'num' }, q.counts.PENDING),
       el('td', { class: 'num' }, q.ready ?? ''),
+      el('td', { class: 'num' }, q.counts.BLOCKED),
       el('td', { class: 'num' }, q.counts.IN_PROGRESS),
       el('td', { class: 'num' }, q.counts.COMPLETED),
       el('td', { class: 'num' }, q.counts.FAILED),
@@ -146,7 +147,7 @@ async function overview() {
   show(
     el('h2', {}, 'Queues'),
     el('table', {},
-      el('thead', {}, el('tr', {}, ['queue', 'pending', 'ready', 'running', 'completed', 'dead',
+      el('thead', {}, el('tr', {}, ['queue', 'pending', 'ready', 'blocked', 'running', 'completed', 'dead',
         'cancelled', 'oldest pending', 'DLQ', `last ${data.queues[0] ? data.queues[0].throughput.minutes : 15} min`]
         .map((h) => el('th', {}, h)))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 10, class: 'muted' }, 'No queue has a job yet.')))),
@@ -161,7 +162,7 @@ function filterForm(values, onSubmit, extra) {
   const inputs = {};
   const field = (name, node) => { inputs[name] = node; return el('label', {}, name, node); };
   const status = el('select', {},
-    ['', 'PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'].map((s) =>
+    ['', 'PENDING', 'BLOCKED', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'].map((s) =>
       el('option', { value: s, selected: values.status === s }, s || 'any')));
   const form = el('form', { class: 'filters' },
     field('status', status),
@@ -226,7 +227,7 @@ async function job(id) {
     }
   };
   const buttons = [];
-  if (data.status === 'PENDING' || data.status === 'IN_PROGRESS') {
+  if (data.status === 'PENDING' || data.status === 'BLOCKED' || data.status === 'IN_PROGRESS') {
     buttons.push(el('button', { id: 'cancel', onclick: () => act('Cancel', `jobs/${id}/cancel`) }, 'Cancel'));
   }
   if (data.status === 'FAILED') {
@@ -236,7 +237,8 @@ async function job(id) {
     ['attempts', `${data.attempts} of ${data.maxAttempts}`], ['priority', data.priority], ['runAt', when(data.runAt)],
     ['createdAt', when(data.createdAt)], ['updatedAt', when(data.updatedAt)], ['completedAt', when(data.completedAt)],
     ['idempotencyKey', data.idempotencyKey], ['traceparent', data.traceparent], ['lastError', data.lastError],
-    ['schedule', data.schedule ? `${data.schedule.name}, tick ${when(data.schedule.tick)}` : null]];
+    ['schedule', data.schedule ? `${data.schedule.name}, tick ${when(data.schedule.tick)}` : null],
+    ['waitingOn', data.waitingOn ? data.waitingOn.map((w) => `${w.jobId} (${w.status ?? 'deleted'})`).join(', ') : null]];
   show(
     el('h2', {}, 'Job ', el('code', {}, data.jobId)),
     el('div', {}, buttons),

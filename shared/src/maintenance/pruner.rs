@@ -129,7 +129,7 @@ pub fn prune_statement(status: Status) -> String {
     ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED"
         ),
         // Only finished jobs are ever pruned.
-        Status::Pending | Status::InProgress => "SELECT NULL::uuid AS id WHERE false".to_owned(),
+        Status::Pending | Status::Blocked | Status::InProgress => "SELECT NULL::uuid AS id WHERE false".to_owned(),
     };
     include_str!("../sql/prune.sql").replace("{finder}", &finder)
 }

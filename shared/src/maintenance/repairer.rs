@@ -5,6 +5,9 @@
 //! id Redis already holds is left as it is, so repair restores only what Redis cannot account
 //! for, and a backlog that waits is never multiplied.
 //!
+//! It also releases the children of completed parents whose release did not follow their
+//! completion (the worker stopped between the two statements: see V12__dependencies.sql).
+//!
 //! Its pass also forgets the outcome counts of `GET /queues` older than an hour.
 
 use std::time::Duration;
@@ -28,6 +31,8 @@ pub struct Repaired {
     pub pushed: usize,
     /// Dead ids put back on the DLQ list by the rebuild.
     pub dead: usize,
+    /// Blocked children released because a completion had not released them.
+    pub released: usize,
     /// Rows of outcome counts older than an hour, deleted (housekeeping for `GET /queues`).
     pub throughput_pruned: i64,
 }
@@ -86,6 +91,18 @@ impl Repairer {
             if overdue.len() < PAGE {
                 break;
             }
+        }
+        loop {
+            let released = self.store.release_stranded(overdue_before, PAGE as i64, now).await?;
+            if released.is_empty() {
+                break;
+            }
+            tracing::warn!(
+                released = released.len(),
+                "children left blocked after their last parent completed; released them"
+            );
+            self.queue.enqueue_many(&released, now).await?;
+            repaired.released += released.len();
         }
         repaired.throughput_pruned = self.store.prune_throughput().await?;
         Ok(repaired)

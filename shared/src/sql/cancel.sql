@@ -1,10 +1,10 @@
--- cancel: withdraws a job that has not started.
+-- cancel: withdraws a job that has not started (pending, or blocked on its dependencies).
 -- $1 id, $2 now
--- Returns the job row; none when the job is missing or not PENDING.
+-- Returns the job row; none when the job is missing or neither PENDING nor BLOCKED.
 WITH cancelled AS (
     UPDATE jobs
     SET status = 'CANCELLED', completed_at = $2, updated_at = $2
-    WHERE id = $1 AND status = 'PENDING'
+    WHERE id = $1 AND status IN ('PENDING', 'BLOCKED')
     RETURNING *
 ), counted AS (
     -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).

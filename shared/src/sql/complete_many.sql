@@ -1,6 +1,7 @@
 -- complete_many: records success for many jobs at once, each only if its lease is still held.
 -- $1 ids, $2 lease_tokens (same order), $3 now
--- Returns the ids completed; an id left out had lost its lease.
+-- Returns the ids completed, each with whether jobs depend on it (then release_children.sql runs
+-- once this has committed); an id left out had lost its lease.
 -- `status || ''` keeps the plan on the primary key, as in claim_many.sql: with statistics taken
 -- while the jobs were pending, the planner may take the running-jobs index for a handful of rows
 -- and rescan it for every id (a 1,000-id completion took over a second so).
@@ -9,10 +10,10 @@ WITH input AS (
 ), done AS (
     UPDATE jobs j
     SET status = 'COMPLETED', completed_at = $3, updated_at = $3, lease_expires_at = NULL,
-        worker_id = NULL, last_error = NULL
+        worker_id = NULL, last_error = NULL, dependents_pending = j.has_dependents
     FROM input
     WHERE j.id = input.id AND j.status || '' = 'IN_PROGRESS' AND j.lease_token = input.lease_token
-    RETURNING j.id, j.lease_token, j.queue
+    RETURNING j.id, j.lease_token, j.queue, j.has_dependents
 ), attempt AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'SUCCEEDED'
     FROM done WHERE a.job_id = done.id AND a.lease_token = done.lease_token
@@ -24,4 +25,4 @@ WITH input AS (
     FROM done GROUP BY queue ORDER BY queue
     ON CONFLICT (queue, minute, shard) DO UPDATE SET completed = t.completed + EXCLUDED.completed
 )
-SELECT id FROM done
+SELECT id, has_dependents FROM done

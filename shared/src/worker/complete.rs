@@ -10,6 +10,7 @@ use super::{Finished, MAX_COMPLETE, MAX_FREE_RELEASES, Unfinished, Worker};
 use crate::error::{Error, Result};
 use crate::handler::HandlerError;
 use crate::job::{JobId, Outcome};
+use crate::queue::Queue;
 use crate::store::{AfterFailure, Lease, Store};
 
 impl Worker {
@@ -171,21 +172,23 @@ pub(super) struct Completer {
 }
 
 impl Completer {
-    pub(super) fn start(store: Store) -> (Completer, tokio::task::JoinHandle<()>) {
+    pub(super) fn start(store: Store, queue: Queue) -> (Completer, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<(JobId, i64, oneshot::Sender<Option<bool>>)>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
                 let held: Vec<(JobId, i64)> = batch.iter().map(|(id, token, _)| (*id, *token)).collect();
                 let flush_started = Instant::now();
-                match store.complete_many(&held, store.now().await).await {
-                    Ok(done) => {
+                let now = store.now().await;
+                match store.complete_many(&held, now).await {
+                    Ok(completions) => {
                         tracing::trace!(
                             jobs = held.len(),
                             elapsed_us = flush_started.elapsed().as_micros() as u64,
                             "completions recorded"
                         );
-                        let done: HashSet<JobId> = done.into_iter().collect();
+                        push_released(&queue, &completions.released, now).await;
+                        let done: HashSet<JobId> = completions.done.into_iter().collect();
                         for (id, _, reply) in batch.drain(..) {
                             let _ = reply.send(Some(done.contains(&id)));
                         }
@@ -207,6 +210,17 @@ impl Completer {
         let (reply, answer) = oneshot::channel();
         self.tx.send((lease.id(), lease.token(), reply)).ok()?;
         answer.await.ok().flatten()
+    }
+}
+
+/// Pushes the jobs a completion released (children whose last parent it was) to Redis. A failure
+/// is left to the repairer, which pushes overdue pending jobs.
+pub(super) async fn push_released(queue: &Queue, released: &[crate::store::Ready], now: chrono::DateTime<chrono::Utc>) {
+    if released.is_empty() {
+        return;
+    }
+    if let Err(err) = queue.enqueue_many(released, now).await {
+        tracing::warn!(jobs = released.len(), error = %err, "children released but not pushed to redis; the repairer will push them");
     }
 }
 

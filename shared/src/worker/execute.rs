@@ -146,7 +146,13 @@ impl Worker {
                     // The grouped write failed: go on alone, retrying while Postgres is away.
                     None => {
                         let now = inner.store.now().await;
-                        self.record(|| inner.store.complete(&lease, now)).await
+                        match self.record(|| inner.store.complete(&lease, now)).await {
+                            Ok(released) => {
+                                super::complete::push_released(&inner.queue, &released, now).await;
+                                Ok(())
+                            }
+                            Err(err) => Err(err),
+                        }
                     }
                 };
                 match recorded {

@@ -217,7 +217,7 @@ impl Worker {
         let mut idle_since: Option<Instant> = None;
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut summary = Summary::default();
-        let (completer, completions) = Completer::start(self.inner.store.clone());
+        let (completer, completions) = Completer::start(self.inner.store.clone(), self.inner.queue.clone());
 
         loop {
             while let Some(done) = tasks.try_join_next() {
