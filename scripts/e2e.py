@@ -359,6 +359,23 @@ def run_checks(api, port, r):
                 f"started {jobs[2].get('startedAt')}, parents completed by {parents_done}",
             )
 
+    # 3b''. Pausing a queue: its job waits, says why, and runs once the queue is resumed.
+    status, body, text = api.call("PUT", "/queues/e2e-paused", {"paused": True})
+    r.check("PUT /queues/{name} pauses a queue", status == 200 and (body or {}).get("paused") is True, f"{status} {text[:300]}")
+    status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": "paused", "queue": "e2e-paused"})
+    held = (body or {}).get("jobId")
+    time.sleep(2)
+    _, job, _ = api.call("GET", f"/jobs/{held}") if held else (None, None, None)
+    r.check(
+        "a job of the paused queue is still PENDING after 2 s and says why",
+        job is not None and job.get("status") == "PENDING" and "paused" in (job.get("heldBack") or ""),
+        f"{job}",
+    )
+    status, body, text = api.call("PUT", "/queues/e2e-paused", {"paused": False})
+    r.check("PUT /queues/{name} resumes it", status == 200 and (body or {}).get("paused") is False, f"{status} {text[:300]}")
+    job = api.wait_for(held, "COMPLETED", timeout=10) if held else None
+    r.check("the held job runs once the queue is resumed", job is not None and job.get("status") == "COMPLETED", f"{job}")
+
     # 3c. Finding jobs, ChronoQueue's calls, and cancelling.
     marker = f"e2e-find-{int(time.time() * 1000)}"
     status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": {"marker": marker}, "delaySeconds": 3600})
@@ -453,7 +470,7 @@ NIL_ID = "00000000-0000-4000-8000-000000000000"
 ROUTES = [
     ("POST", "/jobs"), ("POST", "/jobs/batch"), ("GET", "/jobs/{id}"), ("GET", "/jobs"), ("POST", "/jobs/{id}/cancel"),
     ("POST", "/api/jobs"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"), ("GET", "/dlq"), ("POST", "/dlq/{id}/requeue"),
-    ("GET", "/queues"), ("GET", "/queues/{name}"), ("POST", "/jobs/bulk"), ("GET", "/operations/{id}"), ("GET", "/audit"),
+    ("GET", "/queues"), ("GET", "/queues/{name}"), ("PUT", "/queues/{name}"), ("POST", "/jobs/bulk"), ("GET", "/operations/{id}"), ("GET", "/audit"),
     ("GET", "/schedules"), ("PUT", "/schedules/{name}"), ("GET", "/schedules/{name}"), ("DELETE", "/schedules/{name}"),
 ]
 
@@ -494,6 +511,8 @@ def check_every_route(api, port, r, when, job_id):
     r.check(f"GET /dlq answers 200 {when}", status == 200 and isinstance(body, dict) and "items" in body, f"{status} {text[:300]}")
     status, body, text = api.call("POST", f"/dlq/{NIL_ID}/requeue")
     r.check(f"POST /dlq/{{id}}/requeue answers its own 404 {when}", status == 404 and is_json_error(status, body), f"{status} {text[:300]}")
+    status, body, text = api.call("PUT", "/queues/e2e-every-route", {})
+    r.check(f"PUT /queues/{{name}} answers 200 {when}", status == 200 and (body or {}).get("paused") is False, f"{status} {text[:300]}")
     status, body, text = api.call("GET", "/queues")
     r.check(f"GET /queues answers 200 {when}", status == 200 and isinstance((body or {}).get("queues"), list), f"{status} {text[:300]}")
     status, body, text = api.call("POST", "/jobs/bulk", {"filter": {"queue": "none"}, "action": "cancel", "dryRun": True})

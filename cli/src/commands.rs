@@ -224,6 +224,21 @@ pub fn queues_show(ctx: &Context, name: &str) -> Result<(), Failure> {
     print(&render::queue(&queue))
 }
 
+pub fn queues_set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), Failure> {
+    let answer = ctx
+        .api
+        .put(&format!("/queues/{}", path_segment(name)), &json!({ "paused": paused }))?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let verb = if paused {
+        "paused (no job of it starts; running ones finish)"
+    } else {
+        "resumed"
+    };
+    print(&format!("queue {} {verb}\n", clean(name)))
+}
+
 pub fn audit_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
     let body = ctx.api.get("/audit", &page.query())?;
     if ctx.json {

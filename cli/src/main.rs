@@ -86,6 +86,10 @@ enum QueuesCommand {
     Ls,
     /// One queue, with its outcomes minute by minute.
     Show { name: String },
+    /// Pause a queue: no job of it starts, fleet-wide; running ones finish.
+    Pause { name: String },
+    /// Resume a paused queue: its pending jobs start again at once.
+    Resume { name: String },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +297,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Queues(QueuesCommand::Ls) => commands::queues_ls(&ctx),
         Command::Queues(QueuesCommand::Show { name }) => commands::queues_show(&ctx, &name),
+        Command::Queues(QueuesCommand::Pause { name }) => commands::queues_set_paused(&ctx, &name, true),
+        Command::Queues(QueuesCommand::Resume { name }) => commands::queues_set_paused(&ctx, &name, false),
         Command::Audit(AuditCommand::Ls(page)) => commands::audit_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Ls(page)) => commands::schedules_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Show { name }) => commands::schedules_show(&ctx, &name),

@@ -74,6 +74,9 @@ pub struct Queue {
     pub oldest_pending_age_seconds: Option<f64>,
     pub dlq_depth: i64,
     pub throughput: Throughput,
+    /// No job of the queue starts.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A queue's outcomes over the last `minutes` minutes.

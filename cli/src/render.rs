@@ -115,7 +115,11 @@ pub fn queues(list: &QueueList) -> String {
     let mut table = table(&headers);
     let mut any_estimate = false;
     for queue in &list.queues {
-        let mut row = vec![clean_line(&queue.name)];
+        let mut row = vec![if queue.paused {
+            format!("{} (paused)", clean_line(&queue.name))
+        } else {
+            clean_line(&queue.name)
+        }];
         for (status, _) in STATUS_COLUMNS {
             let estimated = queue.estimated_counts.iter().any(|s| s == status);
             any_estimate |= estimated;
@@ -144,7 +148,10 @@ pub fn queues(list: &QueueList) -> String {
 
 /// One queue's counts, then its outcomes minute by minute.
 pub fn queue(queue: &Queue) -> String {
-    let mut fields: Vec<(&str, String)> = vec![("queue", clean_line(&queue.name))];
+    let mut fields: Vec<(&str, String)> = vec![
+        ("queue", clean_line(&queue.name)),
+        ("paused", if queue.paused { "yes" } else { "no" }.to_owned()),
+    ];
     for (status, column) in STATUS_COLUMNS {
         let estimated = queue.estimated_counts.iter().any(|s| s == status);
         let mut value = count(queue, status, estimated);

@@ -93,6 +93,7 @@ async fn api(deps: &Deps, req: Request, route: &str) -> Response<Body> {
     let method = req.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, ["queues"] | ["queues", _]) => list_queues::handle(deps, req).await,
+        (Method::PUT, ["queues", _]) => list_queues::handle(deps, req).await,
         (Method::GET, ["jobs"]) => find_jobs::handle(deps, req).await,
         (Method::POST, ["jobs", "bulk"]) => bulk_jobs::handle(deps, req).await,
         (Method::GET, ["jobs", _]) => get_job::handle(deps, req).await,

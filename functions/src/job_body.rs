@@ -48,6 +48,7 @@ mod tests {
             schedule: None,
             history: Vec::new(),
             waiting_on: None,
+            held_back: None,
         };
         let plain = serde_json::to_value(&job).expect("job");
         let body = serde_json::to_value(JobBody::new(&job)).expect("body");

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
-use jobq_shared::health::{COUNT_BOUND, MinuteOutcomes, QueueHealth, THROUGHPUT_MINUTES};
+use jobq_shared::health::{COUNT_BOUND, MinuteOutcomes, QueueHealth, SettingsChange, THROUGHPUT_MINUTES};
 use jobq_shared::job::limits::MAX_QUEUE_LEN;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
-use crate::request::{expect_method, shorten, unknown_query_param};
+use crate::request::{json_body, parse_json, shorten, unknown_query_param};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +41,8 @@ pub struct QueueBody {
     oldest_pending_age_seconds: Option<f64>,
     dlq_depth: i64,
     throughput: Throughput,
+    /// No job of the queue starts (`PUT /queues/{name}`).
+    paused: bool,
 }
 
 #[derive(Serialize)]
@@ -78,6 +80,7 @@ impl QueueBody {
             ready: health.ready,
             oldest_pending_age_seconds: health.oldest_pending_age,
             dlq_depth: health.dlq_depth(),
+            paused: health.settings.paused,
             throughput: Throughput {
                 minutes: THROUGHPUT_MINUTES,
                 completed: sum(|m| m.completed),
@@ -102,12 +105,58 @@ impl QueueBody {
 }
 
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
-    respond(list(deps, &req).await)
+    respond(route(deps, &req).await)
+}
+
+async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    match (req.method(), path_queue_name(req)?) {
+        (&Method::PUT, Some(name)) => put(deps, req, &name).await,
+        (&Method::GET, _) => list(deps, req).await,
+        (_, None) => Err(ApiError::MethodNotAllowed { allowed: Method::GET }),
+        (_, Some(_)) => Err(ApiError::MethodsNotAllowed { allowed: "GET, PUT" }),
+    }
+}
+
+/// `PUT /queues/{name}`'s body: any subset of the settings; a setting left out stays as it is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRequest {
+    paused: Option<bool>,
+}
+
+async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
+    deps.authorize_action(req)?;
+    no_query(req)?;
+    let request: SettingsRequest = parse_json(json_body(req)?)?;
+    let change = SettingsChange { paused: request.paused };
+    deps.jobs.set_queue(name, change, &deps.actor(req)).await?;
+    one_queue(deps, name).await
+}
+
+async fn one_queue(deps: &Deps, name: &str) -> Result<Response<Body>, ApiError> {
+    let health = deps
+        .jobs
+        .store()
+        .queue_health(Some(name), COUNT_BOUND)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| jobq_shared::Error::CorruptRow(format!("no health for queue {name:?}")))?;
+    Ok(json_response(StatusCode::OK, &QueueBody::new(health)))
+}
+
+fn no_query(req: &Request) -> Result<(), ApiError> {
+    match unknown_query_param(req, &[]) {
+        Some(name) => Err(ApiError::UnknownParameter {
+            name,
+            known: "no query parameters",
+        }),
+        None => Ok(()),
+    }
 }
 
 async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
-    expect_method(req, Method::GET)?;
     if let Some(name) = unknown_query_param(req, &[]) {
         return Err(ApiError::UnknownParameter {
             name,
@@ -124,15 +173,7 @@ async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
             };
             Ok(json_response(StatusCode::OK, &body))
         }
-        Some(name) => {
-            let health = store
-                .queue_health(Some(&name), COUNT_BOUND)
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| jobq_shared::Error::CorruptRow(format!("no health for queue {name:?}")))?;
-            Ok(json_response(StatusCode::OK, &QueueBody::new(health)))
-        }
+        Some(name) => one_queue(deps, &name).await,
     }
 }
 

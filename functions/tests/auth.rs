@@ -126,6 +126,19 @@ async fn a_readonly_token_reads_and_counts_but_every_action_is_a_403_that_change
             ),
         )
         .await,
+        jobq_functions::list_queues::handle(
+            &deps,
+            authorized(
+                http::Request::builder()
+                    .method("PUT")
+                    .uri("/queues/default")
+                    .header("content-type", "application/json")
+                    .body(lambda_http::Body::from(r#"{"paused": true}"#))
+                    .expect("request"),
+                readonly,
+            ),
+        )
+        .await,
     ];
     for response in &actions {
         assert_error(response, 403, "forbidden", "read");

@@ -113,3 +113,76 @@ async fn bad_requests_get_a_4xx() {
         "GET",
     );
 }
+
+fn put_named(name: &str, body: &str) -> Request {
+    http::Request::builder()
+        .method("PUT")
+        .uri("/queues/name")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+        .with_path_parameters(HashMap::from([("name".to_owned(), name.to_owned())]))
+}
+
+#[tokio::test]
+async fn put_pauses_and_resumes_a_queue_and_the_queue_and_its_jobs_say_so() {
+    let (env, deps) = setup().await;
+    let id = env.create_job(NewJob::new("TEST", json!(1)).queue("mail")).await;
+
+    let response = list_queues::handle(&deps, put_named("mail", r#"{"paused": true}"#)).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 200, "{body}");
+    assert_eq!(
+        (body["name"].as_str(), body["paused"].as_bool()),
+        (Some("mail"), Some(true))
+    );
+    assert_eq!(body["counts"]["PENDING"], 1);
+    let listed = json(&list_queues::handle(&deps, get_uri("/queues")).await);
+    assert_eq!(listed["queues"][0]["paused"], true, "{listed}");
+    let job = jobq_functions::get_job::handle(&deps, common::with_id("GET", "/jobs/x", &id.to_string())).await;
+    assert_eq!(json(&job)["heldBack"], "its queue \"mail\" is paused");
+
+    // An empty change leaves it paused; a queue without jobs can be paused, and is listed.
+    let same = json(&list_queues::handle(&deps, put_named("mail", "{}")).await);
+    assert_eq!(same["paused"], true);
+    list_queues::handle(&deps, put_named("empty", r#"{"paused": true}"#)).await;
+    let listed = json(&list_queues::handle(&deps, get_uri("/queues")).await);
+    let names: Vec<&str> = listed["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .map(|q| q["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["empty", "mail"]);
+
+    let resumed = json(&list_queues::handle(&deps, put_named("mail", r#"{"paused": false}"#)).await);
+    assert_eq!(resumed["paused"], false);
+    let job = jobq_functions::get_job::handle(&deps, common::with_id("GET", "/jobs/x", &id.to_string())).await;
+    assert!(json(&job).get("heldBack").is_none());
+}
+
+#[tokio::test]
+async fn bad_settings_are_a_400_and_change_nothing() {
+    let (_env, deps) = setup().await;
+    for (body, code, mentions) in [
+        (r#"{"paused": "yes"}"#, "wrong_type", "paused"),
+        (r#"{"concurrency": 3}"#, "unknown_field", "concurrency"),
+        (r#"[true]"#, "wrong_type", ""),
+        ("not json", "invalid_json", ""),
+    ] {
+        let response = list_queues::handle(&deps, put_named("mail", body)).await;
+        assert_error(&response, 400, code, mentions);
+    }
+    let queue = json(&list_queues::handle(&deps, get_named("mail")).await);
+    assert_eq!(queue["paused"], false);
+    let response = list_queues::handle(
+        &deps,
+        http::Request::builder()
+            .method("DELETE")
+            .uri("/queues/mail")
+            .body(Body::Empty)
+            .expect("request"),
+    )
+    .await;
+    assert_error(&response, 405, "method_not_allowed", "GET, PUT");
+}

@@ -18,7 +18,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use tokio_postgres::Row;
 
 use crate::error::{Error, Result};
-use crate::job::Status;
+use crate::job::{JobId, Status};
 use crate::store::{Store, status_from_row};
 
 /// Past this many jobs in one status (all queues), that status's counts are estimated.
@@ -40,6 +40,23 @@ pub struct QueueHealth {
     pub oldest_pending_age: Option<f64>,
     /// Outcomes per minute, oldest first; the last is the current minute so far.
     pub throughput: Vec<MinuteOutcomes>,
+    /// The queue's settings (the defaults when none were set).
+    pub settings: QueueSettings,
+}
+
+/// A queue's settings, changed at run time (`PUT /queues/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueSettings {
+    /// No job of the queue starts; running ones finish.
+    pub paused: bool,
+    /// When they were last changed; `None` for a queue never set.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A change to a queue's settings: a `None` leaves that setting as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub paused: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +183,11 @@ impl Store {
             }
         }
         names.extend(counted.keys().cloned());
+        let mut settings = self.queue_settings(only).await?;
+        if only.is_none() {
+            // A queue that was set (paused, say) is listed even without a job.
+            names.extend(settings.keys().cloned());
+        }
         let names: Vec<String> = names.into_iter().collect();
         let mut throughput = self.throughput(&names).await?;
         let mut all: BTreeSet<String> = names.into_iter().collect();
@@ -173,7 +195,77 @@ impl Store {
             // A queue whose jobs are all gone but that had outcomes in the last minutes.
             all.extend(throughput.keys().cloned());
         }
-        self.assemble(all, counted, &mut throughput, &exact, listed_exact).await
+        let mut queues = self
+            .assemble(all, counted, &mut throughput, &exact, listed_exact)
+            .await?;
+        for queue in &mut queues {
+            queue.settings = settings.remove(&queue.queue).unwrap_or_default();
+        }
+        Ok(queues)
+    }
+
+    /// The settings set for every queue (or only `only`), by queue.
+    pub async fn queue_settings(&self, only: Option<&str>) -> Result<BTreeMap<String, QueueSettings>> {
+        self.query(include_str!("sql/queue_settings_list.sql"), &[&only])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("queue")?,
+                    QueueSettings {
+                        paused: row.try_get("paused")?,
+                        updated_at: row.try_get("updated_at")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Changes a queue's settings at `now`. Returns them as they now are, and whether the queue was
+    /// paused before.
+    pub async fn put_queue_settings(
+        &self,
+        queue: &str,
+        change: SettingsChange,
+        now: DateTime<Utc>,
+    ) -> Result<(QueueSettings, bool)> {
+        let row = self
+            .query_opt(
+                include_str!("sql/queue_settings_put.sql"),
+                &[&queue, &change.paused, &now],
+            )
+            .await?
+            .ok_or_else(|| Error::CorruptRow("queue_settings_put returned no row".into()))?;
+        Ok((
+            QueueSettings {
+                paused: row.try_get("paused")?,
+                updated_at: row.try_get("updated_at")?,
+            },
+            row.try_get("was_paused")?,
+        ))
+    }
+
+    /// One page of a queue's pending jobs in id order, to push to Redis: `(id, priority, run_at)`.
+    pub async fn queue_pending_page(
+        &self,
+        queue: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+        self.query(
+            include_str!("sql/queue_pending_page.sql"),
+            &[&queue, &after.map(|id| id.0), &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                JobId(row.try_get("id")?),
+                row.try_get("priority")?,
+                row.try_get("run_at")?,
+            ))
+        })
+        .collect()
     }
 
     async fn assemble(
@@ -236,6 +328,7 @@ impl Store {
             ready,
             oldest_pending_age,
             throughput,
+            settings: QueueSettings::default(),
         })
     }
 

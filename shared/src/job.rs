@@ -200,6 +200,10 @@ pub struct Job {
     /// status (`None`: the parent no longer exists). Left out otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<Vec<WaitingOn>>,
+    /// For a `PENDING` job read by `Store::get`: why it does not start although it is due (its
+    /// queue is paused). Left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
 }
 
 /// A parent a blocked job waits on.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::bulk::{Actor, BulkAction, Operation, Operations};
 use crate::error::{Error, Result};
+use crate::health::{QueueSettings, SettingsChange};
 use crate::job::{Job, JobId, NewJob, Status};
 use crate::queue::Queue;
 use crate::search::{Found, JobCursor, JobFilter};
@@ -202,6 +203,54 @@ impl Jobs {
 
     /// Records a single action (`job.cancel`, `job.requeue`) in the audit log. It runs after the
     /// action: a failure to record is logged, and the action stands.
+    /// Changes a queue's settings, fleet-wide from the commit (every claim reads them). A resume
+    /// pushes the queue's pending jobs back to Redis at once: their ids were dropped by the
+    /// workers that popped them while it was paused. Written to the audit log as `queue.pause` or
+    /// `queue.resume` (the count: jobs pushed back).
+    pub async fn set_queue(&self, queue: &str, change: SettingsChange, actor: &Actor) -> Result<QueueSettings> {
+        let now = self.store.now().await;
+        let (settings, was_paused) = self.store.put_queue_settings(queue, change, now).await?;
+        let mut pushed = 0;
+        if was_paused && !settings.paused {
+            pushed = self.push_queue(queue, now).await;
+        }
+        if let Some(paused) = change.paused {
+            let action = if paused { "queue.pause" } else { "queue.resume" };
+            let filter = serde_json::json!({ "queue": queue });
+            if let Err(err) = self.store.audit(actor, action, None, Some(&filter), pushed, now).await {
+                tracing::error!(queue, action, actor = %actor.principal, error = %err, "queue changed but not written to the audit log");
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Pushes every pending job of `queue` to Redis (ids it holds already keep their place); how
+    /// many were pushed. A failure is logged: the repairer pushes overdue jobs of a queue that
+    /// is not paused.
+    async fn push_queue(&self, queue: &str, now: DateTime<Utc>) -> i64 {
+        const PAGE: usize = 1000;
+        let mut after = None;
+        let mut pushed = 0;
+        loop {
+            let page = match self.store.queue_pending_page(queue, after, PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(queue, error = %err, "queue resumed, but its jobs not all pushed to redis; the repairer will");
+                    return pushed;
+                }
+            };
+            if let Err(err) = self.queue.enqueue_many(&page, now).await {
+                tracing::warn!(queue, error = %err, "queue resumed, but its jobs not all pushed to redis; the repairer will");
+                return pushed;
+            }
+            pushed += page.len() as i64;
+            match page.last() {
+                Some((id, _, _)) if page.len() == PAGE => after = Some(*id),
+                _ => return pushed,
+            }
+        }
+    }
+
     pub async fn audit(&self, actor: &Actor, action: &str, job_id: JobId) {
         let now = self.store.now().await;
         if let Err(err) = self.store.audit(actor, action, Some(job_id), None, 1, now).await {

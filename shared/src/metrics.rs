@@ -469,6 +469,7 @@ mod tests {
             schedule: None,
             history: Vec::new(),
             waiting_on: None,
+            held_back: None,
         };
         let created = [
             Created {

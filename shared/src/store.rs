@@ -647,6 +647,9 @@ impl Store {
             .await?
             .ok_or(Error::NotFound(id))?;
         let mut job = job_from_row(&row)?;
+        if job.status == Status::Pending && row.try_get("queue_paused")? {
+            job.held_back = Some(format!("its queue {:?} is paused", job.queue));
+        }
         job.history = self
             .query(sql!("history"), &[&id.0])
             .await?
@@ -1625,6 +1628,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         },
         history: Vec::new(),
         waiting_on: None,
+        held_back: None,
     })
 }
 

@@ -129,9 +129,19 @@ function failed(error) {
 
 async function overview() {
   const data = await api('GET', 'queues');
+  const setPaused = async (name, paused) => {
+    try {
+      await api('PUT', 'queues/' + encodeURIComponent(name), { paused });
+      say(`${paused ? 'Paused' : 'Resumed'} queue ${name}.`);
+      route();
+    } catch (error) {
+      failed(error);
+    }
+  };
   const rows = data.queues.map((q) =>
     el('tr', { 'data-queue': q.name },
-      el('td', {}, el('a', { href: '#jobs/queue=' + encodeURIComponent(q.name) }, q.name)),
+      el('td', {}, el('a', { href: '#jobs/queue=' + encodeURIComponent(q.name) }, q.name),
+        q.paused ? el('span', { class: 'muted' }, ' (paused)') : null),
       el('td', { class: 'num' }, q.counts.PENDING),
       el('td', { class: 'num' }, q.ready ?? ''),
       el('td', { class: 'num' }, q.counts.BLOCKED),
@@ -143,14 +153,16 @@ async function overview() {
       el('td', { class: 'num' }, q.dlqDepth),
       el('td', {}, bars(q.throughput.perMinute), ' ',
         `${q.throughput.completed} done, ${q.throughput.retried} retried, ${q.throughput.dead} dead`),
+      el('td', {}, el('button', { class: 'secondary pause', onclick: () => setPaused(q.name, !q.paused) },
+        q.paused ? 'Resume' : 'Pause')),
     ));
   show(
     el('h2', {}, 'Queues'),
     el('table', {},
       el('thead', {}, el('tr', {}, ['queue', 'pending', 'ready', 'blocked', 'running', 'completed', 'dead',
-        'cancelled', 'oldest pending', 'DLQ', `last ${data.queues[0] ? data.queues[0].throughput.minutes : 15} min`]
+        'cancelled', 'oldest pending', 'DLQ', `last ${data.queues[0] ? data.queues[0].throughput.minutes : 15} min`, '']
         .map((h) => el('th', {}, h)))),
-      el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 10, class: 'muted' }, 'No queue has a job yet.')))),
+      el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 13, class: 'muted' }, 'No queue has a job yet.')))),
     el('p', { class: 'muted' }, 'Counts over ', String(data.countBound), ' jobs in one status are estimates. Refreshed every 5 s.'),
   );
   state.refresh = setTimeout(route, 5000);
