@@ -172,7 +172,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub on_behalf_of: Option<String>,
-    /// `job.cancel`, `job.requeue`, `bulk.requeue`, `bulk.cancel` or `bulk.delete`.
+    /// `job.cancel`, `job.requeue`, `bulk.requeue`, `bulk.cancel`, `bulk.delete`, `queue.pause` or
+    /// `queue.resume` (with the queue as its filter).
     pub action: String,
     pub job_id: Option<JobId>,
     pub operation_id: Option<Uuid>,
