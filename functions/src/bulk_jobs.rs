@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
-use crate::request::{expect_method, json_body, parse_json, shorten, unknown_query_param};
+use crate::request::{expect_method, json_body, no_query, parse_json, shorten};
 
 /// How long the request itself works on a new operation before it answers.
 pub const FIRST_BUDGET: Duration = Duration::from_secs(1);
@@ -104,12 +104,7 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
 async fn bulk(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
     expect_method(req, Method::POST)?;
-    if let Some(name) = unknown_query_param(req, &[]) {
-        return Err(ApiError::UnknownParameter {
-            name,
-            known: "no query parameters",
-        });
-    }
+    no_query(req)?;
     let request: BulkRequest = parse_json(json_body(req)?)?;
     let action = BulkAction::parse(request.action.trim()).ok_or_else(|| ApiError::InvalidValue {
         field: "action".to_owned(),
@@ -154,12 +149,7 @@ async fn bulk(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
 
 async fn get(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
-    if let Some(name) = unknown_query_param(req, &[]) {
-        return Err(ApiError::UnknownParameter {
-            name,
-            known: "no query parameters",
-        });
-    }
+    no_query(req)?;
     let id = path_operation_id(req)?;
     match deps.jobs.store().operation(id).await? {
         Some(operation) => Ok(json_response(StatusCode::OK, &OperationBody::new(operation))),

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
-use crate::request::{json_body, parse_json, shorten, unknown_query_param};
+use crate::request::{json_body, no_query, parse_json, shorten};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,24 +145,9 @@ async fn one_queue(deps: &Deps, name: &str) -> Result<Response<Body>, ApiError> 
     Ok(json_response(StatusCode::OK, &QueueBody::new(health)))
 }
 
-fn no_query(req: &Request) -> Result<(), ApiError> {
-    match unknown_query_param(req, &[]) {
-        Some(name) => Err(ApiError::UnknownParameter {
-            name,
-            known: "no query parameters",
-        }),
-        None => Ok(()),
-    }
-}
-
 async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     deps.authorize(req)?;
-    if let Some(name) = unknown_query_param(req, &[]) {
-        return Err(ApiError::UnknownParameter {
-            name,
-            known: "no query parameters",
-        });
-    }
+    no_query(req)?;
     let store = deps.jobs.store();
     match path_queue_name(req)? {
         None => {

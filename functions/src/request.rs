@@ -165,6 +165,17 @@ pub fn limit_param(req: &Request, default: usize, max: usize) -> Result<usize, A
     }
 }
 
+/// Refuses a request to a route that takes no query parameters but was given one.
+pub fn no_query(req: &Request) -> Result<(), ApiError> {
+    match unknown_query_param(req, &[]) {
+        Some(name) => Err(ApiError::UnknownParameter {
+            name,
+            known: "no query parameters",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The first query parameter in the URI whose name is not in `known`, cut short. The URI carries
 /// the query string of every API Gateway event. (The event's own parsed map is not read here: one
 /// deserialized with a name but no value would make its iterator panic.)

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::api_error::{ApiError, json_response, respond};
 use crate::deps::Deps;
-use crate::request::{json_body, limit_param, parse_json, query_param, shorten, unknown_query_param};
+use crate::request::{json_body, limit_param, no_query, parse_json, query_param, shorten, unknown_query_param};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -158,16 +158,6 @@ async fn delete(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>
         Ok(response)
     } else {
         Err(ApiError::ScheduleNotFound { name: name.to_owned() })
-    }
-}
-
-fn no_query(req: &Request) -> Result<(), ApiError> {
-    match unknown_query_param(req, &[]) {
-        Some(name) => Err(ApiError::UnknownParameter {
-            name,
-            known: "no query parameters",
-        }),
-        None => Ok(()),
     }
 }
 

@@ -201,8 +201,6 @@ impl Jobs {
         }
     }
 
-    /// Records a single action (`job.cancel`, `job.requeue`) in the audit log. It runs after the
-    /// action: a failure to record is logged, and the action stands.
     /// Changes a queue's settings, fleet-wide from the commit (every claim reads them). A resume
     /// pushes the queue's pending jobs back to Redis at once: their ids were dropped by the
     /// workers that popped them while it was paused. Written to the audit log as `queue.pause` or
@@ -251,6 +249,8 @@ impl Jobs {
         }
     }
 
+    /// Records a single action (`job.cancel`, `job.requeue`) in the audit log. It runs after the
+    /// action: a failure to record is logged, and the action stands.
     pub async fn audit(&self, actor: &Actor, action: &str, job_id: JobId) {
         let now = self.store.now().await;
         if let Err(err) = self.store.audit(actor, action, Some(job_id), None, 1, now).await {
