@@ -182,7 +182,8 @@ pub fn path_queue_name(req: &Request) -> Result<Option<String>, ApiError> {
         }
     };
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_QUEUE_LEN {
+    // Postgres text cannot hold a NUL; no job's queue can have one.
+    if name.is_empty() || name.chars().count() > MAX_QUEUE_LEN || name.contains('\0') {
         return Err(ApiError::InvalidQueueName { value: shorten(&raw) });
     }
     Ok(Some(name.to_owned()))

@@ -109,6 +109,14 @@ async fn list(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     }
     let limit = limit_param(req, DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = query_param(req, "cursor").filter(|c| !c.is_empty());
+    // A cursor is a schedule's name: one that no name can be (a NUL, which Postgres text cannot
+    // hold, say) was not given by a previous page.
+    if after
+        .as_deref()
+        .is_some_and(|c| jobq_shared::schedule::check_name(c).is_err())
+    {
+        return Err(jobq_shared::Error::InvalidCursor.into());
+    }
     let mut schedules = deps.jobs.store().schedules(after.as_deref(), limit + 1).await?;
     let next_cursor = if schedules.len() > limit {
         schedules.truncate(limit);

@@ -95,6 +95,21 @@ async fn bad_requests_get_a_4xx() {
         "invalid_queue_name",
         "%FF",
     );
+    // Postgres text cannot hold a NUL: a 400, not a 500 from the database.
+    for name in ["a\0b", "\0"] {
+        assert_error(
+            &list_queues::handle(&deps, get_named(name)).await,
+            400,
+            "invalid_queue_name",
+            "",
+        );
+        assert_error(
+            &list_queues::handle(&deps, put_named(name, r#"{"paused": true}"#)).await,
+            400,
+            "invalid_queue_name",
+            "",
+        );
+    }
     assert_error(
         &list_queues::handle(&deps, get_uri("/queues?limit=5")).await,
         400,

@@ -95,6 +95,13 @@ async fn a_schedule_is_created_replaced_shown_listed_and_deleted() {
         .collect();
     assert_eq!(names, ["b", "c"]);
     assert_eq!(page["nextCursor"], "c");
+    // A cursor no schedule name can be (here with a NUL, which Postgres text cannot hold) is a 400.
+    assert_error(
+        &schedules::handle(&deps, get_uri("/schedules?limit=2&cursor=%2A%18%00%0E")).await,
+        400,
+        "invalid_cursor",
+        "cursor",
+    );
     let rest = json(&schedules::handle(&deps, get_uri("/schedules?limit=2&cursor=c")).await);
     assert_eq!(rest["items"][0]["name"], "reports.daily");
     assert_eq!(rest["nextCursor"], Value::Null);
