@@ -376,6 +376,34 @@ def run_checks(api, port, r):
     job = api.wait_for(held, "COMPLETED", timeout=10) if held else None
     r.check("the held job runs once the queue is resumed", job is not None and job.get("status") == "COMPLETED", f"{job}")
 
+    # 3b'''. A concurrency limit of 1: the queue's jobs run one at a time, and a waiting one says why.
+    status, body, text = api.call("PUT", "/queues/e2e-limited", {"concurrency": 1})
+    r.check("PUT /queues/{name} sets a concurrency limit", status == 200 and (body or {}).get("concurrency") == 1, f"{status} {text[:300]}")
+    limited = []
+    for _ in range(4):
+        status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": "SLEEP_MS=400", "queue": "e2e-limited"})
+        limited.append((body or {}).get("jobId"))
+    said = None
+    deadline = time.time() + 3
+    while said is None and time.time() < deadline and all(limited):
+        for job_id in limited:
+            _, job, _ = api.call("GET", f"/jobs/{job_id}")
+            if "concurrency limit" in ((job or {}).get("heldBack") or ""):
+                said = job["heldBack"]
+                break
+        time.sleep(0.05)
+    r.check("a job held back by the limit says why", said is not None and "(1 of 1 running)" in said, f"{said}")
+    jobs = [api.wait_for(job_id, "COMPLETED", timeout=20) if job_id else None for job_id in limited]
+    r.check("every job of the limited queue completes", all(j and j.get("status") == "COMPLETED" for j in jobs), f"{jobs}")
+    if all(j and j.get("status") == "COMPLETED" for j in jobs):
+        def at(job, field):
+            return datetime.datetime.fromisoformat((job.get(field) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+        spans = sorted((at(j, "startedAt"), at(j, "completedAt")) for j in jobs)
+        took = (spans[-1][1] - spans[0][0]).total_seconds()
+        r.check("4 jobs of 400 ms under a limit of 1 took 1.6 s or more, one after another", took >= 1.6, f"{took:.2f} s")
+    status, body, text = api.call("PUT", "/queues/e2e-limited", {"concurrency": None})
+    r.check("PUT /queues/{name} removes the limit", status == 200 and (body or {}).get("concurrency") is None, f"{status} {text[:300]}")
+
     # 3c. Finding jobs, ChronoQueue's calls, and cancelling.
     marker = f"e2e-find-{int(time.time() * 1000)}"
     status, body, text = api.call("POST", "/jobs", {"type": "TEST", "payload": {"marker": marker}, "delaySeconds": 3600})

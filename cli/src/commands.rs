@@ -239,6 +239,35 @@ pub fn queues_set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), 
     print(&format!("queue {} {verb}\n", clean(name)))
 }
 
+/// Sets or removes a queue's concurrency limit: `concurrency` is a whole number or `none`.
+pub fn queues_set_concurrency(ctx: &Context, name: &str, concurrency: &str) -> Result<(), Failure> {
+    let limit = if concurrency.eq_ignore_ascii_case("none") {
+        Value::Null
+    } else {
+        match concurrency.parse::<u32>() {
+            Ok(n) => json!(n),
+            Err(_) => {
+                return Err(Failure::Local(format!(
+                    "the concurrency is a whole number or `none`, not {:?}",
+                    clean(concurrency)
+                )));
+            }
+        }
+    };
+    let answer = ctx.api.put(
+        &format!("/queues/{}", path_segment(name)),
+        &json!({ "concurrency": limit }),
+    )?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let what = match limit.as_u64() {
+        Some(n) => format!("runs at most {n} jobs at once, fleet-wide"),
+        None => "has no concurrency limit".to_owned(),
+    };
+    print(&format!("queue {} {what}\n", clean(name)))
+}
+
 pub fn audit_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
     let body = ctx.api.get("/audit", &page.query())?;
     if ctx.json {

@@ -90,6 +90,12 @@ enum QueuesCommand {
     Pause { name: String },
     /// Resume a paused queue: its pending jobs start again at once.
     Resume { name: String },
+    /// Limit how many jobs of a queue run at once, fleet-wide (`none` removes the limit).
+    Limit {
+        name: String,
+        /// The most jobs running at once (1 to 1000000), or `none`.
+        concurrency: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -299,6 +305,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queues(QueuesCommand::Show { name }) => commands::queues_show(&ctx, &name),
         Command::Queues(QueuesCommand::Pause { name }) => commands::queues_set_paused(&ctx, &name, true),
         Command::Queues(QueuesCommand::Resume { name }) => commands::queues_set_paused(&ctx, &name, false),
+        Command::Queues(QueuesCommand::Limit { name, concurrency }) => {
+            commands::queues_set_concurrency(&ctx, &name, &concurrency)
+        }
         Command::Audit(AuditCommand::Ls(page)) => commands::audit_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Ls(page)) => commands::schedules_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Show { name }) => commands::schedules_show(&ctx, &name),

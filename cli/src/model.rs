@@ -77,6 +77,9 @@ pub struct Queue {
     /// No job of the queue starts.
     #[serde(default)]
     pub paused: bool,
+    /// The most jobs of the queue running at once, fleet-wide.
+    #[serde(default)]
+    pub concurrency: Option<i64>,
 }
 
 /// A queue's outcomes over the last `minutes` minutes.

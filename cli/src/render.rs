@@ -115,11 +115,14 @@ pub fn queues(list: &QueueList) -> String {
     let mut table = table(&headers);
     let mut any_estimate = false;
     for queue in &list.queues {
-        let mut row = vec![if queue.paused {
-            format!("{} (paused)", clean_line(&queue.name))
-        } else {
-            clean_line(&queue.name)
-        }];
+        let mut name = clean_line(&queue.name);
+        if queue.paused {
+            name.push_str(" (paused)");
+        }
+        if let Some(limit) = queue.concurrency {
+            let _ = write!(name, " (max {limit})");
+        }
+        let mut row = vec![name];
         for (status, _) in STATUS_COLUMNS {
             let estimated = queue.estimated_counts.iter().any(|s| s == status);
             any_estimate |= estimated;
@@ -151,6 +154,12 @@ pub fn queue(queue: &Queue) -> String {
     let mut fields: Vec<(&str, String)> = vec![
         ("queue", clean_line(&queue.name)),
         ("paused", if queue.paused { "yes" } else { "no" }.to_owned()),
+        (
+            "concurrency",
+            queue
+                .concurrency
+                .map_or_else(|| "no limit".to_owned(), |n| n.to_string()),
+        ),
     ];
     for (status, column) in STATUS_COLUMNS {
         let estimated = queue.estimated_counts.iter().any(|s| s == status);

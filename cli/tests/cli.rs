@@ -509,6 +509,46 @@ async fn queues_ls_prints_a_table_of_every_queue() {
 }
 
 #[tokio::test]
+async fn queues_pause_resume_and_limit_change_the_queues_settings() {
+    let api = Api::start().await;
+    api.env
+        .create_job(NewJob::new("TEST", json!({})).queue("reports"))
+        .await;
+
+    let limited = api.run(&["queues", "limit", "reports", "2"]).await.succeeded();
+    assert!(
+        limited.stdout.contains("queue reports runs at most 2 jobs at once"),
+        "{}",
+        limited.stdout
+    );
+    api.run(&["queues", "pause", "reports"]).await.succeeded();
+    let table = api.run(&["queues", "ls"]).await.succeeded();
+    assert!(table.stdout.contains("reports (paused) (max 2)"), "{}", table.stdout);
+    let shown = api.run(&["queues", "show", "reports"]).await.succeeded();
+    let concurrency = shown
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("concurrency"))
+        .unwrap_or_default();
+    assert!(concurrency.ends_with(" 2"), "{}", shown.stdout);
+
+    api.run(&["queues", "resume", "reports"]).await.succeeded();
+    let removed = api.run(&["queues", "limit", "reports", "none"]).await.succeeded();
+    assert!(
+        removed.stdout.contains("has no concurrency limit"),
+        "{}",
+        removed.stdout
+    );
+    let stored = api.env.store.queue_settings(Some("reports")).await.expect("settings");
+    assert_eq!((stored["reports"].paused, stored["reports"].concurrency), (false, None));
+
+    let refused = api.run(&["queues", "limit", "reports", "lots"]).await.failed();
+    assert!(refused.stderr.contains("whole number or `none`"), "{}", refused.stderr);
+    let refused = api.run(&["queues", "limit", "reports", "0"]).await.failed();
+    assert!(refused.stderr.contains("concurrency"), "{}", refused.stderr);
+}
+
+#[tokio::test]
 async fn tail_prints_each_queues_new_outcomes_as_they_happen() {
     let api = Api::start().await;
     // A queue with an outcome before the tail starts: that one is not new.

@@ -43,6 +43,8 @@ pub struct QueueBody {
     throughput: Throughput,
     /// No job of the queue starts (`PUT /queues/{name}`).
     paused: bool,
+    /// At no instant do more than this many of its jobs run, fleet-wide; `null`: no limit.
+    concurrency: Option<i32>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +83,7 @@ impl QueueBody {
             oldest_pending_age_seconds: health.oldest_pending_age,
             dlq_depth: health.dlq_depth(),
             paused: health.settings.paused,
+            concurrency: health.settings.concurrency,
             throughput: Throughput {
                 minutes: THROUGHPUT_MINUTES,
                 completed: sum(|m| m.completed),
@@ -122,13 +125,36 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
 #[serde(deny_unknown_fields)]
 struct SettingsRequest {
     paused: Option<bool>,
+    /// Left out: unchanged; `null`: no limit.
+    #[serde(default, deserialize_with = "present")]
+    concurrency: Option<Option<i64>>,
+}
+
+/// The most jobs a concurrency limit may allow at once.
+pub const MAX_CONCURRENCY: i64 = 1_000_000;
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
     deps.authorize_action(req)?;
     no_query(req)?;
     let request: SettingsRequest = parse_json(json_body(req)?)?;
-    let change = SettingsChange { paused: request.paused };
+    let concurrency = match request.concurrency {
+        Some(Some(n)) if !(1..=MAX_CONCURRENCY).contains(&n) => {
+            return Err(ApiError::InvalidValue {
+                field: "concurrency".into(),
+                detail: format!("must be a whole number from 1 to {MAX_CONCURRENCY}, or null for no limit; got {n}"),
+            });
+        }
+        other => other.map(|limit| limit.map(|n| n as i32)),
+    };
+    let change = SettingsChange {
+        paused: request.paused,
+        concurrency,
+    };
     deps.jobs.set_queue(name, change, &deps.actor(req)).await?;
     one_queue(deps, name).await
 }

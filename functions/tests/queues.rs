@@ -181,7 +181,12 @@ async fn bad_settings_are_a_400_and_change_nothing() {
     let (_env, deps) = setup().await;
     for (body, code, mentions) in [
         (r#"{"paused": "yes"}"#, "wrong_type", "paused"),
-        (r#"{"concurrency": 3}"#, "unknown_field", "concurrency"),
+        (r#"{"concurrency": 0}"#, "invalid_field", "concurrency"),
+        (r#"{"concurrency": -1}"#, "invalid_field", "concurrency"),
+        (r#"{"concurrency": 1000001}"#, "invalid_field", "concurrency"),
+        (r#"{"concurrency": 2.5}"#, "wrong_type", "concurrency"),
+        (r#"{"concurrency": "3"}"#, "wrong_type", "concurrency"),
+        (r#"{"retention": {}}"#, "unknown_field", "retention"),
         (r#"[true]"#, "wrong_type", ""),
         ("not json", "invalid_json", ""),
     ] {
@@ -189,7 +194,7 @@ async fn bad_settings_are_a_400_and_change_nothing() {
         assert_error(&response, 400, code, mentions);
     }
     let queue = json(&list_queues::handle(&deps, get_named("mail")).await);
-    assert_eq!(queue["paused"], false);
+    assert_eq!((&queue["paused"], &queue["concurrency"]), (&json!(false), &json!(null)));
     let response = list_queues::handle(
         &deps,
         http::Request::builder()
@@ -200,4 +205,40 @@ async fn bad_settings_are_a_400_and_change_nothing() {
     )
     .await;
     assert_error(&response, 405, "method_not_allowed", "GET, PUT");
+}
+
+#[tokio::test]
+async fn put_sets_and_removes_a_concurrency_limit_and_a_held_job_says_why() {
+    let (env, deps) = setup().await;
+    let response = list_queues::handle(&deps, put_named("mail", r#"{"concurrency": 1}"#)).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 200, "{body}");
+    assert_eq!((&body["concurrency"], &body["paused"]), (&json!(1), &json!(false)));
+    let ids = env
+        .create_jobs(&[
+            NewJob::new("TEST", json!(1)).queue("mail"),
+            NewJob::new("TEST", json!(2)).queue("mail"),
+        ])
+        .await;
+    let now = env.store.now().await;
+    let taken = env
+        .store
+        .claim_limited(&ids, "w", now, std::time::Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1);
+    let waiting = ids.iter().find(|id| **id != taken[0].id()).expect("the other job");
+    let job = jobq_functions::get_job::handle(&deps, common::with_id("GET", "/jobs/x", &waiting.to_string())).await;
+    assert_eq!(
+        json(&job)["heldBack"],
+        "its queue \"mail\" is at its concurrency limit (1 of 1 running)"
+    );
+
+    // Leaving it out keeps it; null removes it.
+    let same = json(&list_queues::handle(&deps, put_named("mail", r#"{"paused": false}"#)).await);
+    assert_eq!(same["concurrency"], 1);
+    let removed = json(&list_queues::handle(&deps, put_named("mail", r#"{"concurrency": null}"#)).await);
+    assert_eq!(removed["concurrency"], json!(null));
+    let job = jobq_functions::get_job::handle(&deps, common::with_id("GET", "/jobs/x", &waiting.to_string())).await;
+    assert!(json(&job).get("heldBack").is_none());
 }

@@ -49,6 +49,8 @@ pub struct QueueHealth {
 pub struct QueueSettings {
     /// No job of the queue starts; running ones finish.
     pub paused: bool,
+    /// At no instant do more than this many of its jobs run, fleet-wide; `None`: no limit.
+    pub concurrency: Option<i32>,
     /// When they were last changed; `None` for a queue never set.
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -57,6 +59,8 @@ pub struct QueueSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SettingsChange {
     pub paused: Option<bool>,
+    /// `Some(None)` removes the limit.
+    pub concurrency: Option<Option<i32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +218,7 @@ impl Store {
                     row.try_get("queue")?,
                     QueueSettings {
                         paused: row.try_get("paused")?,
+                        concurrency: row.try_get("concurrency")?,
                         updated_at: row.try_get("updated_at")?,
                     },
                 ))
@@ -232,13 +237,20 @@ impl Store {
         let row = self
             .query_opt(
                 include_str!("sql/queue_settings_put.sql"),
-                &[&queue, &change.paused, &now],
+                &[
+                    &queue,
+                    &change.paused,
+                    &now,
+                    &change.concurrency.is_some(),
+                    &change.concurrency.flatten(),
+                ],
             )
             .await?
             .ok_or_else(|| Error::CorruptRow("queue_settings_put returned no row".into()))?;
         Ok((
             QueueSettings {
                 paused: row.try_get("paused")?,
+                concurrency: row.try_get("concurrency")?,
                 updated_at: row.try_get("updated_at")?,
             },
             row.try_get("was_paused")?,
@@ -258,13 +270,7 @@ impl Store {
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok((
-                JobId(row.try_get("id")?),
-                row.try_get("priority")?,
-                row.try_get("run_at")?,
-            ))
-        })
+        .map(crate::store::ready_from_row)
         .collect()
     }
 

@@ -201,25 +201,62 @@ impl Jobs {
         }
     }
 
-    /// Changes a queue's settings, fleet-wide from the commit (every claim reads them). A resume
-    /// pushes the queue's pending jobs back to Redis at once: their ids were dropped by the
-    /// workers that popped them while it was paused. Written to the audit log as `queue.pause` or
-    /// `queue.resume` (the count: jobs pushed back).
+    /// Changes a queue's settings, fleet-wide from the commit (every claim reads them). Ids
+    /// dropped while the queue held them back go to Redis again: on a resume or a removed limit,
+    /// every pending job of the queue; on a resume of a limited queue or a limit set, its next
+    /// jobs, as many as it has free slots. Written to the audit log as `queue.pause`,
+    /// `queue.resume` (the count: jobs pushed) or `queue.concurrency` (the filter holds the new
+    /// limit, `null` for none).
     pub async fn set_queue(&self, queue: &str, change: SettingsChange, actor: &Actor) -> Result<QueueSettings> {
         let now = self.store.now().await;
         let (settings, was_paused) = self.store.put_queue_settings(queue, change, now).await?;
+        let resumed = was_paused && !settings.paused;
         let mut pushed = 0;
-        if was_paused && !settings.paused {
-            pushed = self.push_queue(queue, now).await;
+        if !settings.paused && (resumed || change.concurrency.is_some()) {
+            pushed = match settings.concurrency {
+                None => self.push_queue(queue, now).await,
+                Some(_) => self.push_limited(queue, now).await,
+            };
         }
+        let mut audit = Vec::new();
         if let Some(paused) = change.paused {
             let action = if paused { "queue.pause" } else { "queue.resume" };
-            let filter = serde_json::json!({ "queue": queue });
-            if let Err(err) = self.store.audit(actor, action, None, Some(&filter), pushed, now).await {
+            audit.push((
+                action,
+                serde_json::json!({ "queue": queue }),
+                if paused { 0 } else { pushed },
+            ));
+        }
+        if let Some(limit) = change.concurrency {
+            audit.push((
+                "queue.concurrency",
+                serde_json::json!({ "queue": queue, "concurrency": limit }),
+                pushed,
+            ));
+        }
+        for (action, filter, count) in audit {
+            if let Err(err) = self.store.audit(actor, action, None, Some(&filter), count, now).await {
                 tracing::error!(queue, action, actor = %actor.principal, error = %err, "queue changed but not written to the audit log");
             }
         }
         Ok(settings)
+    }
+
+    /// Pushes a limited queue's next pending jobs, as many as it has free slots; how many.
+    async fn push_limited(&self, queue: &str, now: DateTime<Utc>) -> i64 {
+        let queues = [queue.to_owned()];
+        let ready = match self.store.limited_ready(now, Some(&queues)).await {
+            Ok(ready) => ready,
+            Err(err) => {
+                tracing::warn!(queue, error = %err, "queue changed, but its next jobs not pushed to redis; the promoter will");
+                return 0;
+            }
+        };
+        if let Err(err) = self.queue.enqueue_many(&ready, now).await {
+            tracing::warn!(queue, error = %err, "queue changed, but its next jobs not pushed to redis; the promoter will");
+            return 0;
+        }
+        ready.len() as i64
     }
 
     /// Pushes every pending job of `queue` to Redis (ids it holds already keep their place); how

@@ -119,7 +119,7 @@ pub struct Created {
 /// A job ready to be pushed to Redis: its id, priority and due time.
 pub type Ready = (JobId, i16, DateTime<Utc>);
 
-fn ready_from_row(row: &Row) -> Result<Ready> {
+pub(crate) fn ready_from_row(row: &Row) -> Result<Ready> {
     Ok((
         JobId(row.try_get("id")?),
         row.try_get("priority")?,
@@ -647,8 +647,19 @@ impl Store {
             .await?
             .ok_or(Error::NotFound(id))?;
         let mut job = job_from_row(&row)?;
-        if job.status == Status::Pending && row.try_get("queue_paused")? {
-            job.held_back = Some(format!("its queue {:?} is paused", job.queue));
+        if job.status == Status::Pending {
+            let concurrency: Option<i32> = row.try_get("queue_concurrency")?;
+            let running: Option<i64> = row.try_get("queue_running")?;
+            if row.try_get("queue_paused")? {
+                job.held_back = Some(format!("its queue {:?} is paused", job.queue));
+            } else if let (Some(limit), Some(running)) = (concurrency, running)
+                && running >= i64::from(limit)
+            {
+                job.held_back = Some(format!(
+                    "its queue {:?} is at its concurrency limit ({running} of {limit} running)",
+                    job.queue
+                ));
+            }
         }
         job.history = self
             .query(sql!("history"), &[&id.0])
@@ -1027,6 +1038,73 @@ impl Store {
             )
             .await?;
         rows.iter().map(lease_from_row).collect()
+    }
+
+    /// Claims, among `ids`, the runnable jobs of queues with a concurrency limit, as many per
+    /// queue as fit under its limit at this instant, fleet-wide (`jobq_claim_limited`, V14: under
+    /// the queue's advisory lock, after counting its running jobs). [`Store::claim_many`] leaves
+    /// these jobs out; this claims them.
+    pub async fn claim_limited(
+        &self,
+        ids: &[JobId],
+        worker_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Lease>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = self
+            .query(
+                "SELECT * FROM jobq_claim_limited($1, $2, $3, $4, $5)",
+                &[&ids, &worker_id, &now, &lease_ms(lease), &self.start_by(now)],
+            )
+            .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// [`Store::claim_next`] for the jobs of queues with a concurrency limit, within their limits.
+    pub async fn claim_next_limited(
+        &self,
+        worker_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Lease>> {
+        let rows = self
+            .query(
+                "SELECT * FROM jobq_claim_next_limited($1, $2, $3, $4, $5)",
+                &[&worker_id, &now, &lease_ms(lease), &(limit as i64), &self.start_by(now)],
+            )
+            .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// The next pending jobs of each limited queue (or only of `queues`), as many per queue as it
+    /// has free slots: to push to Redis, since ids their limit held back were dropped.
+    pub async fn limited_ready(&self, now: DateTime<Utc>, queues: Option<&[String]>) -> Result<Vec<Ready>> {
+        self.query(sql!("limited_ready"), &[&now, &queues])
+            .await?
+            .iter()
+            .map(ready_from_row)
+            .collect()
+    }
+
+    /// The queues that have a concurrency limit.
+    pub async fn limited_queues(&self) -> Result<std::collections::HashSet<String>> {
+        self.query(sql!("limited_queues"), &[])
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get("queue")?))
+            .collect()
+    }
+
+    /// Which of `ids` are pending but not due at `now` (popped early): `(id, priority, run_at)`.
+    pub async fn not_due(&self, ids: &[JobId], now: DateTime<Utc>) -> Result<Vec<Ready>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        self.query(sql!("not_due"), &[&ids, &now])
+            .await?
+            .iter()
+            .map(ready_from_row)
+            .collect()
     }
 
     /// The latest database time at which a claim sent at `now` may still start. One that reaches

@@ -27,7 +27,10 @@ fn actor() -> Actor {
 }
 
 fn pause(paused: bool) -> SettingsChange {
-    SettingsChange { paused: Some(paused) }
+    SettingsChange {
+        paused: Some(paused),
+        ..Default::default()
+    }
 }
 
 /// Records the payload of each job it runs; a job named `slow` takes 500 ms.

@@ -141,7 +141,8 @@ async function overview() {
   const rows = data.queues.map((q) =>
     el('tr', { 'data-queue': q.name },
       el('td', {}, el('a', { href: '#jobs/queue=' + encodeURIComponent(q.name) }, q.name),
-        q.paused ? el('span', { class: 'muted' }, ' (paused)') : null),
+        q.paused ? el('span', { class: 'muted' }, ' (paused)') : null,
+        q.concurrency ? el('span', { class: 'muted', title: 'concurrency limit, fleet-wide' }, ` (max ${q.concurrency})`) : null),
       el('td', { class: 'num' }, q.counts.PENDING),
       el('td', { class: 'num' }, q.ready ?? ''),
       el('td', { class: 'num' }, q.counts.BLOCKED),

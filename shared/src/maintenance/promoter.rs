@@ -1,4 +1,7 @@
-//! Moves due jobs (scheduled, or waiting for a retry) from the schedule ZSET to the ready lists.
+//! Moves due jobs (scheduled, or waiting for a retry) from the schedule ZSET to the ready lists,
+//! and pushes the next jobs of each queue with a concurrency limit, as many as it has free slots
+//! (their ids, held back by the limit, were dropped; a worker that frees a slot pushes them at once,
+//! and this pass catches what that missed: a worker that died, a limit raised or set).
 
 use std::time::Duration;
 
@@ -25,16 +28,22 @@ impl Promoter {
         Promoter { store, queue }
     }
 
-    /// Moves every id due at `now`; returns how many moved.
+    /// Moves every id due at `now`, then pushes the limited queues' next jobs; returns how many
+    /// ids moved or were pushed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut total = 0;
         loop {
             let moved = self.queue.promote_due(now, BATCH).await?;
             total += moved;
             if moved < BATCH {
-                return Ok(total);
+                break;
             }
         }
+        let ready = self.store.limited_ready(now, None).await?;
+        if !ready.is_empty() {
+            total += self.queue.enqueue_many(&ready, now).await?;
+        }
+        Ok(total)
     }
 
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {

@@ -2,11 +2,12 @@
 -- $1 worker_id, $2 now, $3 lease length in ms (the expiry is set by the database clock), $4 how many,
 -- $5 start by: a claim that reaches the database after this claims nothing (its client gave up);
 -- NULL for no bound
--- Returns the claimed rows. SKIP LOCKED lets many workers do this at once without waiting.
+-- Returns the claimed rows; jobs of paused queues and of limited ones (see jobq_claim_next_limited,
+-- V14) are left out. SKIP LOCKED lets many workers do this at once without waiting.
 WITH next AS (
     SELECT id FROM jobs
     WHERE status = 'PENDING' AND run_at <= $2 AND ($5::timestamptz IS NULL OR now() <= $5)
-      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND s.paused)
+      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND (s.paused OR s.concurrency IS NOT NULL))
     ORDER BY priority DESC, run_at, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED

@@ -49,6 +49,8 @@ impl Worker {
         if finished == Finished::LeaseLost {
             m.fencing_rejections.inc();
         }
+        // A limited queue's held-back jobs wait for a freed slot to be pushed again.
+        self.refill(&queue).await;
         finished
     }
 

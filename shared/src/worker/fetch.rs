@@ -10,7 +10,7 @@ use super::{IDLE_PAUSE, REDIS_RETRY_AFTER, Worker, fence_margin};
 use crate::error::{Error, Result};
 use crate::job::JobId;
 use crate::queue::{BlockingPop, Popped};
-use crate::store::{Claim, Lease};
+use crate::store::Lease;
 
 impl Worker {
     /// Takes up to `count` jobs: from Redis while it answers, from Postgres otherwise, waiting for
@@ -54,10 +54,21 @@ impl Worker {
         }
         let now = inner.store.now().await;
         let sent = Instant::now();
-        let claimed = inner
+        let mut claimed = inner
             .store
             .claim_next(&inner.config.worker_id, now, inner.config.lease, count)
             .await?;
+        if claimed.len() < count {
+            match inner
+                .store
+                .claim_next_limited(&inner.config.worker_id, now, inner.config.lease, count - claimed.len())
+                .await
+            {
+                Ok(more) => claimed.extend(more),
+                Err(err) if claimed.is_empty() => return Err(err),
+                Err(err) => tracing::warn!(error = %err, "could not claim from limited queues"),
+            }
+        }
         if claimed.is_empty() {
             tokio::time::sleep(IDLE_PAUSE).await;
         }
@@ -92,19 +103,48 @@ impl Worker {
                 return Err(err);
             }
         };
+        let mut leases = leases;
         if leases.len() < ids.len() {
             let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
-            for id in ids.into_iter().filter(|id| !claimed.contains(id)) {
-                // Usually a duplicate or a finished job; a job popped early goes back to the schedule.
-                match inner.store.why_unclaimed(id, now).await {
-                    Ok(Claim::NotDue { run_at, priority }) => {
-                        if let Err(err) = inner.queue.enqueue(id, priority, run_at, now).await {
-                            tracing::warn!(job_id = %id, error = %err, "could not reschedule an early id; the repairer will");
+            let left: Vec<JobId> = ids.into_iter().filter(|id| !claimed.contains(id)).collect();
+            // The jobs of limited queues were left out: claim those that fit under their limits.
+            // The others held back are dropped; a freed slot pushes the queue's next ones.
+            let limited = if self.limited_queues().await.is_empty() {
+                // None a second ago: a queue limited since has its jobs pushed by the promoter.
+                Ok(Vec::new())
+            } else {
+                inner
+                    .store
+                    .claim_limited(&left, &inner.config.worker_id, now, inner.config.lease)
+                    .await
+            };
+            match limited {
+                Ok(more) => leases.extend(more),
+                Err(err) if err.is_in_doubt() => {
+                    tracing::warn!(ids = left.len(), error = %err, "limited claim in doubt; reading back what it did");
+                    if let Ok((more, _)) = self.settle_claim(left, level, sent, err).await {
+                        leases.extend(more);
+                    }
+                    return Ok((leases, sent));
+                }
+                Err(err) => {
+                    tracing::warn!(ids = left.len(), error = %err, "could not claim the ids of limited queues; the next freed slot or the promoter pushes them again");
+                }
+            }
+            let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
+            let left: Vec<JobId> = left.into_iter().filter(|id| !claimed.contains(id)).collect();
+            // The rest are usually duplicates, finished jobs, or held back by a pause or a limit;
+            // a job popped early goes back to the schedule.
+            if !left.is_empty() {
+                match inner.store.not_due(&left, now).await {
+                    Ok(early) if !early.is_empty() => {
+                        if let Err(err) = inner.queue.enqueue_many(&early, now).await {
+                            tracing::warn!(ids = early.len(), error = %err, "could not reschedule early ids; the repairer will");
                         }
                     }
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(job_id = %id, error = %err, "could not tell why an id was not claimable; the repairer will push it if it must run");
+                        tracing::warn!(ids = left.len(), error = %err, "could not tell why ids were not claimable; the repairer will push those that must run");
                     }
                 }
             }

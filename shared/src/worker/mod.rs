@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 mod complete;
 mod execute;
 mod fetch;
+mod limits;
 
 use complete::Completer;
 
@@ -146,6 +147,7 @@ struct Inner {
     queue: Queue,
     registry: Registry,
     config: WorkerConfig,
+    limited: std::sync::Mutex<limits::LimitedQueues>,
 }
 
 enum Verdict {
@@ -196,6 +198,7 @@ impl Worker {
                 queue,
                 registry,
                 config,
+                limited: Default::default(),
             }),
         }
     }
