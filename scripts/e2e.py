@@ -403,6 +403,12 @@ def run_checks(api, port, r):
         r.check("4 jobs of 400 ms under a limit of 1 took 1.6 s or more, one after another", took >= 1.6, f"{took:.2f} s")
     status, body, text = api.call("PUT", "/queues/e2e-limited", {"concurrency": None})
     r.check("PUT /queues/{name} removes the limit", status == 200 and (body or {}).get("concurrency") is None, f"{status} {text[:300]}")
+    status, body, text = api.call("PUT", "/queues/e2e-limited", {"retention": {"completedMs": 0, "deadMs": 86400000}})
+    want = {"completedMs": 0, "cancelledMs": None, "deadMs": 86400000}
+    r.check("PUT /queues/{name} sets the queue's retention", status == 200 and (body or {}).get("retention") == want, f"{status} {text[:300]}")
+    status, body, text = api.call("PUT", "/queues/e2e-limited", {"retention": None})
+    want = {"completedMs": None, "cancelledMs": None, "deadMs": None}
+    r.check("retention: null puts it back to the default", status == 200 and (body or {}).get("retention") == want, f"{status} {text[:300]}")
 
     # 3c. Finding jobs, ChronoQueue's calls, and cancelling.
     marker = f"e2e-find-{int(time.time() * 1000)}"

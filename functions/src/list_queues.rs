@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
-use jobq_shared::health::{COUNT_BOUND, MinuteOutcomes, QueueHealth, SettingsChange, THROUGHPUT_MINUTES};
+use jobq_shared::health::{
+    COUNT_BOUND, MinuteOutcomes, QueueHealth, QueueRetention, RetentionChange, SettingsChange, THROUGHPUT_MINUTES,
+};
 use jobq_shared::job::limits::MAX_QUEUE_LEN;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
@@ -45,7 +47,51 @@ pub struct QueueBody {
     paused: bool,
     /// At no instant do more than this many of its jobs run, fleet-wide; `null`: no limit.
     concurrency: Option<i32>,
+    /// How long its finished jobs are kept, in ms; `null` for the deployment's default.
+    retention: RetentionBody,
 }
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetentionBody {
+    #[serde(default, deserialize_with = "present")]
+    completed_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    cancelled_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    dead_ms: Option<Option<i64>>,
+}
+
+impl RetentionBody {
+    fn shown(retention: QueueRetention) -> RetentionBody {
+        RetentionBody {
+            completed_ms: Some(retention.completed_ms),
+            cancelled_ms: Some(retention.cancelled_ms),
+            dead_ms: Some(retention.dead_ms),
+        }
+    }
+
+    /// The change it asks for, each value checked.
+    fn change(self) -> Result<RetentionChange, ApiError> {
+        let check = |field: &str, value: Option<Option<i64>>| match value {
+            Some(Some(ms)) if !(0..=MAX_RETENTION_MS).contains(&ms) => Err(ApiError::InvalidValue {
+                field: format!("retention.{field}"),
+                detail: format!(
+                    "must be from 0 (keep for ever) to {MAX_RETENTION_MS} ms (10 years), or null for the default; got {ms}"
+                ),
+            }),
+            other => Ok(other),
+        };
+        Ok(RetentionChange {
+            completed_ms: check("completedMs", self.completed_ms)?,
+            cancelled_ms: check("cancelledMs", self.cancelled_ms)?,
+            dead_ms: check("deadMs", self.dead_ms)?,
+        })
+    }
+}
+
+/// The longest retention a queue may set: 10 years, in ms.
+pub const MAX_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,6 +130,7 @@ impl QueueBody {
             dlq_depth: health.dlq_depth(),
             paused: health.settings.paused,
             concurrency: health.settings.concurrency,
+            retention: RetentionBody::shown(health.settings.retention),
             throughput: Throughput {
                 minutes: THROUGHPUT_MINUTES,
                 completed: sum(|m| m.completed),
@@ -128,14 +175,17 @@ struct SettingsRequest {
     /// Left out: unchanged; `null`: no limit.
     #[serde(default, deserialize_with = "present")]
     concurrency: Option<Option<i64>>,
+    /// Left out: unchanged; `null`: every status back to the default.
+    #[serde(default, deserialize_with = "present")]
+    retention: Option<Option<RetentionBody>>,
 }
 
 /// The most jobs a concurrency limit may allow at once.
 pub const MAX_CONCURRENCY: i64 = 1_000_000;
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
@@ -151,9 +201,19 @@ async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, A
         }
         other => other.map(|limit| limit.map(|n| n as i32)),
     };
+    let retention = match request.retention {
+        None => RetentionChange::default(),
+        Some(None) => RetentionChange {
+            completed_ms: Some(None),
+            cancelled_ms: Some(None),
+            dead_ms: Some(None),
+        },
+        Some(Some(body)) => body.change()?,
+    };
     let change = SettingsChange {
         paused: request.paused,
         concurrency,
+        retention,
     };
     deps.jobs.set_queue(name, change, &deps.actor(req)).await?;
     one_queue(deps, name).await

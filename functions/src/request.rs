@@ -95,7 +95,12 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, A
 fn shape_error(field: &str, err: serde_json::Error) -> ApiError {
     let detail = err.to_string();
     let field = shorten(field);
-    if detail.starts_with("unknown field") {
+    if let Some(rest) = detail.strip_prefix("unknown field `") {
+        // Within an object field (`retention`): name the unknown one inside it.
+        let field = match rest.split_once('`') {
+            Some((inner, _)) if inner != field => format!("{field}.{}", shorten(inner)),
+            _ => field,
+        };
         ApiError::UnknownField { field }
     } else if detail.starts_with("invalid type") {
         ApiError::WrongType { field, detail }

@@ -186,7 +186,24 @@ async fn bad_settings_are_a_400_and_change_nothing() {
         (r#"{"concurrency": 1000001}"#, "invalid_field", "concurrency"),
         (r#"{"concurrency": 2.5}"#, "wrong_type", "concurrency"),
         (r#"{"concurrency": "3"}"#, "wrong_type", "concurrency"),
-        (r#"{"retention": {}}"#, "unknown_field", "retention"),
+        (
+            r#"{"retention": {"completedMs": -1}}"#,
+            "invalid_field",
+            "retention.completedMs",
+        ),
+        (
+            r#"{"retention": {"deadMs": 315360000001}}"#,
+            "invalid_field",
+            "retention.deadMs",
+        ),
+        (r#"{"retention": {"completedMs": "7d"}}"#, "wrong_type", "retention"),
+        (
+            r#"{"retention": {"completed": 1}}"#,
+            "unknown_field",
+            "retention.completed",
+        ),
+        (r#"{"retention": 7}"#, "wrong_type", "retention"),
+        (r#"{"rateLimit": {"limit": 1}}"#, "unknown_field", "rateLimit"),
         (r#"[true]"#, "wrong_type", ""),
         ("not json", "invalid_json", ""),
     ] {
@@ -241,4 +258,34 @@ async fn put_sets_and_removes_a_concurrency_limit_and_a_held_job_says_why() {
     assert_eq!(removed["concurrency"], json!(null));
     let job = jobq_functions::get_job::handle(&deps, common::with_id("GET", "/jobs/x", &waiting.to_string())).await;
     assert!(json(&job).get("heldBack").is_none());
+}
+
+#[tokio::test]
+async fn put_sets_a_queues_retention_per_status_and_null_goes_back_to_the_default() {
+    let (env, deps) = setup().await;
+    let put = |body: &'static str| list_queues::handle(&deps, put_named("mail", body));
+    let body = json(&put(r#"{"retention": {"completedMs": 3600000, "deadMs": 0}}"#).await);
+    assert_eq!(
+        body["retention"],
+        json!({"completedMs": 3600000, "cancelledMs": null, "deadMs": 0}),
+        "{body}"
+    );
+    // A status left out keeps its setting; null puts one back to the default.
+    let body = json(&put(r#"{"retention": {"completedMs": null, "cancelledMs": 60000}}"#).await);
+    assert_eq!(
+        body["retention"],
+        json!({"completedMs": null, "cancelledMs": 60000, "deadMs": 0})
+    );
+    let stored = env.store.queue_settings(Some("mail")).await.expect("settings");
+    assert_eq!(stored["mail"].retention.cancelled_ms, Some(60_000));
+    let body = json(&put(r#"{"retention": null}"#).await);
+    assert_eq!(
+        body["retention"],
+        json!({"completedMs": null, "cancelledMs": null, "deadMs": null})
+    );
+    let (audit, _) = env.store.audit_log(None, 10).await.expect("audit");
+    assert_eq!(
+        audit.iter().filter(|entry| entry.action == "queue.retention").count(),
+        3
+    );
 }

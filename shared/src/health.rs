@@ -51,8 +51,29 @@ pub struct QueueSettings {
     pub paused: bool,
     /// At no instant do more than this many of its jobs run, fleet-wide; `None`: no limit.
     pub concurrency: Option<i32>,
+    /// How long its finished jobs are kept, where it differs from the deployment's default.
+    pub retention: QueueRetention,
     /// When they were last changed; `None` for a queue never set.
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A queue's own retention per final status, in milliseconds from when a job finished: `None`
+/// for the deployment's default (`JOBQ_RETAIN_*_MS`), `Some(0)` for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueRetention {
+    pub completed_ms: Option<i64>,
+    pub cancelled_ms: Option<i64>,
+    pub dead_ms: Option<i64>,
+}
+
+impl QueueRetention {
+    fn from_row(row: &tokio_postgres::Row) -> Result<QueueRetention> {
+        Ok(QueueRetention {
+            completed_ms: row.try_get("retain_completed_ms")?,
+            cancelled_ms: row.try_get("retain_cancelled_ms")?,
+            dead_ms: row.try_get("retain_dead_ms")?,
+        })
+    }
 }
 
 /// A change to a queue's settings: a `None` leaves that setting as it is.
@@ -61,6 +82,22 @@ pub struct SettingsChange {
     pub paused: Option<bool>,
     /// `Some(None)` removes the limit.
     pub concurrency: Option<Option<i32>>,
+    /// Per final status: `Some(None)` goes back to the default.
+    pub retention: RetentionChange,
+}
+
+/// A change to a queue's retention: a `None` leaves that status's as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionChange {
+    pub completed_ms: Option<Option<i64>>,
+    pub cancelled_ms: Option<Option<i64>>,
+    pub dead_ms: Option<Option<i64>>,
+}
+
+impl RetentionChange {
+    pub fn is_empty(&self) -> bool {
+        *self == RetentionChange::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +256,7 @@ impl Store {
                     QueueSettings {
                         paused: row.try_get("paused")?,
                         concurrency: row.try_get("concurrency")?,
+                        retention: QueueRetention::from_row(row)?,
                         updated_at: row.try_get("updated_at")?,
                     },
                 ))
@@ -243,6 +281,12 @@ impl Store {
                     &now,
                     &change.concurrency.is_some(),
                     &change.concurrency.flatten(),
+                    &change.retention.completed_ms.is_some(),
+                    &change.retention.completed_ms.flatten(),
+                    &change.retention.cancelled_ms.is_some(),
+                    &change.retention.cancelled_ms.flatten(),
+                    &change.retention.dead_ms.is_some(),
+                    &change.retention.dead_ms.flatten(),
                 ],
             )
             .await?
@@ -251,6 +295,7 @@ impl Store {
             QueueSettings {
                 paused: row.try_get("paused")?,
                 concurrency: row.try_get("concurrency")?,
+                retention: QueueRetention::from_row(&row)?,
                 updated_at: row.try_get("updated_at")?,
             },
             row.try_get("was_paused")?,

@@ -205,8 +205,9 @@ impl Jobs {
     /// dropped while the queue held them back go to Redis again: on a resume or a removed limit,
     /// every pending job of the queue; on a resume of a limited queue or a limit set, its next
     /// jobs, as many as it has free slots. Written to the audit log as `queue.pause`,
-    /// `queue.resume` (the count: jobs pushed) or `queue.concurrency` (the filter holds the new
-    /// limit, `null` for none).
+    /// `queue.resume` (the count: jobs pushed), `queue.concurrency` (the filter holds the new
+    /// limit, `null` for none) or `queue.retention` (the filter holds the queue's retention as it
+    /// now is, `null` for the default).
     pub async fn set_queue(&self, queue: &str, change: SettingsChange, actor: &Actor) -> Result<QueueSettings> {
         let now = self.store.now().await;
         let (settings, was_paused) = self.store.put_queue_settings(queue, change, now).await?;
@@ -232,6 +233,22 @@ impl Jobs {
                 "queue.concurrency",
                 serde_json::json!({ "queue": queue, "concurrency": limit }),
                 pushed,
+            ));
+        }
+        if !change.retention.is_empty() {
+            let ms = |value: Option<i64>| value.map_or(serde_json::Value::Null, serde_json::Value::from);
+            let now_set = settings.retention;
+            audit.push((
+                "queue.retention",
+                serde_json::json!({
+                    "queue": queue,
+                    "retention": {
+                        "completedMs": ms(now_set.completed_ms),
+                        "cancelledMs": ms(now_set.cancelled_ms),
+                        "deadMs": ms(now_set.dead_ms),
+                    },
+                }),
+                0,
             ));
         }
         for (action, filter, count) in audit {

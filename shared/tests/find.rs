@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jobq_shared::job::Outcome;
+use jobq_shared::maintenance::pruner::{Scope, prune_statement};
 use jobq_shared::search::{JobCursor, JobFilter};
 use jobq_shared::store::{Claim, Lease};
 use jobq_shared::testing::TestEnv;
@@ -511,11 +512,20 @@ async fn queue_health_and_pruning_stay_on_indexes_over_200000_jobs() {
     );
 
     // The retention's deletes find their jobs through indexes too, never a scan of `jobs`.
-    for status in [Status::Completed, Status::Cancelled, Status::Failed] {
-        let statement = jobq_shared::maintenance::pruner::prune_statement(status);
+    // Both the default retention's (every queue without its own) and one queue's own.
+    for (status, scope) in [Status::Completed, Status::Cancelled, Status::Failed]
+        .into_iter()
+        .flat_map(|status| [(status, Scope::Default), (status, Scope::Queue)])
+    {
+        let statement = prune_statement(status, scope);
         let week_ms: i64 = 7 * 24 * 3600 * 1000;
+        // The default's statement leaves out a queue that keeps its jobs for another time.
+        let queues = vec!["queue-7".to_owned()];
         let plan: Value = client
-            .query_one(&format!("EXPLAIN (FORMAT JSON) {statement}"), &[&week_ms, &1000i64])
+            .query_one(
+                &format!("EXPLAIN (FORMAT JSON) {statement}"),
+                &[&week_ms, &1000i64, &queues],
+            )
             .await
             .expect("explain prune")
             .get(0);
@@ -523,7 +533,7 @@ async fn queue_health_and_pruning_stay_on_indexes_over_200000_jobs() {
         assert!(
             !all.iter().any(|n| n["Node Type"] == "Seq Scan"
                 && ["jobs", "job_listing"].contains(&n["Relation Name"].as_str().unwrap_or_default())),
-            "pruning {status} scans a whole table: {plan:#}"
+            "pruning {status} ({scope:?}) scans a whole table: {plan:#}"
         );
     }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use jobq_shared::bulk::Actor;
 use jobq_shared::config::Retention;
+use jobq_shared::health::{RetentionChange, SettingsChange};
 use jobq_shared::job::Outcome;
 use jobq_shared::maintenance::pruner::{BATCH, Pruned, Pruner};
 use jobq_shared::testing::TestEnv;
@@ -47,11 +49,15 @@ async fn exists(env: &TestEnv, id: JobId) -> (bool, bool, i64) {
 }
 
 async fn finished(env: &TestEnv, status: Status) -> JobId {
+    finished_in(env, status, "default").await
+}
+
+async fn finished_in(env: &TestEnv, status: Status, queue: &str) -> JobId {
     if status == Status::Blocked {
         let parent = env.create_job(NewJob::new("TEST", json!({}))).await;
         return env.create_job(NewJob::new("TEST", json!({})).depends_on(parent)).await;
     }
-    let id = env.create_job(NewJob::new("TEST", json!({}))).await;
+    let id = env.create_job(NewJob::new("TEST", json!({})).queue(queue)).await;
     let now = env.store.now().await;
     match status {
         Status::Completed => {
@@ -205,5 +211,101 @@ async fn a_pass_deletes_at_most_its_batches() {
     let pruner = Pruner::new(env.store.clone(), env.queue.clone(), Retention::default()).with_max_batches(1);
     assert_eq!(pruner.run_once().await.expect("prune").completed, BATCH as usize);
     assert_eq!(pruner.run_once().await.expect("prune").completed, 500);
+    assert_eq!(env.count_jobs(None).await, 0);
+}
+
+#[tokio::test]
+async fn a_queue_keeps_its_jobs_for_its_own_retention_and_the_others_for_the_default() {
+    let env = TestEnv::new().await;
+    let actor = Actor {
+        principal: "test".into(),
+        on_behalf_of: None,
+    };
+    let day_ms = DAY.as_millis() as i64;
+    // "brief" keeps completed jobs 1 day and dead ones 2; "archive" keeps completed ones for
+    // ever; "plain" has the default (7 days, 7, 30).
+    let brief = RetentionChange {
+        completed_ms: Some(Some(day_ms)),
+        dead_ms: Some(Some(2 * day_ms)),
+        ..Default::default()
+    };
+    let archive = RetentionChange {
+        completed_ms: Some(Some(0)),
+        ..Default::default()
+    };
+    for (queue, retention) in [("brief", brief), ("archive", archive)] {
+        let change = SettingsChange {
+            retention,
+            ..Default::default()
+        };
+        env.jobs.set_queue(queue, change, &actor).await.expect("retention");
+    }
+    let brief_done = finished_in(&env, Status::Completed, "brief").await;
+    let brief_cancelled = finished_in(&env, Status::Cancelled, "brief").await;
+    let brief_dead = finished_in(&env, Status::Failed, "brief").await;
+    let archive_done = finished_in(&env, Status::Completed, "archive").await;
+    let archive_cancelled = finished_in(&env, Status::Cancelled, "archive").await;
+    let plain_done = finished_in(&env, Status::Completed, "plain").await;
+    let plain_dead = finished_in(&env, Status::Failed, "plain").await;
+    age(
+        &env,
+        &[
+            brief_done,
+            brief_cancelled,
+            brief_dead,
+            archive_done,
+            archive_cancelled,
+            plain_done,
+            plain_dead,
+        ],
+        3,
+    )
+    .await;
+
+    let pruner = Pruner::new(env.store.clone(), env.queue.clone(), Retention::default());
+    assert_eq!(
+        pruner.run_once().await.expect("prune"),
+        Pruned {
+            completed: 1,
+            cancelled: 0,
+            dead: 1
+        }
+    );
+    assert!(!exists(&env, brief_done).await.0 && !exists(&env, brief_dead).await.0);
+    for kept in [brief_cancelled, archive_done, archive_cancelled, plain_done, plain_dead] {
+        assert!(exists(&env, kept).await.0, "{kept} was deleted");
+    }
+
+    // 60 days on: the default reaches the rest, but never "archive"'s completed job.
+    age(
+        &env,
+        &[brief_cancelled, archive_done, archive_cancelled, plain_done, plain_dead],
+        60,
+    )
+    .await;
+    assert_eq!(
+        pruner.run_once().await.expect("prune"),
+        Pruned {
+            completed: 1,
+            cancelled: 2,
+            dead: 1
+        }
+    );
+    assert!(exists(&env, archive_done).await.0);
+    assert_eq!(env.count_jobs(None).await, 1);
+
+    // Back to the default: the next pass takes it.
+    let change = SettingsChange {
+        retention: RetentionChange {
+            completed_ms: Some(None),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    env.jobs
+        .set_queue("archive", change, &actor)
+        .await
+        .expect("default again");
+    assert_eq!(pruner.run_once().await.expect("prune").completed, 1);
     assert_eq!(env.count_jobs(None).await, 0);
 }

@@ -6,7 +6,8 @@
 -- - CANCELLED: the status index (status, created_at);
 -- - FAILED: the dead-job index (completed_at).
 -- Rows another transaction holds (a requeue, say) are skipped, never waited for.
--- $1 retention (ms), $2 batch size
+-- $1 retention (ms), $2 batch size, $3 queues: those left out (the default retention) or the one
+-- pruned (a queue's own)
 -- Returns the deleted jobs' ids.
 WITH doomed AS (
     {finder}
