@@ -395,14 +395,25 @@ def run_checks(api, port, r):
     r.check("a job held back by the limit says why", said is not None and "(1 of 1 running)" in said, f"{said}")
     jobs = [api.wait_for(job_id, "COMPLETED", timeout=20) if job_id else None for job_id in limited]
     r.check("every job of the limited queue completes", all(j and j.get("status") == "COMPLETED" for j in jobs), f"{jobs}")
+    def at(job, field):
+        return datetime.datetime.fromisoformat((job.get(field) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+
     if all(j and j.get("status") == "COMPLETED" for j in jobs):
-        def at(job, field):
-            return datetime.datetime.fromisoformat((job.get(field) or "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
         spans = sorted((at(j, "startedAt"), at(j, "completedAt")) for j in jobs)
         took = (spans[-1][1] - spans[0][0]).total_seconds()
         r.check("4 jobs of 400 ms under a limit of 1 took 1.6 s or more, one after another", took >= 1.6, f"{took:.2f} s")
     status, body, text = api.call("PUT", "/queues/e2e-limited", {"concurrency": None})
     r.check("PUT /queues/{name} removes the limit", status == 200 and (body or {}).get("concurrency") is None, f"{status} {text[:300]}")
+    status, body, text = api.call("PUT", "/queues/e2e-rate", {"rateLimit": {"limit": 2, "periodMs": 1000}})
+    r.check("PUT /queues/{name} sets a rate limit", status == 200 and (body or {}).get("rateLimit") == {"limit": 2, "periodMs": 1000, "key": None}, f"{status} {text[:300]}")
+    rated = [(api.call("POST", "/jobs", {"type": "TEST", "payload": "ok", "queue": "e2e-rate"})[1] or {}).get("jobId") for _ in range(4)]
+    jobs = [api.wait_for(job_id, "COMPLETED", timeout=20) if job_id else None for job_id in rated]
+    if all(j and j.get("status") == "COMPLETED" for j in jobs):
+        began = sorted(at(j, "startedAt") for j in jobs)
+        spread = (began[-1] - began[0]).total_seconds()
+        r.check("4 jobs under a limit of 2 a second started over 0.9 s or more", spread >= 0.9, f"{spread:.2f} s")
+    else:
+        r.check("every job of the rate-limited queue completes", False, f"{jobs}")
     status, body, text = api.call("PUT", "/queues/e2e-limited", {"retention": {"completedMs": 0, "deadMs": 86400000}})
     want = {"completedMs": 0, "cancelledMs": None, "deadMs": 86400000}
     r.check("PUT /queues/{name} sets the queue's retention", status == 200 and (body or {}).get("retention") == want, f"{status} {text[:300]}")

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use jobq_shared::health::{
-    COUNT_BOUND, MinuteOutcomes, QueueHealth, QueueRetention, RetentionChange, SettingsChange, THROUGHPUT_MINUTES,
+    COUNT_BOUND, MinuteOutcomes, QueueHealth, QueueRetention, RateLimit, RetentionChange, SettingsChange,
+    THROUGHPUT_MINUTES,
 };
 use jobq_shared::job::limits::MAX_QUEUE_LEN;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -49,6 +50,73 @@ pub struct QueueBody {
     concurrency: Option<i32>,
     /// How long its finished jobs are kept, in ms; `null` for the deployment's default.
     retention: RetentionBody,
+    /// At most `limit` job starts in any window of `periodMs`, per value of `key`; `null`: none.
+    rate_limit: Option<RateLimitBody>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RateLimitBody {
+    limit: i64,
+    period_ms: i64,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// The most starts a rate limit may allow per period, and its longest period (a day).
+pub const MAX_RATE_LIMIT: i64 = 1_000_000;
+pub const MAX_RATE_PERIOD_MS: i64 = 86_400_000;
+
+impl RateLimitBody {
+    fn shown(rate: RateLimit) -> RateLimitBody {
+        RateLimitBody {
+            limit: rate.limit.into(),
+            period_ms: rate.period_ms.into(),
+            key: rate.key,
+        }
+    }
+
+    /// The limit it asks for, each value checked.
+    fn checked(self) -> Result<RateLimit, ApiError> {
+        let invalid = |field: &str, detail: String| ApiError::InvalidValue {
+            field: format!("rateLimit.{field}"),
+            detail,
+        };
+        if !(1..=MAX_RATE_LIMIT).contains(&self.limit) {
+            return Err(invalid(
+                "limit",
+                format!("must be from 1 to {MAX_RATE_LIMIT}; got {}", self.limit),
+            ));
+        }
+        if !(1..=MAX_RATE_PERIOD_MS).contains(&self.period_ms) {
+            return Err(invalid(
+                "periodMs",
+                format!(
+                    "must be from 1 to {MAX_RATE_PERIOD_MS} ms (a day); got {}",
+                    self.period_ms
+                ),
+            ));
+        }
+        if let Some(key) = &self.key
+            && (key.is_empty()
+                || key.len() > 200
+                || key.contains('\0')
+                || key.split('.').any(|part| part.trim().is_empty()))
+        {
+            return Err(invalid(
+                "key",
+                format!(
+                    "must be a payload field's path, its names joined by dots (\"customer.id\"), up to 200 characters; got {:?}",
+                    shorten(key)
+                ),
+            ));
+        }
+        Ok(RateLimit {
+            limit: self.limit as i32,
+            period_ms: self.period_ms as i32,
+            key: self.key,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -131,6 +199,7 @@ impl QueueBody {
             paused: health.settings.paused,
             concurrency: health.settings.concurrency,
             retention: RetentionBody::shown(health.settings.retention),
+            rate_limit: health.settings.rate_limit.map(RateLimitBody::shown),
             throughput: Throughput {
                 minutes: THROUGHPUT_MINUTES,
                 completed: sum(|m| m.completed),
@@ -178,6 +247,9 @@ struct SettingsRequest {
     /// Left out: unchanged; `null`: every status back to the default.
     #[serde(default, deserialize_with = "present")]
     retention: Option<Option<RetentionBody>>,
+    /// Left out: unchanged; `null`: no limit.
+    #[serde(default, deserialize_with = "present", rename = "rateLimit")]
+    rate_limit: Option<Option<RateLimitBody>>,
 }
 
 /// The most jobs a concurrency limit may allow at once.
@@ -210,10 +282,16 @@ async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, A
         },
         Some(Some(body)) => body.change()?,
     };
+    let rate_limit = match request.rate_limit {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(body)) => Some(Some(body.checked()?)),
+    };
     let change = SettingsChange {
         paused: request.paused,
         concurrency,
         retention,
+        rate_limit,
     };
     deps.jobs.set_queue(name, change, &deps.actor(req)).await?;
     one_queue(deps, name).await

@@ -203,7 +203,34 @@ async fn bad_settings_are_a_400_and_change_nothing() {
             "retention.completed",
         ),
         (r#"{"retention": 7}"#, "wrong_type", "retention"),
-        (r#"{"rateLimit": {"limit": 1}}"#, "unknown_field", "rateLimit"),
+        (r#"{"rateLimit": {"limit": 1}}"#, "missing_field", "periodMs"),
+        (
+            r#"{"rateLimit": {"limit": 0, "periodMs": 1000}}"#,
+            "invalid_field",
+            "rateLimit.limit",
+        ),
+        (
+            r#"{"rateLimit": {"limit": 1, "periodMs": 86400001}}"#,
+            "invalid_field",
+            "rateLimit.periodMs",
+        ),
+        (
+            r#"{"rateLimit": {"limit": 1, "periodMs": 1000, "key": "a..b"}}"#,
+            "invalid_field",
+            "rateLimit.key",
+        ),
+        (
+            r#"{"rateLimit": {"limit": 1, "periodMs": 1000, "key": ""}}"#,
+            "invalid_field",
+            "rateLimit.key",
+        ),
+        (
+            r#"{"rateLimit": {"limit": 1, "periodMs": 1000, "burst": 2}}"#,
+            "unknown_field",
+            "rateLimit.burst",
+        ),
+        (r#"{"rateLimit": 5}"#, "wrong_type", "rateLimit"),
+        (r#"{"routing": true}"#, "unknown_field", "routing"),
         (r#"[true]"#, "wrong_type", ""),
         ("not json", "invalid_json", ""),
     ] {
@@ -288,4 +315,28 @@ async fn put_sets_a_queues_retention_per_status_and_null_goes_back_to_the_defaul
         audit.iter().filter(|entry| entry.action == "queue.retention").count(),
         3
     );
+}
+
+#[tokio::test]
+async fn put_sets_and_removes_a_rate_limit() {
+    let (env, deps) = setup().await;
+    let body = r#"{"rateLimit": {"limit": 5, "periodMs": 1000, "key": "customer.id"}}"#;
+    let response = list_queues::handle(&deps, put_named("calls", body)).await;
+    let body = json(&response);
+    assert_eq!(response.status(), 200, "{body}");
+    assert_eq!(
+        body["rateLimit"],
+        json!({"limit": 5, "periodMs": 1000, "key": "customer.id"})
+    );
+    let stored = env.store.queue_settings(Some("calls")).await.expect("settings");
+    assert_eq!(stored["calls"].rate_limit.as_ref().map(|r| r.limit), Some(5));
+    let kept = json(&list_queues::handle(&deps, put_named("calls", r#"{"concurrency": 2}"#)).await);
+    assert_eq!(
+        (&kept["rateLimit"]["limit"], &kept["concurrency"]),
+        (&json!(5), &json!(2))
+    );
+    let removed = json(&list_queues::handle(&deps, put_named("calls", r#"{"rateLimit": null}"#)).await);
+    assert_eq!(removed["rateLimit"], json!(null));
+    let listed = json(&list_queues::handle(&deps, get_uri("/queues")).await);
+    assert_eq!(listed["queues"][0]["rateLimit"], json!(null), "{listed}");
 }

@@ -1,8 +1,10 @@
-//! A queue's concurrency limit, fleet-wide: two worker processes with eight slots each serve a
-//! queue limited to 3, and the handler records, in a file per process, when each job really
-//! started and ended. At no instant do more than 3 of the queue's jobs run, and 3 do run at once
-//! (the limit is used, not just respected); an unlimited queue served by the same processes runs
-//! more than 3 at once, so the processes had the room.
+//! A queue's concurrency and rate limits, fleet-wide: two worker processes with eight slots each
+//! serve a limited queue and an unlimited one, and the handler records, in a file per process,
+//! when each job really started and ended.
+//! - Concurrency 3: at no instant do more than 3 of the queue's jobs run, and 3 do run at once
+//!   (the limit is used, not just respected); the unlimited queue runs more than 3 at once, so
+//!   the processes had the room.
+//! - Rate 5 a second: no window holds more than 5 starts.
 
 mod support;
 
@@ -15,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use jobq_shared::bulk::Actor;
-use jobq_shared::health::SettingsChange;
+use jobq_shared::health::{RateLimit, SettingsChange};
 use jobq_shared::maintenance::promoter::Promoter;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{Config, HandlerError, JobContext, JobHandler, NewJob, Queue, Registry, Status, Store, Worker};
@@ -118,29 +120,21 @@ fn most_at_once(records: &[PathBuf], queue: &str) -> (usize, usize) {
     (most as usize, starts)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_with_eight_slots_each_never_run_more_than_the_limit_at_once() {
-    let env = TestEnv::new().await;
-    let actor = Actor {
+fn actor() -> Actor {
+    Actor {
         principal: "test".into(),
         on_behalf_of: None,
-    };
-    let limit = SettingsChange {
-        concurrency: Some(Some(LIMIT)),
-        ..Default::default()
-    };
-    env.jobs.set_queue("limited", limit, &actor).await.expect("limit");
+    }
+}
+
+/// Runs `jobs` on [`PROCESSES`] worker processes of [`SLOTS`] slots each until every one has
+/// completed; returns the record files and the directory holding them.
+async fn run_on_the_fleet(env: &TestEnv, jobs: &[NewJob]) -> (Vec<PathBuf>, PathBuf) {
     let dir = std::env::temp_dir().join(format!("jobq-limits-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("record dir");
     let records: Vec<PathBuf> = (0..PROCESSES).map(|i| dir.join(format!("p{i}.record"))).collect();
-
-    let mut jobs: Vec<NewJob> = (0..60)
-        .map(|i| NewJob::new(JOB_TYPE, json!({"ms": 40 + (i % 5) * 20, "queue": "limited"})).queue("limited"))
-        .collect();
-    jobs.extend((0..60).map(|_| NewJob::new(JOB_TYPE, json!({"ms": 200, "queue": "open"})).queue("open")));
-    let ids = env.create_jobs(&jobs).await;
-
-    let processes: Vec<ChildGuard> = records.iter().map(|record| spawn(&env, record)).collect();
+    let ids = env.create_jobs(jobs).await;
+    let processes: Vec<ChildGuard> = records.iter().map(|record| spawn(env, record)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let done = env.count_jobs(Some(Status::Completed)).await;
@@ -155,12 +149,101 @@ async fn two_processes_with_eight_slots_each_never_run_more_than_the_limit_at_on
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(processes);
+    (records, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_eight_slots_each_never_run_more_than_the_limit_at_once() {
+    let env = TestEnv::new().await;
+    let limit = SettingsChange {
+        concurrency: Some(Some(LIMIT)),
+        ..Default::default()
+    };
+    env.jobs.set_queue("limited", limit, &actor()).await.expect("limit");
+    let mut jobs: Vec<NewJob> = (0..60)
+        .map(|i| NewJob::new(JOB_TYPE, json!({"ms": 40 + (i % 5) * 20, "queue": "limited"})).queue("limited"))
+        .collect();
+    jobs.extend((0..60).map(|_| NewJob::new(JOB_TYPE, json!({"ms": 200, "queue": "open"})).queue("open")));
+    let (records, dir) = run_on_the_fleet(&env, &jobs).await;
 
     let (limited, limited_starts) = most_at_once(&records, "limited");
     let (open, open_starts) = most_at_once(&records, "open");
     assert_eq!((limited_starts, open_starts), (60, 60), "every job ran once");
     assert_eq!(limited, LIMIT as usize, "the most limited jobs running at once");
     assert!(open > LIMIT as usize, "the unlimited queue ran {open} at most at once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The starts of `queue`'s jobs, in micros, in time order.
+fn starts(records: &[PathBuf], queue: &str) -> Vec<i64> {
+    let mut starts: Vec<i64> = records
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines()
+                .filter(|line| line.starts_with(&format!("S {queue} ")))
+                .map(|line| {
+                    line.rsplit(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .parse::<i64>()
+                        .expect("micros")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+/// The most starts in any window of `window_us`.
+fn most_in_a_window(starts: &[i64], window_us: i64) -> usize {
+    let mut most = 0;
+    let mut first = 0;
+    for (last, at) in starts.iter().enumerate() {
+        while *at - starts[first] >= window_us {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+/// A rate limit of 5 starts a second on a queue served by two processes of 8 slots: the handler's
+/// recorded starts hold at most 5 in any window. The limit is enforced on claims, timed by the
+/// database; a handler starts a little after its claim, by a delay that varies, so the windows
+/// are measured 50 ms short of the period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_start_no_more_than_the_rate_limit_in_any_window() {
+    const RATE: i32 = 5;
+    let env = TestEnv::new().await;
+    let rate = SettingsChange {
+        rate_limit: Some(Some(RateLimit {
+            limit: RATE,
+            period_ms: 1000,
+            key: None,
+        })),
+        ..Default::default()
+    };
+    env.jobs.set_queue("limited", rate, &actor()).await.expect("rate");
+    let mut jobs: Vec<NewJob> = (0..20)
+        .map(|_| NewJob::new(JOB_TYPE, json!({"ms": 20, "queue": "limited"})).queue("limited"))
+        .collect();
+    jobs.extend((0..40).map(|_| NewJob::new(JOB_TYPE, json!({"ms": 20, "queue": "open"})).queue("open")));
+    let (records, dir) = run_on_the_fleet(&env, &jobs).await;
+
+    let limited = starts(&records, "limited");
+    let open = starts(&records, "open");
+    assert_eq!((limited.len(), open.len()), (20, 40), "every job ran once");
+    let most = most_in_a_window(&limited, 950_000);
+    assert!(most <= RATE as usize, "{most} starts in one window");
+    // 20 jobs at 5 a second: the last 5 start 3 s or more after the first.
+    let spread = limited[limited.len() - 1] - limited[0];
+    assert!(spread >= 2_950_000, "all started within {spread} us");
+    assert!(
+        most_in_a_window(&open, 950_000) > RATE as usize,
+        "the other queue is not limited"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

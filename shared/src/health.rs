@@ -53,8 +53,34 @@ pub struct QueueSettings {
     pub concurrency: Option<i32>,
     /// How long its finished jobs are kept, where it differs from the deployment's default.
     pub retention: QueueRetention,
+    /// No more than so many of its jobs start in any window of a period, fleet-wide.
+    pub rate_limit: Option<RateLimit>,
     /// When they were last changed; `None` for a queue never set.
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A queue's rate limit: at most `limit` job starts in any window of `period_ms`, per value of the
+/// payload field at `key` (a dot-separated path) when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: i32,
+    pub period_ms: i32,
+    pub key: Option<String>,
+}
+
+impl RateLimit {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Option<RateLimit>> {
+        let limit: Option<i32> = row.try_get("rate_limit")?;
+        let period_ms: Option<i32> = row.try_get("rate_period_ms")?;
+        Ok(match (limit, period_ms) {
+            (Some(limit), Some(period_ms)) => Some(RateLimit {
+                limit,
+                period_ms,
+                key: row.try_get("rate_key")?,
+            }),
+            _ => None,
+        })
+    }
 }
 
 /// A queue's own retention per final status, in milliseconds from when a job finished: `None`
@@ -77,13 +103,15 @@ impl QueueRetention {
 }
 
 /// A change to a queue's settings: a `None` leaves that setting as it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsChange {
     pub paused: Option<bool>,
     /// `Some(None)` removes the limit.
     pub concurrency: Option<Option<i32>>,
     /// Per final status: `Some(None)` goes back to the default.
     pub retention: RetentionChange,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 /// A change to a queue's retention: a `None` leaves that status's as it is.
@@ -257,6 +285,7 @@ impl Store {
                         paused: row.try_get("paused")?,
                         concurrency: row.try_get("concurrency")?,
                         retention: QueueRetention::from_row(row)?,
+                        rate_limit: RateLimit::from_row(row)?,
                         updated_at: row.try_get("updated_at")?,
                     },
                 ))
@@ -269,9 +298,10 @@ impl Store {
     pub async fn put_queue_settings(
         &self,
         queue: &str,
-        change: SettingsChange,
+        change: &SettingsChange,
         now: DateTime<Utc>,
     ) -> Result<(QueueSettings, bool)> {
+        let rate = change.rate_limit.as_ref().and_then(Option::as_ref);
         let row = self
             .query_opt(
                 include_str!("sql/queue_settings_put.sql"),
@@ -287,6 +317,10 @@ impl Store {
                     &change.retention.cancelled_ms.flatten(),
                     &change.retention.dead_ms.is_some(),
                     &change.retention.dead_ms.flatten(),
+                    &change.rate_limit.is_some(),
+                    &rate.map(|r| r.limit),
+                    &rate.map(|r| r.period_ms),
+                    &rate.and_then(|r| r.key.as_deref()),
                 ],
             )
             .await?
@@ -296,6 +330,7 @@ impl Store {
                 paused: row.try_get("paused")?,
                 concurrency: row.try_get("concurrency")?,
                 retention: QueueRetention::from_row(&row)?,
+                rate_limit: RateLimit::from_row(&row)?,
                 updated_at: row.try_get("updated_at")?,
             },
             row.try_get("was_paused")?,

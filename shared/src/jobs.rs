@@ -207,16 +207,18 @@ impl Jobs {
     /// jobs, as many as it has free slots. Written to the audit log as `queue.pause`,
     /// `queue.resume` (the count: jobs pushed), `queue.concurrency` (the filter holds the new
     /// limit, `null` for none) or `queue.retention` (the filter holds the queue's retention as it
-    /// now is, `null` for the default).
+    /// now is, `null` for the default) or `queue.rate_limit` (the filter holds the new limit).
     pub async fn set_queue(&self, queue: &str, change: SettingsChange, actor: &Actor) -> Result<QueueSettings> {
         let now = self.store.now().await;
-        let (settings, was_paused) = self.store.put_queue_settings(queue, change, now).await?;
+        let (settings, was_paused) = self.store.put_queue_settings(queue, &change, now).await?;
         let resumed = was_paused && !settings.paused;
         let mut pushed = 0;
-        if !settings.paused && (resumed || change.concurrency.is_some()) {
-            pushed = match settings.concurrency {
-                None => self.push_queue(queue, now).await,
-                Some(_) => self.push_limited(queue, now).await,
+        let limits_changed = change.concurrency.is_some() || change.rate_limit.is_some();
+        if !settings.paused && (resumed || limits_changed) {
+            pushed = if settings.concurrency.is_none() && settings.rate_limit.is_none() {
+                self.push_queue(queue, now).await
+            } else {
+                self.push_limited(queue, now).await
             };
         }
         let mut audit = Vec::new();
@@ -234,6 +236,16 @@ impl Jobs {
                 serde_json::json!({ "queue": queue, "concurrency": limit }),
                 pushed,
             ));
+        }
+        if let Some(rate) = &change.rate_limit {
+            let filter = match rate {
+                Some(rate) => serde_json::json!({
+                    "queue": queue,
+                    "rateLimit": {"limit": rate.limit, "periodMs": rate.period_ms, "key": rate.key},
+                }),
+                None => serde_json::json!({ "queue": queue, "rateLimit": null }),
+            };
+            audit.push(("queue.rate_limit", filter, pushed));
         }
         if !change.retention.is_empty() {
             let ms = |value: Option<i64>| value.map_or(serde_json::Value::Null, serde_json::Value::from);

@@ -659,6 +659,16 @@ impl Store {
                     "its queue {:?} is at its concurrency limit ({running} of {limit} running)",
                     job.queue
                 ));
+            } else if let (Some(limit), Some(period_ms), Some(used)) = (
+                row.try_get::<_, Option<i32>>("queue_rate_limit")?,
+                row.try_get::<_, Option<i32>>("queue_rate_period_ms")?,
+                row.try_get::<_, Option<i64>>("queue_rate_used")?,
+            ) && used >= i64::from(limit)
+            {
+                job.held_back = Some(format!(
+                    "its queue {:?} is at its rate limit ({used} of {limit} starts in the last {period_ms} ms)",
+                    job.queue
+                ));
             }
         }
         job.history = self

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use common::{Running, wait_for};
 use jobq_shared::bulk::Actor;
 use jobq_shared::handler::{HandlerError, JobContext, JobHandler};
-use jobq_shared::health::SettingsChange;
+use jobq_shared::health::{RateLimit, SettingsChange};
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{JobId, NewJob, Registry, Status};
 use serde_json::json;
@@ -271,4 +271,118 @@ async fn a_claim_waits_for_an_uncommitted_claim_of_the_queue_and_counts_it() {
     assert!(second.await.expect("task").expect("claim").is_empty());
     assert!(next.await.expect("task").expect("claim").is_empty());
     assert_eq!(env.count_jobs(Some(Status::InProgress)).await, 3);
+}
+
+/// How many of `ids` a claim of limited queues takes now.
+async fn take(env: &TestEnv, ids: &[JobId], now: chrono::DateTime<chrono::Utc>) -> usize {
+    env.store
+        .claim_limited(ids, "w", now, LEASE)
+        .await
+        .expect("claim")
+        .len()
+}
+
+/// How many jobs a claim of limited queues straight from Postgres takes now (at most 10).
+async fn take_next(env: &TestEnv, now: chrono::DateTime<chrono::Utc>) -> usize {
+    env.store
+        .claim_next_limited("w", now, LEASE, 10)
+        .await
+        .expect("claim")
+        .len()
+}
+
+fn rate(limit: i32, period_ms: i32, key: Option<&str>) -> SettingsChange {
+    SettingsChange {
+        rate_limit: Some(Some(RateLimit {
+            limit,
+            period_ms,
+            key: key.map(str::to_owned),
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_admits_so_many_starts_per_window_through_either_claim() {
+    let env = TestEnv::new().await;
+    env.jobs
+        .set_queue("mail", rate(3, 1000, None), &actor())
+        .await
+        .expect("rate");
+    let ids = env.create_jobs(&(0..10).map(|_| job("mail")).collect::<Vec<_>>()).await;
+    let now = env.store.now().await;
+    assert!(
+        env.store
+            .claim_many(&ids, "w", now, LEASE)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    let first = tokio::time::Instant::now();
+    assert_eq!(take(&env, &ids, now).await, 3);
+    // The window is full, whichever way the claim comes, and however many jobs are free to run.
+    assert_eq!((take(&env, &ids, now).await, take_next(&env, now).await), (0, 0));
+    let waiting = env.store.get(ids[9]).await.expect("get");
+    assert_eq!(
+        waiting.held_back.as_deref(),
+        Some("its queue \"mail\" is at its rate limit (3 of 3 starts in the last 1000 ms)")
+    );
+    assert!(env.store.limited_ready(now, None).await.expect("ready").is_empty());
+
+    // A period after the first starts, the window has room for 3 more.
+    tokio::time::sleep_until(first + Duration::from_millis(1050)).await;
+    let now = env.store.now().await;
+    assert_eq!(env.store.limited_ready(now, None).await.expect("ready").len(), 3);
+    assert_eq!(take_next(&env, now).await, 3);
+    assert_eq!(take(&env, &ids, now).await, 0);
+
+    // Removed, the queue's jobs go back to the ordinary claim.
+    let none = SettingsChange {
+        rate_limit: Some(None),
+        ..Default::default()
+    };
+    env.jobs.set_queue("mail", none, &actor()).await.expect("remove");
+    assert_eq!(
+        env.store.claim_many(&ids, "w", now, LEASE).await.expect("claim").len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_rate_limit_holds_per_key_and_not_across_keys() {
+    let env = TestEnv::new().await;
+    env.jobs
+        .set_queue("calls", rate(2, 60_000, Some("customer.id")), &actor())
+        .await
+        .expect("rate");
+    let keyed = |customer: Option<&str>| {
+        let payload = match customer {
+            Some(id) => json!({"customer": {"id": id}}),
+            None => json!({}),
+        };
+        NewJob::new("GAUGE", payload).queue("calls")
+    };
+    let mut jobs = Vec::new();
+    for customer in [Some("a"), Some("b"), None] {
+        jobs.extend((0..4).map(|_| keyed(customer)));
+    }
+    let ids = env.create_jobs(&jobs).await;
+    let now = env.store.now().await;
+    let claimed = env.store.claim_limited(&ids, "w", now, LEASE).await.expect("claim");
+    let mut per_key: std::collections::BTreeMap<String, usize> = Default::default();
+    for lease in &claimed {
+        let key = lease.job().payload["customer"]["id"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned();
+        *per_key.entry(key).or_default() += 1;
+    }
+    // Two per customer, and two for the jobs without one (they share a window).
+    assert_eq!(per_key, [("a".into(), 2), ("b".into(), 2), ("none".into(), 2)].into());
+    assert_eq!(take(&env, &ids, now).await, 0);
+    // A new customer has a window of its own.
+    let c = env.create_job(keyed(Some("c"))).await;
+    let now = env.store.now().await;
+    assert_eq!(take(&env, &[c], now).await, 1);
 }

@@ -3,7 +3,7 @@
 -- $5 start by: a claim that reaches the database after this claims nothing (its client gave up);
 -- NULL for no bound
 -- Returns the claimed rows; ids that are not PENDING, not due, of a paused queue or of a queue with a
--- concurrency limit (claimed by jobq_claim_limited, V14) are left out.
+-- concurrency or rate limit (claimed by jobq_claim_limited, V14 and V16) are left out.
 -- The ids are joined as a set rather than tested with `= ANY`, and the status is tested as
 -- `status || ''`, which no index matches: both keep the plan on the primary key, one lookup per
 -- id. Otherwise, on a table whose statistics lag behind (a burst of new jobs, not yet analyzed),
@@ -15,7 +15,7 @@ WITH claimed AS (
         lease_expires_at = now() + interval '1 millisecond' * $4::bigint, renewed_at = NULL, worker_id = $2, started_at = COALESCE(j.started_at, $3), updated_at = $3
     FROM unnest($1::uuid[]) AS want(id)
     WHERE j.id = want.id AND j.status || '' = 'PENDING' AND j.run_at <= $3 AND ($5::timestamptz IS NULL OR now() <= $5)
-      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = j.queue AND (s.paused OR s.concurrency IS NOT NULL))
+      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = j.queue AND (s.paused OR s.concurrency IS NOT NULL OR s.rate_limit IS NOT NULL))
     RETURNING j.*
 ), attempt AS (
     INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)

@@ -7,7 +7,7 @@
 WITH next AS (
     SELECT id FROM jobs
     WHERE status = 'PENDING' AND run_at <= $2 AND ($5::timestamptz IS NULL OR now() <= $5)
-      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND (s.paused OR s.concurrency IS NOT NULL))
+      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND (s.paused OR s.concurrency IS NOT NULL OR s.rate_limit IS NOT NULL))
     ORDER BY priority DESC, run_at, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED

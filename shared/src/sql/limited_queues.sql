@@ -1,2 +1,2 @@
--- limited_queues: the queues with a concurrency limit.
-SELECT queue FROM queue_settings WHERE concurrency IS NOT NULL
+-- limited_queues: the queues with a concurrency or rate limit.
+SELECT queue FROM queue_settings WHERE concurrency IS NOT NULL OR rate_limit IS NOT NULL

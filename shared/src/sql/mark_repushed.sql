@@ -8,7 +8,7 @@ UPDATE jobs SET repushed_at = $1
 WHERE id IN (
     SELECT id FROM jobs
     WHERE status = 'PENDING' AND run_at < $2 AND (repushed_at IS NULL OR repushed_at < $2)
-      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND (s.paused OR s.concurrency IS NOT NULL))
+      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = jobs.queue AND (s.paused OR s.concurrency IS NOT NULL OR s.rate_limit IS NOT NULL))
     ORDER BY run_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED

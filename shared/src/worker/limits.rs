@@ -10,7 +10,7 @@ use tokio::time::{Duration, Instant};
 use super::Worker;
 
 /// How long the set of limited queues is trusted before it is read again. A queue limited since
-/// is still served: the promoter pushes its jobs every second.
+/// is still served: the promoter pushes its jobs every 100 ms.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
