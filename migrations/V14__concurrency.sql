@@ -10,7 +10,7 @@
 -- after the locks were granted (in one plain statement, the snapshot would predate them).
 --
 -- A popped id that its limit holds back is dropped, not pushed again: the worker that frees a
--- slot of the queue, and the promoter every second, push the queue's next pending jobs, as many
+-- slot of the queue, and the promoter every 100 ms, push the queue's next pending jobs, as many
 -- as it has free slots (limited_ready.sql). The repairer leaves limited queues to them.
 ALTER TABLE queue_settings ADD COLUMN concurrency integer CHECK (concurrency BETWEEN 1 AND 1000000);
 

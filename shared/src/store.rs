@@ -1014,6 +1014,10 @@ impl Store {
         if let Some(lease) = self.claim_many(&[id], worker_id, now, lease).await?.pop() {
             return Ok(Claim::Claimed(Box::new(lease)));
         }
+        // A job of a limited queue is claimed only within its limits.
+        if let Some(lease) = self.claim_limited(&[id], worker_id, now, lease).await?.pop() {
+            return Ok(Claim::Claimed(Box::new(lease)));
+        }
         self.why_unclaimed(id, now).await
     }
 

@@ -14,6 +14,7 @@ use common::{Running, wait_for};
 use jobq_shared::bulk::Actor;
 use jobq_shared::handler::{HandlerError, JobContext, JobHandler};
 use jobq_shared::health::{RateLimit, SettingsChange};
+use jobq_shared::store::Claim;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{JobId, NewJob, Registry, Status};
 use serde_json::json;
@@ -385,4 +386,19 @@ async fn a_keyed_rate_limit_holds_per_key_and_not_across_keys() {
     let c = env.create_job(keyed(Some("c"))).await;
     let now = env.store.now().await;
     assert_eq!(take(&env, &[c], now).await, 1);
+}
+
+#[tokio::test]
+async fn the_single_claim_of_the_library_api_claims_a_limited_queues_job_within_its_limit() {
+    let env = TestEnv::new().await;
+    env.jobs
+        .set_queue("mail", limit(Some(1)), &actor())
+        .await
+        .expect("limit");
+    let ids = env.create_jobs(&[job("mail"), job("mail")]).await;
+    let now = env.store.now().await;
+    let first = env.store.claim(ids[0], "w", now, LEASE).await.expect("claim");
+    assert!(matches!(first, Claim::Claimed(_)), "{first:?}");
+    let second = env.store.claim(ids[1], "w", now, LEASE).await.expect("claim");
+    assert!(matches!(second, Claim::Unavailable), "{second:?}");
 }
