@@ -44,11 +44,18 @@ async function api(method, path, body) {
   if (state.token) headers.Authorization = 'Bearer ' + state.token;
   if (state.name) headers['X-Jobq-Actor'] = state.name;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const response = await fetch(API + path, {
+  const send = () => fetch(API + path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  let response = await send();
+  // A read that met a server error is tried once more: reads change nothing, and a proxy or the
+  // local Lambda emulator now and then answers a 5xx of its own. Writes are never repeated.
+  if (method === 'GET' && response.status >= 500) {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    response = await send();
+  }
   let data = null;
   try {
     data = await response.json();
