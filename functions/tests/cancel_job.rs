@@ -18,7 +18,7 @@ async fn in_redis(env: &jobq_shared::testing::TestEnv, id: JobId) -> bool {
     let id = id.to_string();
     let ready = env.queue.ready_ids().await.expect("ready");
     let scheduled = env.queue.scheduled().await.expect("scheduled");
-    ready.iter().any(|r| r == &id) || scheduled.iter().any(|(member, _)| member.ends_with(&id))
+    ready.iter().any(|r| r == &id) || scheduled.iter().any(|(member, _)| member.contains(&format!(":{id}:")))
 }
 
 #[tokio::test]

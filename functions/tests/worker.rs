@@ -294,7 +294,7 @@ async fn without_a_promoter_the_worker_function_migrates_repairs_and_picks_up_ne
         lost.push(env.create_job(NewJob::new("TEST", json!("hello"))).await);
     }
     let ready = env.queue.ready_ids().await.expect("ready");
-    assert_eq!(env.queue.forget_ready(&ready, 50).await.expect("forget"), 5);
+    assert_eq!(env.queue.forget_ready("default", 50, &ready).await.expect("forget"), 5);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let summary = worker::handle(&deps, event(json!({}), Duration::from_secs(10)))
         .await

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use jobq_functions::Deps;
 use jobq_shared::job::Outcome;
-use jobq_shared::queue::level;
+use jobq_shared::queue::{Keys, level};
 use jobq_shared::store::AfterFailure;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::{Config, Job, JobId, Jobs, NewJob, Queue, Status, Store};
@@ -140,7 +140,7 @@ fn fault_line(
 async fn wait_epoch(queue: &Queue, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        if queue.epoch_exists().await.unwrap_or(false) {
+        if queue.built().await.unwrap_or(false) {
             return started.elapsed();
         }
         assert!(started.elapsed() < within, "redis keys not rebuilt within {within:?}");
@@ -183,9 +183,11 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
             .await
             .expect("fail")
         {
-            AfterFailure::Retry { run_at, priority } => {
-                env.queue.enqueue(id, priority, run_at, now).await.expect("enqueue")
-            }
+            AfterFailure::Retry { run_at, priority } => env
+                .queue
+                .enqueue(id, "default", priority, run_at, now)
+                .await
+                .expect("enqueue"),
             other => panic!("retry expected, not {other:?}"),
         }
         later.push(id);
@@ -224,14 +226,14 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
     for job in &ready {
         for _ in 0..2 {
             env.queue
-                .enqueue(job.id, job.priority, pushed_at, pushed_at)
+                .enqueue(job.id, &job.queue, job.priority, pushed_at, pushed_at)
                 .await
                 .expect("push copy");
         }
     }
     for id in later.iter().chain(&dead) {
         env.queue
-            .enqueue(*id, 50, pushed_at, pushed_at)
+            .enqueue(*id, "default", 50, pushed_at, pushed_at)
             .await
             .expect("push copy");
     }
@@ -273,7 +275,7 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
         let scheduled: HashMap<String, i64> = env.queue.scheduled().await.expect("scheduled").into_iter().collect();
         let all_there = later_before
             .values()
-            .all(|j| scheduled.contains_key(&format!("{}:{}", level(j.priority), j.id)));
+            .all(|j| scheduled.contains_key(&Keys::scheduled_member(j.id, &j.queue, level(j.priority))));
         if all_there || Instant::now() >= deadline {
             break scheduled;
         }
@@ -281,7 +283,7 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres_and_every_job_keeps_its_
     };
     for job in get_all(&env.jobs, &later).await {
         let before = &later_before[&job.id];
-        let member = format!("{}:{}", level(job.priority), job.id);
+        let member = Keys::scheduled_member(job.id, &job.queue, level(job.priority));
         match scheduled.get(&member) {
             Some(score) => assert_eq!(
                 *score,
@@ -366,7 +368,7 @@ async fn while_redis_is_down_jobs_are_accepted_and_run_from_postgres_and_redis_i
     let back = Instant::now();
     wait_epoch(&env.queue, Duration::from_secs(15)).await;
     let scheduled_job = env.jobs.get(scheduled_id).await.expect("get");
-    let member = format!("{}:{}", level(scheduled_job.priority), scheduled_id);
+    let member = Keys::scheduled_member(scheduled_id, &scheduled_job.queue, level(scheduled_job.priority));
     let give_up = Instant::now() + Duration::from_secs(5);
     let score = loop {
         let scheduled = env.queue.scheduled().await.expect("scheduled");
@@ -418,7 +420,7 @@ async fn while_redis_is_down_jobs_are_accepted_and_run_from_postgres_and_redis_i
     let unpushed = *unpushed_ids.last().expect("probe");
     let waiting = env.jobs.get(unpushed).await.expect("get");
     env.queue
-        .enqueue(unpushed, waiting.priority, waiting.run_at, Utc::now())
+        .enqueue(unpushed, &waiting.queue, waiting.priority, waiting.run_at, Utc::now())
         .await
         .expect("push");
     wait_all(&env.jobs, &unpushed_ids, Status::Completed, Duration::from_secs(10)).await;

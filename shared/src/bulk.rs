@@ -151,8 +151,8 @@ impl Operation {
 pub struct BatchOutcome {
     /// False when another processor held (or had just moved) the operation: nothing was done.
     pub owned: bool,
-    /// The jobs acted on, with their priorities.
-    pub acted: Vec<(JobId, i16)>,
+    /// The jobs acted on, with their places in Redis.
+    pub acted: Vec<crate::queue::Place>,
 }
 
 /// Who asked for an action: the caller the API authenticated, and whom the caller says it acts for.
@@ -212,7 +212,7 @@ impl Operations {
         if outcome.acted.is_empty() {
             return Ok(outcome);
         }
-        let ids: Vec<JobId> = outcome.acted.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<JobId> = outcome.acted.iter().map(|place| place.id).collect();
         let redis = match (operation.action, status) {
             (BulkAction::Requeue, _) => self.queue.requeue_many(&outcome.acted, now).await,
             (BulkAction::Cancel, Status::Pending) => self.queue.withdraw_many(&outcome.acted).await,

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::http_job::{HttpJobConfig, SigningSecret};
+use crate::queue::Served;
 use crate::retry::RetryPolicy;
 use crate::tls::{SslMode, split_pg_url, with_pg_defaults};
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// Names this process in leases and attempt history.
     pub worker_id: String,
+    /// The queues this process takes jobs from (`JOBQ_QUEUES`; default: every queue).
+    pub queues: Served,
     pub retry: RetryPolicy,
     /// The longest any job may run here, whatever its own timeout. The worker function sets it to
     /// what one invocation can give. A job stopped by this bound, not by its own timeout, is
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             worker_id: default_worker_id(),
+            queues: Served::All,
             retry: RetryPolicy::default(),
             max_job_timeout: None,
         }
@@ -250,6 +254,7 @@ impl Config {
                 shutdown_grace: env.millis("JOBQ_SHUTDOWN_GRACE_MS", worker_defaults.shutdown_grace)?,
                 poll: env.millis("JOBQ_POLL_MS", worker_defaults.poll)?,
                 worker_id: env.string("JOBQ_WORKER_ID", &worker_defaults.worker_id)?,
+                queues: env.parse("JOBQ_QUEUES", Served::All)?,
                 retry: RetryPolicy {
                     base: env.millis("JOBQ_RETRY_BASE_MS", retry_defaults.base)?,
                     factor,

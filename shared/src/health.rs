@@ -337,13 +337,13 @@ impl Store {
         ))
     }
 
-    /// One page of a queue's pending jobs in id order, to push to Redis: `(id, priority, run_at)`.
+    /// One page of a queue's pending jobs in id order, to push to Redis.
     pub async fn queue_pending_page(
         &self,
         queue: &str,
         after: Option<JobId>,
         limit: usize,
-    ) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+    ) -> Result<Vec<crate::store::Ready>> {
         self.query(
             include_str!("sql/queue_pending_page.sql"),
             &[&queue, &after.map(|id| id.0), &(limit as i64)],

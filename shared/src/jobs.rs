@@ -11,7 +11,7 @@ use crate::health::{QueueSettings, SettingsChange};
 use crate::job::{Job, JobId, NewJob, Status};
 use crate::queue::Queue;
 use crate::search::{Found, JobCursor, JobFilter};
-use crate::store::{Created, DeadCursor, Page, Store};
+use crate::store::{Created, DeadCursor, Page, Ready, Store};
 
 /// What a cancel did.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,11 @@ impl Jobs {
         // on its dependencies is pushed when its last parent completes.
         if created.job.status == Status::Pending {
             let job = &created.job;
-            if let Err(err) = self.queue.enqueue(job.id, job.priority, job.run_at, now).await {
+            if let Err(err) = self
+                .queue
+                .enqueue(job.id, &job.queue, job.priority, job.run_at, now)
+                .await
+            {
                 tracing::warn!(job_id = %job.id, error = %err, "job stored but not pushed to redis; the repairer will push it");
             }
         }
@@ -85,11 +89,11 @@ impl Jobs {
     pub async fn create_many(&self, new: &[NewJob], now: DateTime<Utc>) -> Result<Vec<Result<Created>>> {
         let results = self.store.create_many(new, self.default_timeout_ms(), now).await?;
         count_enqueued(results.iter().filter_map(|r| r.as_ref().ok()).filter(|c| !c.replayed));
-        let fresh: Vec<(JobId, i16, DateTime<Utc>)> = results
+        let fresh: Vec<Ready> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .filter(|c| c.job.status == Status::Pending)
-            .map(|c| (c.job.id, c.job.priority, c.job.run_at))
+            .map(|c| Ready::of(&c.job))
             .collect();
         if let Err(err) = self.queue.enqueue_many(&fresh, now).await {
             tracing::warn!(jobs = fresh.len(), error = %err, "jobs stored but not pushed to redis; the repairer will push them");
@@ -112,7 +116,7 @@ impl Jobs {
     /// Puts a dead job back with a fresh attempt budget and makes it runnable at once.
     pub async fn requeue(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
         let job = self.store.requeue(id, now).await?;
-        if let Err(err) = self.queue.requeue(job.id, job.priority, now).await {
+        if let Err(err) = self.queue.requeue(job.id, &job.queue, job.priority, now).await {
             tracing::warn!(job_id = %job.id, error = %err, "job requeued but not pushed to redis; the repairer will push it");
         }
         Ok(job)
@@ -134,7 +138,7 @@ impl Jobs {
                 Ok(job) => {
                     // A failure here leaves an id that no claim will take (the job is not PENDING):
                     // a worker that pops it drops it.
-                    if let Err(err) = self.queue.withdraw(job.id, job.priority).await {
+                    if let Err(err) = self.queue.withdraw(job.id, &job.queue, job.priority).await {
                         tracing::warn!(job_id = %job.id, error = %err, "job cancelled but its id not taken out of redis; workers will skip it");
                     }
                     return Ok(Cancellation::Cancelled(job));
@@ -309,7 +313,7 @@ impl Jobs {
             }
             pushed += page.len() as i64;
             match page.last() {
-                Some((id, _, _)) if page.len() == PAGE => after = Some(*id),
+                Some(last) if page.len() == PAGE => after = Some(last.id),
                 _ => return pushed,
             }
         }

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub fencing_rejections: Counter,
     /// 1 while this process's worker claims from Postgres because Redis failed.
     pub redis_fallback: Gauge,
+    /// Ids popped from a queue with a concurrency or rate limit that its limit held back, by
+    /// queue: they were dropped, and are pushed again when a slot or a window frees.
+    pub held_back: Family<QueueLabel, Counter>,
     // Read from Postgres at each scrape.
     depth: Family<StatusLabels, Gauge>,
     oldest_pending_age: Family<QueueLabel, Gauge<f64, AtomicU64>>,
@@ -89,6 +92,7 @@ impl Metrics {
             reaped: Family::default(),
             fencing_rejections: Counter::default(),
             redis_fallback: Gauge::default(),
+            held_back: Family::default(),
             depth: Family::default(),
             oldest_pending_age: Family::default(),
             dead: Gauge::default(),
@@ -131,6 +135,11 @@ impl Metrics {
             "redis_fallback_active",
             "1 while the worker claims from Postgres because Redis failed",
             metrics.redis_fallback.clone(),
+        );
+        registry.register(
+            "jobs_held_back",
+            "Jobs taken from Redis that their queue's concurrency or rate limit held back (left pending, pushed again when the limit allows)",
+            metrics.held_back.clone(),
         );
         registry.register(
             "queue_jobs",

@@ -361,8 +361,8 @@ pub struct Firing {
     pub moved: bool,
     /// The previous job was unfinished and the schedule skips overlaps: no job.
     pub overlapped: bool,
-    /// The jobs made: id, priority, run_at.
-    pub jobs: Vec<(JobId, i16, DateTime<Utc>)>,
+    /// The jobs made, to push to Redis.
+    pub jobs: Vec<crate::store::Ready>,
 }
 
 impl Store {
@@ -464,9 +464,12 @@ impl Store {
             firing.moved = true;
             firing.overlapped = row.try_get("overlapped")?;
             if let Some(id) = row.try_get::<_, Option<Uuid>>("id")? {
-                firing
-                    .jobs
-                    .push((JobId(id), row.try_get("priority")?, row.try_get("run_at")?));
+                firing.jobs.push(crate::store::Ready {
+                    id: JobId(id),
+                    queue: row.try_get("queue")?,
+                    priority: row.try_get("priority")?,
+                    run_at: row.try_get("run_at")?,
+                });
             }
         }
         Ok(firing)

@@ -18,6 +18,7 @@ use crate::bulk::{Actor, AuditEntry, BatchOutcome, BulkAction, Operation, Operat
 use crate::clock::DbClock;
 use crate::error::{Error, Result};
 use crate::job::{Attempt, Job, JobId, NewJob, Outcome, Parent, Status};
+use crate::queue::Place;
 use crate::search::{Found, JobCursor, JobFilter};
 use crate::state::{Event, transition};
 use crate::tls::{SslMode, pg_client_config, split_pg_url};
@@ -116,15 +117,35 @@ pub struct Created {
     pub replayed: bool,
 }
 
-/// A job ready to be pushed to Redis: its id, priority and due time.
-pub type Ready = (JobId, i16, DateTime<Utc>);
+/// A job to push to Redis: what its place there depends on (its queue and priority select its
+/// ready list; its due time, whether it goes there or into the schedule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub id: JobId,
+    pub queue: String,
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+}
 
+impl Ready {
+    pub fn of(job: &Job) -> Ready {
+        Ready {
+            id: job.id,
+            queue: job.queue.clone(),
+            priority: job.priority,
+            run_at: job.run_at,
+        }
+    }
+}
+
+/// From a row with `id`, `queue`, `priority` and `run_at`.
 pub(crate) fn ready_from_row(row: &Row) -> Result<Ready> {
-    Ok((
-        JobId(row.try_get("id")?),
-        row.try_get("priority")?,
-        row.try_get("run_at")?,
-    ))
+    Ok(Ready {
+        id: JobId(row.try_get("id")?),
+        queue: row.try_get("queue")?,
+        priority: row.try_get("priority")?,
+        run_at: row.try_get("run_at")?,
+    })
 }
 
 /// What [`Store::complete_many`] recorded.
@@ -931,10 +952,20 @@ impl Store {
             .first()
             .ok_or_else(|| Error::CorruptRow("bulk batch returned no row".into()))?;
         let ids: Vec<Uuid> = row.try_get("ids")?;
+        let queues: Vec<String> = row.try_get("queues")?;
         let priorities: Vec<i16> = row.try_get("priorities")?;
         Ok(BatchOutcome {
             owned: row.try_get::<_, i64>("owned")? > 0,
-            acted: ids.into_iter().map(JobId).zip(priorities).collect(),
+            acted: ids
+                .into_iter()
+                .zip(queues)
+                .zip(priorities)
+                .map(|((id, queue), priority)| Place {
+                    id: JobId(id),
+                    queue,
+                    priority,
+                })
+                .collect(),
         })
     }
 
@@ -1082,11 +1113,19 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        served: Option<&[String]>,
     ) -> Result<Vec<Lease>> {
         let rows = self
             .query(
-                "SELECT * FROM jobq_claim_next_limited($1, $2, $3, $4, $5)",
-                &[&worker_id, &now, &lease_ms(lease), &(limit as i64), &self.start_by(now)],
+                "SELECT * FROM jobq_claim_next_limited($1, $2, $3, $4, $5, $6)",
+                &[
+                    &worker_id,
+                    &now,
+                    &lease_ms(lease),
+                    &(limit as i64),
+                    &self.start_by(now),
+                    &served,
+                ],
             )
             .await?;
         rows.iter().map(lease_from_row).collect()
@@ -1111,7 +1150,7 @@ impl Store {
             .collect()
     }
 
-    /// Which of `ids` are pending but not due at `now` (popped early): `(id, priority, run_at)`.
+    /// Which of `ids` are pending but not due at `now` (popped early).
     pub async fn not_due(&self, ids: &[JobId], now: DateTime<Utc>) -> Result<Vec<Ready>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         self.query(sql!("not_due"), &[&ids, &now])
@@ -1152,11 +1191,19 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        served: Option<&[String]>,
     ) -> Result<Vec<Lease>> {
         let rows = self
             .query(
                 sql!("claim_next"),
-                &[&worker_id, &now, &lease_ms(lease), &(limit as i64), &self.start_by(now)],
+                &[
+                    &worker_id,
+                    &now,
+                    &lease_ms(lease),
+                    &(limit as i64),
+                    &self.start_by(now),
+                    &served,
+                ],
             )
             .await?;
         rows.iter().map(lease_from_row).collect()
@@ -1422,12 +1469,12 @@ impl Store {
         }
     }
 
-    /// A page of PENDING jobs in id order: (id, priority, run_at).
-    pub async fn pending_page(&self, after: Option<JobId>, limit: usize) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+    /// A page of PENDING jobs in id order.
+    pub async fn pending_page(&self, after: Option<JobId>, limit: usize) -> Result<Vec<Ready>> {
         let rows = self
             .query(sql!("pending_page"), &[&after.map(|id| id.0), &(limit as i64)])
             .await?;
-        rows.iter().map(entry_from_row).collect()
+        rows.iter().map(ready_from_row).collect()
     }
 
     /// Every dead job id, oldest death first.
@@ -1442,11 +1489,11 @@ impl Store {
         now: DateTime<Utc>,
         overdue_before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<(JobId, i16, DateTime<Utc>)>> {
+    ) -> Result<Vec<Ready>> {
         let rows = self
             .query(sql!("mark_repushed"), &[&now, &overdue_before, &(limit as i64)])
             .await?;
-        rows.iter().map(entry_from_row).collect()
+        rows.iter().map(ready_from_row).collect()
     }
 
     /// Opens one pooled connection now.
@@ -1518,15 +1565,6 @@ fn lease_lost(held: &Lease) -> Error {
         job_id: held.id(),
         token: held.token,
     }
-}
-
-/// What Redis needs to know of a job: (id, priority, run_at).
-fn entry_from_row(row: &Row) -> Result<(JobId, i16, DateTime<Utc>)> {
-    Ok((
-        JobId(row.try_get("id")?),
-        row.try_get("priority")?,
-        row.try_get("run_at")?,
-    ))
 }
 
 /// What a failed or expired attempt led to, from the row its statement returned.

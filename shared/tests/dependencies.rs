@@ -64,7 +64,7 @@ fn assert_waits_on(job: &jobq_shared::Job, parent: JobId, status: Status) {
 async fn run_at(env: &TestEnv, id: JobId, ms: i64) -> Vec<JobId> {
     let lease = env.claim_job(id, "w1", at(ms), LEASE).await;
     let released = env.store.complete(&lease, at(ms + 1)).await.expect("complete");
-    released.into_iter().map(|(id, _, _)| id).collect()
+    released.into_iter().map(|ready| ready.id).collect()
 }
 
 fn position(ran: &[String], name: &str) -> usize {
@@ -238,7 +238,7 @@ async fn a_child_created_while_its_parent_completes_is_never_left_blocked() {
             .expect("create child");
         let released = completing.await.expect("task").expect("complete");
         let job = env.store.get(child.job.id).await.expect("get");
-        let released_here = released.iter().any(|r| r.0 == child.job.id);
+        let released_here = released.iter().any(|r| r.id == child.job.id);
         assert_eq!(
             job.status,
             Status::Pending,

@@ -98,7 +98,7 @@ async fn claims_at_once_never_take_more_than_the_limit() {
             if i % 2 == 0 {
                 store.claim_limited(&ids, &worker, now, LEASE).await
             } else {
-                store.claim_next_limited(&worker, now, LEASE, 20).await
+                store.claim_next_limited(&worker, now, LEASE, 20, None).await
             }
         }
     });
@@ -203,7 +203,11 @@ async fn a_worker_with_more_slots_runs_at_most_the_limit_and_a_freed_slot_starts
     }
     let took = started.elapsed();
     stop.cancel();
-    run.await.expect("worker task").expect("worker");
+    let summary = run.await.expect("worker task").expect("worker");
+    assert!(
+        summary.held_back > 0,
+        "8 slots pop more than the limit's 3: {summary:?}"
+    );
     assert_eq!(gauge.ran.load(Ordering::SeqCst), 24);
     assert_eq!(gauge.most.load(Ordering::SeqCst), 3, "the limit, and all of it");
     assert!(other.most.load(Ordering::SeqCst) > 3, "the other queue is not limited");
@@ -262,7 +266,7 @@ async fn a_claim_waits_for_an_uncommitted_claim_of_the_queue_and_counts_it() {
     let (store, ids2) = (env.store.clone(), ids.clone());
     let second = tokio::spawn(async move { store.claim_limited(&ids2, "second", now, LEASE).await });
     let store = env.store.clone();
-    let next = tokio::spawn(async move { store.claim_next_limited("third", now, LEASE, 10).await });
+    let next = tokio::spawn(async move { store.claim_next_limited("third", now, LEASE, 10, None).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !second.is_finished() && !next.is_finished(),
@@ -286,7 +290,7 @@ async fn take(env: &TestEnv, ids: &[JobId], now: chrono::DateTime<chrono::Utc>) 
 /// How many jobs a claim of limited queues straight from Postgres takes now (at most 10).
 async fn take_next(env: &TestEnv, now: chrono::DateTime<chrono::Utc>) -> usize {
     env.store
-        .claim_next_limited("w", now, LEASE, 10)
+        .claim_next_limited("w", now, LEASE, 10, None)
         .await
         .expect("claim")
         .len()

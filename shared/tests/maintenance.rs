@@ -10,6 +10,7 @@ use common::{Running, wait_for};
 use jobq_shared::job::Outcome;
 use jobq_shared::maintenance::reaper::{NEVER_RENEWED, Reaped};
 use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::queue::Keys;
 use jobq_shared::retry::RetryPolicy;
 use jobq_shared::store::Claim;
 use jobq_shared::testing::TestEnv;
@@ -53,7 +54,7 @@ async fn a_promoter_pass_moves_only_due_ids_to_their_priority_lists() {
     );
     let scheduled = env.queue.scheduled().await.expect("scheduled");
     assert_eq!(scheduled.len(), 1);
-    assert!(scheduled[0].0.ends_with(&later.to_string()));
+    assert_eq!(scheduled[0].0, Keys::scheduled_member(later, "default", 5));
     assert_eq!(scheduled[0].1, now_plus(t0, 60_000).timestamp_millis());
 }
 
@@ -119,7 +120,8 @@ async fn the_reaper_retries_a_job_whose_lease_expired_and_records_the_lost_attem
         .map(|(m, _)| m)
         .collect();
     assert!(
-        env.queue.ready_ids().await.expect("ready").contains(&id.to_string()) || scheduled.contains(&format!("5:{id}")),
+        env.queue.ready_ids().await.expect("ready").contains(&id.to_string())
+            || scheduled.contains(&Keys::scheduled_member(id, "default", 5)),
         "pushed to Redis"
     );
 }
@@ -295,7 +297,7 @@ async fn when_redis_loses_every_key_the_repairer_rebuilds_them_from_postgres() {
     assert_eq!(env.queue.ready_ids().await.expect("ready"), vec![ready.to_string()]);
     let zset = env.queue.scheduled().await.expect("scheduled");
     assert_eq!(zset.len(), 1);
-    assert!(zset[0].0.ends_with(&scheduled.to_string()));
+    assert_eq!(zset[0].0, Keys::scheduled_member(scheduled, "default", 5));
     assert_eq!(
         zset[0].1,
         scheduled_at.timestamp_millis(),
@@ -337,7 +339,7 @@ async fn an_id_is_held_at_most_once_however_often_and_wherever_it_is_pushed() {
         (now_plus(t0, 60_000), t0),
         (now_plus(t0, 50_000), t0),
     ] {
-        env.queue.enqueue(id, 50, run_at, now).await.expect("push");
+        env.queue.enqueue(id, "default", 50, run_at, now).await.expect("push");
     }
     assert!(env.queue.ready_ids().await.expect("ready").is_empty());
     assert_eq!(env.queue.scheduled().await.expect("schedule").len(), 1);
@@ -345,8 +347,11 @@ async fn an_id_is_held_at_most_once_however_often_and_wherever_it_is_pushed() {
         .run_once(now_plus(t0, 50_000))
         .await
         .expect("promote");
-    env.queue.enqueue(id, 50, t0, now_plus(t0, 50_000)).await.expect("push");
-    env.queue.push_front(id, 50).await.expect("push front");
+    env.queue
+        .enqueue(id, "default", 50, t0, now_plus(t0, 50_000))
+        .await
+        .expect("push");
+    env.queue.push_front(id, "default", 50).await.expect("push front");
     assert_eq!(env.queue.ready_ids().await.expect("ready"), vec![id.to_string()]);
     assert!(env.queue.scheduled().await.expect("schedule").is_empty());
 }
@@ -378,7 +383,7 @@ async fn a_backlog_that_waits_through_many_repair_passes_is_held_once_and_repair
         .into_iter()
         .take(7)
         .collect();
-    env.queue.forget_ready(&lost, 50).await.expect("lose some");
+    env.queue.forget_ready("default", 50, &lost).await.expect("lose some");
     let repaired = repairer.run_once(now_plus(t0, 5 * 31_000)).await.expect("repair");
     assert_eq!(repaired.pushed, 7);
     let ready = env.queue.ready_ids().await.expect("ready");
@@ -392,7 +397,10 @@ async fn duplicate_ids_in_redis_never_make_a_job_run_twice() {
     let t0 = now();
     let id = env.create_job_at(NewJob::new("TEST", json!(1)), t0).await;
     for _ in 0..5 {
-        env.queue.enqueue(id, 50, t0, t0).await.expect("duplicate push");
+        env.queue
+            .enqueue(id, "default", 50, t0, t0)
+            .await
+            .expect("duplicate push");
     }
     let running = Running::start(&env, Registry::with_builtins());
     wait_for(&env, id, Status::Completed, Duration::from_secs(10)).await;

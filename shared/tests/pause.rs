@@ -118,7 +118,7 @@ async fn claims_straight_from_postgres_skip_a_paused_queue() {
     let now = env.store.now().await;
     let leases = env
         .store
-        .claim_next("w1", now, Duration::from_secs(30), 10)
+        .claim_next("w1", now, Duration::from_secs(30), 10, None)
         .await
         .expect("claim");
     let claimed: Vec<_> = leases.iter().map(|lease| lease.id()).collect();

@@ -131,7 +131,7 @@ async fn a_job_is_not_claimed_before_its_run_at() {
     );
     assert!(
         env.store
-            .claim_next("w1", at(999), LEASE, 10)
+            .claim_next("w1", at(999), LEASE, 10, None)
             .await
             .expect("claim_next")
             .is_empty()
@@ -161,7 +161,7 @@ async fn claim_next_from_postgres_takes_each_job_once_across_workers() {
         let store = env.store.clone();
         async move {
             store
-                .claim_next(&format!("w{i}"), at(1), LEASE, 10)
+                .claim_next(&format!("w{i}"), at(1), LEASE, 10, None)
                 .await
                 .expect("claim_next")
         }
@@ -184,7 +184,7 @@ async fn claim_next_prefers_higher_priority_then_older_run_at() {
     let high_early = env.insert_job_at(NewJob::new("T", json!(0)).priority(90), at(1)).await;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        seen.push(env.store.claim_next("w", at(10), LEASE, 1).await.expect("claim")[0].id());
+        seen.push(env.store.claim_next("w", at(10), LEASE, 1, None).await.expect("claim")[0].id());
     }
     assert_eq!(seen, vec![high_early, high_late, low]);
 }

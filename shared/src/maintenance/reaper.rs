@@ -99,7 +99,11 @@ impl Reaper {
                         // Due by the database's clock, which set run_at: schedule it for run_at
                         // as seen from here, at least the backoff ahead.
                         let due = now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
-                        if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at.max(due), now).await {
+                        if let Err(err) = self
+                            .queue
+                            .enqueue(lease.id(), &lease.job().queue, priority, run_at.max(due), now)
+                            .await
+                        {
                             tracing::warn!(job_id = %lease.id(), error = %err, "could not push reaped job; the repairer will");
                         }
                     }
@@ -142,7 +146,11 @@ impl Reaper {
         match self.store.expire_unrenewed(lease, now, run_at, NEVER_RENEWED).await {
             Ok(AfterFailure::Retry { run_at, priority }) => {
                 tracing::warn!(job_id = %lease.id(), attempt = lease.attempt(), releases = lease.releases() + 1, retry_in_ms = retry_in.as_millis() as u64, "lease expired never renewed; given back uncharged");
-                if let Err(err) = self.queue.enqueue(lease.id(), priority, run_at, now).await {
+                if let Err(err) = self
+                    .queue
+                    .enqueue(lease.id(), &lease.job().queue, priority, run_at, now)
+                    .await
+                {
                     tracing::warn!(job_id = %lease.id(), error = %err, "could not push the job given back; the repairer will");
                 }
                 Ok(Some(AfterFailure::Retry { run_at, priority }))

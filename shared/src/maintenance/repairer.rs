@@ -55,17 +55,18 @@ impl Repairer {
 
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Repaired> {
         let mut repaired = Repaired::default();
-        if !self.queue.epoch_exists().await? {
+        if !self.queue.built().await? {
             // Several repairers may rebuild at once: pushing is idempotent, so that is harmless.
             tracing::warn!("redis keys missing; rebuilding them from postgres");
             repaired.rebuilt = true;
+            self.queue.forget_legacy().await?;
             let mut after = None;
             loop {
                 let page = self.store.pending_page(after, PAGE).await?;
                 repaired.pushed += self.queue.enqueue_many(&page, now).await?;
                 repaired.checked += page.len();
                 match page.last() {
-                    Some((id, _, _)) if page.len() == PAGE => after = Some(*id),
+                    Some(last) if page.len() == PAGE => after = Some(last.id),
                     _ => break,
                 }
             }

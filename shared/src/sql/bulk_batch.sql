@@ -6,7 +6,7 @@
 -- row locked (or, once the first commits, moved on) and does nothing. `batch` is the next page of
 -- the search (find.sql's, newest first, after the cursor). `acted` is the action, guarded by the
 -- status each job must still have; it is filled in per action and status, and ends in a CTE
--- named `acted` that returns the id and priority of each job acted on. A batch shorter than the batch
+-- named `acted` that returns the id, queue and priority of each job acted on. A batch shorter than the batch
 -- size ends its phase; the last phase ends the operation.
 -- $1..$9 the search (see find.sql; $1 this phase's status, $8 and $9 the cursor), $10 batch size,
 -- $11 operation id, $12 phase, $13 now
@@ -41,5 +41,6 @@ WITH op AS (
 )
 SELECT
     (SELECT count(*) FROM moved) AS owned,
-    (SELECT coalesce(array_agg(id), '{}') FROM acted) AS ids,
-    (SELECT coalesce(array_agg(priority), '{}') FROM acted) AS priorities
+    (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM acted) AS ids,
+    (SELECT coalesce(array_agg(queue ORDER BY id), '{}') FROM acted) AS queues,
+    (SELECT coalesce(array_agg(priority ORDER BY id), '{}') FROM acted) AS priorities

@@ -5,5 +5,5 @@ acted AS (
     SET cancel_requested_at = COALESCE(j.cancel_requested_at, $13), updated_at = $13
     FROM batch
     WHERE j.id = batch.id AND j.status = 'IN_PROGRESS'
-    RETURNING j.id, j.priority
+    RETURNING j.id, j.queue, j.priority
 )

@@ -11,5 +11,5 @@ doomed AS (
     DELETE FROM job_listing l USING doomed WHERE l.id = doomed.id
 ), acted AS (
     DELETE FROM jobs j USING doomed WHERE j.id = doomed.id
-    RETURNING j.id, j.priority
+    RETURNING j.id, j.queue, j.priority
 )

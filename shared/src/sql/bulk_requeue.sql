@@ -5,5 +5,5 @@ acted AS (
     SET status = 'PENDING', attempts = 0, run_at = $13, completed_at = NULL, updated_at = $13
     FROM batch
     WHERE j.id = batch.id AND j.status = 'FAILED'
-    RETURNING j.id, j.priority
+    RETURNING j.id, j.queue, j.priority
 )

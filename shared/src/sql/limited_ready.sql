@@ -3,8 +3,8 @@
 -- the claim checks), to push to Redis: a popped id its limit held back was dropped, so this is how
 -- a limited queue's jobs reach the workers again.
 -- $1 now, $2 queues, or NULL for every limited queue
--- Returns id, priority, run_at.
-SELECT j.id, j.priority, j.run_at
+-- Returns id, queue, priority, run_at.
+SELECT j.id, j.queue, j.priority, j.run_at
 FROM unnest(jobq_pick(
     ARRAY(
         SELECT s.queue FROM queue_settings s

@@ -3,7 +3,7 @@
 -- those as slots free), and
 -- stamps them so that each is pushed again at most once per period.
 -- $1 now, $2 overdue before this time, $3 limit
--- Returns id, priority, run_at of the stamped jobs.
+-- Returns id, queue, priority, run_at of the stamped jobs.
 UPDATE jobs SET repushed_at = $1
 WHERE id IN (
     SELECT id FROM jobs
@@ -13,4 +13,4 @@ WHERE id IN (
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, priority, run_at
+RETURNING id, queue, priority, run_at

@@ -1,7 +1,7 @@
 -- release_children: after parents completed (committed), their BLOCKED children whose parents have
 -- all COMPLETED become PENDING, due no earlier than now; the parents' flag is cleared.
 -- $1 parent ids, $2 now
--- Returns id, priority, run_at of the released children, to be pushed to Redis.
+-- Returns id, queue, priority, run_at of the released children, to be pushed to Redis.
 -- Run as its own statement after the completion's commit, so that its snapshot holds every child
 -- whose create committed before the completion (a create locks its parents: see V12). Two parents
 -- completing at once each run this after their commit; the later one sees both completed. A
@@ -19,9 +19,9 @@ WITH children AS (
     SET status = 'PENDING', run_at = GREATEST(j.run_at, $2), updated_at = $2
     FROM ready
     WHERE j.id = ready.child AND j.status = 'BLOCKED'
-    RETURNING j.id, j.priority, j.run_at
+    RETURNING j.id, j.queue, j.priority, j.run_at
 ), cleared AS (
     UPDATE jobs SET dependents_pending = false
     WHERE id = ANY($1::uuid[]) AND dependents_pending
 )
-SELECT id, priority, run_at FROM released
+SELECT id, queue, priority, run_at FROM released

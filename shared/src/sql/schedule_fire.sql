@@ -41,5 +41,5 @@ WITH previous AS (
     INSERT INTO job_listing (id, created_at, queue, job_type)
     SELECT id, created_at, queue, job_type FROM inserted
 )
-SELECT m.busy AS overlapped, i.id, i.priority, i.run_at
+SELECT m.busy AS overlapped, i.id, i.queue, i.priority, i.run_at
 FROM moved m LEFT JOIN inserted i ON true

@@ -43,7 +43,11 @@ impl Worker {
                     retry_in_ms = delay.as_millis() as u64,
                     "job failed; will retry"
                 );
-                if let Err(err) = inner.queue.enqueue(lease.id(), priority, run_at, now).await {
+                if let Err(err) = inner
+                    .queue
+                    .enqueue(lease.id(), &lease.job().queue, priority, run_at, now)
+                    .await
+                {
                     tracing::warn!(error = %err, "could not schedule the retry in redis; the repairer will");
                 }
                 Finished::Retried
@@ -85,7 +89,11 @@ impl Worker {
                     retry_in_ms = delay.as_millis() as u64,
                     "no handler for this job type here; deferred, not charged"
                 );
-                if let Err(err) = inner.queue.enqueue(lease.id(), priority, run_at, now).await {
+                if let Err(err) = inner
+                    .queue
+                    .enqueue(lease.id(), &lease.job().queue, priority, run_at, now)
+                    .await
+                {
                     tracing::warn!(error = %err, "could not schedule the deferred job; the repairer will");
                 }
                 Finished::Deferred
@@ -112,7 +120,7 @@ impl Worker {
         match self.record(|| inner.store.release(lease, now, &why)).await {
             Ok(AfterFailure::Retry { priority, .. }) => {
                 tracing::info!(elapsed_ms, reason = why, "job released unfinished");
-                if let Err(err) = inner.queue.push_front(lease.id(), priority).await {
+                if let Err(err) = inner.queue.push_front(lease.id(), &lease.job().queue, priority).await {
                     tracing::warn!(error = %err, "could not push the released job; the repairer will");
                 }
                 Finished::Released

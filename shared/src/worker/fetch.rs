@@ -54,14 +54,22 @@ impl Worker {
         }
         let now = inner.store.now().await;
         let sent = Instant::now();
+        let served = inner.config.queues.names();
+        let served = served.as_deref();
         let mut claimed = inner
             .store
-            .claim_next(&inner.config.worker_id, now, inner.config.lease, count)
+            .claim_next(&inner.config.worker_id, now, inner.config.lease, count, served)
             .await?;
         if claimed.len() < count {
             match inner
                 .store
-                .claim_next_limited(&inner.config.worker_id, now, inner.config.lease, count - claimed.len())
+                .claim_next_limited(
+                    &inner.config.worker_id,
+                    now,
+                    inner.config.lease,
+                    count - claimed.len(),
+                    served,
+                )
                 .await
             {
                 Ok(more) => claimed.extend(more),
@@ -82,7 +90,7 @@ impl Worker {
         let inner = &self.inner;
         let now = inner.store.now().await;
         let sent = Instant::now();
-        let Popped { level, ids } = popped;
+        let Popped { queue, level, ids } = popped;
         let claimed = inner
             .store
             .claim_many(&ids, &inner.config.worker_id, now, inner.config.lease)
@@ -91,14 +99,13 @@ impl Worker {
             Ok(leases) => leases,
             Err(err) if err.is_in_doubt() => {
                 tracing::warn!(ids = ids.len(), error = %err, "claim in doubt; reading back what it did");
-                return self.settle_claim(ids, level, sent, err).await;
+                return self.settle_claim(ids, &queue, level, sent, err).await;
             }
             Err(err) => {
                 // The ids left Redis but the claim failed: put them back, at the head of the queue
                 // they came from, rather than wait for the repairer.
-                let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
-                if let Err(push) = inner.queue.push_front_many(&back).await {
-                    tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+                if let Err(push) = inner.queue.push_front_many(&queue, level, &ids).await {
+                    tracing::warn!(ids = ids.len(), error = %push, "could not push back unclaimed ids; the repairer will");
                 }
                 return Err(err);
             }
@@ -109,7 +116,8 @@ impl Worker {
             let left: Vec<JobId> = ids.into_iter().filter(|id| !claimed.contains(id)).collect();
             // The jobs of limited queues were left out: claim those that fit under their limits.
             // The others held back are dropped; a freed slot pushes the queue's next ones.
-            let limited = if self.limited_queues().await.is_empty() {
+            let limited_queues = self.limited_queues().await;
+            let limited = if limited_queues.is_empty() {
                 // None a second ago: a queue limited since has its jobs pushed by the promoter.
                 Ok(Vec::new())
             } else {
@@ -122,7 +130,7 @@ impl Worker {
                 Ok(more) => leases.extend(more),
                 Err(err) if err.is_in_doubt() => {
                     tracing::warn!(ids = left.len(), error = %err, "limited claim in doubt; reading back what it did");
-                    if let Ok((more, _)) = self.settle_claim(left, level, sent, err).await {
+                    if let Ok((more, _)) = self.settle_claim(left, &queue, level, sent, err).await {
                         leases.extend(more);
                     }
                     return Ok((leases, sent));
@@ -133,6 +141,16 @@ impl Worker {
             }
             let claimed: HashSet<JobId> = leases.iter().map(Lease::id).collect();
             let left: Vec<JobId> = left.into_iter().filter(|id| !claimed.contains(id)).collect();
+            if !left.is_empty() && limited_queues.contains(&queue) {
+                // Held back by the limit, but for the odd id no longer pending (a duplicate).
+                metrics()
+                    .held_back
+                    .get_or_create(&crate::metrics::Metrics::queue(&queue))
+                    .inc_by(left.len() as u64);
+                inner
+                    .held_back
+                    .fetch_add(left.len(), std::sync::atomic::Ordering::Relaxed);
+            }
             // The rest are usually duplicates, finished jobs, or held back by a pause or a limit;
             // a job popped early goes back to the schedule.
             if !left.is_empty() {
@@ -163,6 +181,7 @@ impl Worker {
     async fn settle_claim(
         &self,
         ids: Vec<JobId>,
+        queue: &str,
         level: usize,
         sent: Instant,
         in_doubt: Error,
@@ -176,14 +195,10 @@ impl Worker {
             match inner.store.held_by(&ids, &inner.config.worker_id).await {
                 Ok(held) => {
                     let taken: HashSet<JobId> = held.iter().map(Lease::id).collect();
-                    let back: Vec<(JobId, usize)> = ids
-                        .iter()
-                        .filter(|id| !taken.contains(id))
-                        .map(|id| (*id, level))
-                        .collect();
+                    let back: Vec<JobId> = ids.iter().filter(|id| !taken.contains(id)).copied().collect();
                     tracing::info!(claimed = held.len(), pushed_back = back.len(), "claim in doubt settled");
                     if !back.is_empty()
-                        && let Err(push) = inner.queue.push_front_many(&back).await
+                        && let Err(push) = inner.queue.push_front_many(queue, level, &back).await
                     {
                         tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
                     }
@@ -203,9 +218,8 @@ impl Worker {
             ids = ids.len(),
             "claim in doubt not settled within the lease; its ids go back"
         );
-        let back: Vec<(JobId, usize)> = ids.iter().map(|id| (*id, level)).collect();
-        if let Err(push) = inner.queue.push_front_many(&back).await {
-            tracing::warn!(ids = back.len(), error = %push, "could not push back unclaimed ids; the repairer will");
+        if let Err(push) = inner.queue.push_front_many(queue, level, &ids).await {
+            tracing::warn!(ids = ids.len(), error = %push, "could not push back unclaimed ids; the repairer will");
         }
         Err(in_doubt)
     }

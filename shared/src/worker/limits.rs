@@ -43,11 +43,35 @@ impl Worker {
     }
 
     /// After a job of `queue` ended here: if the queue is limited, pushes its next pending jobs,
-    /// as many as it has free slots (ids already in Redis keep their place).
+    /// as many as it has free slots (ids already in Redis keep their place). One push per queue
+    /// runs at a time in this process: jobs that end while it runs ask for one more after it,
+    /// not one each, so a thousand jobs ending at once cost two queries, not a thousand.
     pub(super) async fn refill(&self, queue: &str) {
         if !self.limited_queues().await.contains(queue) {
             return;
         }
+        {
+            let mut refills = self.inner.refills.lock().expect("refills lock");
+            if let Some(again) = refills.get_mut(queue) {
+                *again = true;
+                return;
+            }
+            refills.insert(queue.to_owned(), false);
+        }
+        loop {
+            self.push_next(queue).await;
+            let mut refills = self.inner.refills.lock().expect("refills lock");
+            match refills.get_mut(queue) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    refills.remove(queue);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn push_next(&self, queue: &str) {
         let inner = &self.inner;
         let now = inner.store.now().await;
         let queues = [queue.to_owned()];

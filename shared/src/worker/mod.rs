@@ -76,6 +76,8 @@ pub struct Summary {
     pub deferred: usize,
     /// Stopped because their cancellation was requested: `CANCELLED`.
     pub cancelled: usize,
+    /// Ids taken from Redis that their queue's concurrency or rate limit held back (left pending).
+    pub held_back: usize,
 }
 
 /// How one job ended, from this worker's point of view.
@@ -148,6 +150,11 @@ struct Inner {
     registry: Registry,
     config: WorkerConfig,
     limited: std::sync::Mutex<limits::LimitedQueues>,
+    /// The limited queues whose next jobs are being pushed ([`Worker::refill`]), and whether a job
+    /// ended since that push read them.
+    refills: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    /// Ids held back by a queue's limit since this worker was made ([`Summary::held_back`]).
+    held_back: std::sync::atomic::AtomicUsize,
 }
 
 enum Verdict {
@@ -199,6 +206,8 @@ impl Worker {
                 registry,
                 config,
                 limited: Default::default(),
+                refills: Default::default(),
+                held_back: Default::default(),
             }),
         }
     }
@@ -214,12 +223,13 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let held = Arc::new(Semaphore::new(2 * config.concurrency.max(1)));
         let hard_stop = CancellationToken::new();
-        let mut popper = self.inner.queue.blocking(config.poll)?;
+        let mut popper = self.inner.queue.blocking(config.poll, config.queues.clone())?;
         let mut redis_down_until: Option<Instant> = None;
         // Since when nothing was ready and nothing ran, for `Limits::idle_wait`.
         let mut idle_since: Option<Instant> = None;
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut summary = Summary::default();
+        let held_back_before = self.inner.held_back.load(std::sync::atomic::Ordering::Relaxed);
         let (completer, completions) = Completer::start(self.inner.store.clone(), self.inner.queue.clone());
 
         loop {
@@ -336,6 +346,11 @@ impl Worker {
             summary.add(done.unwrap_or(Finished::Unrecorded));
         }
         let _ = completions.await;
+        summary.held_back = self
+            .inner
+            .held_back
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(held_back_before);
         Ok(summary)
     }
 }
