@@ -181,6 +181,7 @@ pub struct Queue {
     promote: std::sync::Arc<redis::Script>,
     enqueue: std::sync::Arc<redis::Script>,
     withdraw: std::sync::Arc<redis::Script>,
+    forget_idle: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -237,6 +238,7 @@ impl Queue {
             promote: std::sync::Arc::new(redis::Script::new(include_str!("lua/promote.lua"))),
             enqueue: std::sync::Arc::new(redis::Script::new(include_str!("lua/enqueue.lua"))),
             withdraw: std::sync::Arc::new(redis::Script::new(include_str!("lua/withdraw.lua"))),
+            forget_idle: std::sync::Arc::new(redis::Script::new(include_str!("lua/forget_idle.lua"))),
         })
     }
 
@@ -482,6 +484,16 @@ impl Queue {
         let mut conn = self.conn.clone();
         let _: usize = retry_once!(conn.del(self.keys.legacy()))?;
         Ok(())
+    }
+
+    /// Takes the queues with no id ready out of `{ns}:queues`, so that workers of every queue
+    /// stop waiting on their lists (`lua/forget_idle.lua`); the next push to one names it again.
+    /// Returns how many were taken out.
+    pub async fn forget_idle_queues(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.forget_idle.key(&self.keys.queues);
+        invocation.arg(&self.keys.prefix).arg(LEVELS);
+        Ok(retry_once!(invocation.invoke_async(&mut conn))?)
     }
 
     /// The names of the queues pushed to, sorted.

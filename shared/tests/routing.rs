@@ -223,6 +223,32 @@ async fn while_redis_is_down_the_postgres_claims_take_only_the_queues_served() {
     assert_eq!(env.count_jobs(Some(Status::Pending)).await, 3, "b's jobs are left");
 }
 
+#[tokio::test]
+async fn a_queue_with_nothing_ready_is_forgotten_until_its_next_push() {
+    let env = TestEnv::new().await;
+    let repairer = jobq_shared::maintenance::repairer::Repairer::new(
+        env.store.clone(),
+        env.queue.clone(),
+        Duration::from_secs(30),
+    );
+    let id = env.create_job(job("rare")).await;
+    env.create_job(job("busy")).await;
+    repairer.run_once(Utc::now()).await.expect("repair");
+    assert_eq!(env.queue.queue_names().await.expect("names"), ["busy", "rare"]);
+
+    env.jobs.cancel(id, Utc::now()).await.expect("cancel");
+    let repaired = repairer.run_once(Utc::now()).await.expect("repair");
+    assert_eq!(repaired.idle_queues, 1);
+    assert_eq!(env.queue.queue_names().await.expect("names"), ["busy"]);
+
+    // Named again by its next push, and its job is taken.
+    let recorder = Recorder::default();
+    let running = Running::start_with(&env, worker(&env, "", &recorder, 2));
+    let again = env.create_job(job("rare")).await;
+    wait_for(&env, again, Status::Completed, SOON).await;
+    running.stop().await;
+}
+
 #[test]
 fn jobq_queues_is_read_from_the_environment() {
     let config =

@@ -8,7 +8,8 @@
 //! It also releases the children of completed parents whose release did not follow their
 //! completion (the worker stopped between the two statements: see V12__dependencies.sql).
 //!
-//! Its pass also forgets the outcome counts of `GET /queues` older than an hour.
+//! Its pass also forgets the outcome counts of `GET /queues` older than an hour, and takes the
+//! queues with no id ready out of the names the workers of every queue wait on.
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct Repaired {
     pub released: usize,
     /// Rows of outcome counts older than an hour, deleted (housekeeping for `GET /queues`).
     pub throughput_pruned: i64,
+    /// Queues with no id ready, taken out of the names the workers of every queue wait on.
+    pub idle_queues: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +109,7 @@ impl Repairer {
             repaired.released += released.len();
         }
         repaired.throughput_pruned = self.store.prune_throughput().await?;
+        repaired.idle_queues = self.queue.forget_idle_queues().await?;
         Ok(repaired)
     }
 
