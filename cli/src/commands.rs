@@ -8,9 +8,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
-use crate::api::{Api, Failure, parse, path_segment};
+use crate::api::{Answer, Api, Failure, parse, path_segment};
 use crate::model::{AuditEntry, DryRun, Job, Operation, Page, Queue, QueueList, Schedule};
 use crate::render;
+use crate::settings::Concurrency;
 
 /// How often a bulk operation's progress is asked for.
 const OPERATION_POLL: Duration = Duration::from_millis(500);
@@ -224,10 +225,19 @@ pub fn queues_show(ctx: &Context, name: &str) -> Result<(), Failure> {
     print(&render::queue(&queue))
 }
 
+/// Changes the settings in `settings` (a `PUT /queues/{name}` body: only the ones to change), then
+/// prints the queue as it now is, as `queues show` does.
+pub fn queues_set(ctx: &Context, name: &str, settings: &Value) -> Result<(), Failure> {
+    let answer = put_queue(ctx, name, settings)?;
+    if ctx.json {
+        return print_json(&answer.body);
+    }
+    let queue: Queue = parse("PUT /queues/{name}", answer.body)?;
+    print(&render::queue(&queue))
+}
+
 pub fn queues_set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), Failure> {
-    let answer = ctx
-        .api
-        .put(&format!("/queues/{}", path_segment(name)), &json!({ "paused": paused }))?;
+    let answer = put_queue(ctx, name, &json!({ "paused": paused }))?;
     if ctx.json {
         return print_json(&answer.body);
     }
@@ -241,31 +251,22 @@ pub fn queues_set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), 
 
 /// Sets or removes a queue's concurrency limit: `concurrency` is a whole number or `none`.
 pub fn queues_set_concurrency(ctx: &Context, name: &str, concurrency: &str) -> Result<(), Failure> {
-    let limit = if concurrency.eq_ignore_ascii_case("none") {
-        Value::Null
-    } else {
-        match concurrency.parse::<u32>() {
-            Ok(n) => json!(n),
-            Err(_) => {
-                return Err(Failure::Local(format!(
-                    "the concurrency is a whole number or `none`, not {:?}",
-                    clean(concurrency)
-                )));
-            }
-        }
-    };
-    let answer = ctx.api.put(
-        &format!("/queues/{}", path_segment(name)),
-        &json!({ "concurrency": limit }),
-    )?;
+    let limit = Concurrency::parse(concurrency)
+        .map_err(|err| Failure::Local(format!("{err}, not {:?}", clean(concurrency))))?;
+    let answer = put_queue(ctx, name, &json!({ "concurrency": limit.to_json() }))?;
     if ctx.json {
         return print_json(&answer.body);
     }
-    let what = match limit.as_u64() {
-        Some(n) => format!("runs at most {n} jobs at once, fleet-wide"),
-        None => "has no concurrency limit".to_owned(),
+    let what = match limit {
+        Concurrency::AtMost(n) => format!("runs at most {n} jobs at once, fleet-wide"),
+        Concurrency::NoLimit => "has no concurrency limit".to_owned(),
     };
     print(&format!("queue {} {what}\n", clean(name)))
+}
+
+/// `PUT /queues/{name}`: the settings given change, the others stay.
+fn put_queue(ctx: &Context, name: &str, settings: &Value) -> Result<Answer, Failure> {
+    ctx.api.put(&format!("/queues/{}", path_segment(name)), settings)
 }
 
 pub fn audit_ls(ctx: &Context, page: &PageRequest) -> Result<(), Failure> {
@@ -295,8 +296,8 @@ pub fn schedules_show(ctx: &Context, name: &str) -> Result<(), Failure> {
     print(&render::schedule(&schedule))
 }
 
-/// `PUT /schedules/{name}` with `body` (the whole schedule).
-pub fn schedules_put(ctx: &Context, name: &str, body: &Value) -> Result<(), Failure> {
+/// `PUT /schedules/{name}` with `body`: the whole schedule, created or replaced.
+pub fn schedules_set(ctx: &Context, name: &str, body: &Value) -> Result<(), Failure> {
     let answer = ctx.api.put(&format!("/schedules/{}", path_segment(name)), body)?;
     if ctx.json {
         return print_json(&answer.body);

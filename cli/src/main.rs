@@ -6,17 +6,22 @@
 
 mod api;
 mod commands;
+mod duration;
 mod model;
 mod render;
+mod settings;
 mod tail;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
 
 use crate::api::{Api, Failure};
 use crate::commands::{Context, JobFilter, PageRequest};
+use crate::settings::{Concurrency, Rate, Retain};
 
 /// The heading of the options every command takes, apart from each command's own.
 const GLOBAL: &str = "Global options";
@@ -33,7 +38,8 @@ struct Cli {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
-    /// Whom the audit log records a cancel or requeue was made for [default: $USER@<hostname>].
+    /// Whom the audit log records a cancel, a requeue or a queue's change was made for [default:
+    /// $USER@<hostname>].
     #[arg(long, env = "JOBQ_ACTOR", global = true, help_heading = GLOBAL)]
     actor: Option<String>,
     #[command(subcommand)]
@@ -84,8 +90,10 @@ enum DlqCommand {
 enum QueuesCommand {
     /// Every queue that has jobs (or had outcomes in the last 15 minutes).
     Ls,
-    /// One queue, with its outcomes minute by minute.
+    /// One queue: its settings, its jobs per status, its outcomes minute by minute.
     Show { name: String },
+    /// Change a queue's settings: only those given change. Prints the queue as it then is.
+    Set(QueueSetArgs),
     /// Pause a queue: no job of it starts, fleet-wide; running ones finish.
     Pause { name: String },
     /// Resume a paused queue: its pending jobs start again at once.
@@ -98,16 +106,84 @@ enum QueuesCommand {
     },
 }
 
+/// `queues set`'s settings, each read here so that a bad value is refused before any request.
+#[derive(Args)]
+struct QueueSetArgs {
+    name: String,
+    /// `true`: no job of the queue starts, fleet-wide (running ones finish); `false` resumes it.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    paused: Option<bool>,
+    /// The most jobs of the queue running at once, fleet-wide, or `none` for no limit.
+    #[arg(long, value_name = "N|none", value_parser = Concurrency::parse)]
+    concurrency: Option<Concurrency>,
+    /// At most LIMIT job starts in any window of PERIOD, fleet-wide (`5/1s`, `100/1m`), or `none`.
+    /// Replaces the whole rate limit, its key included.
+    #[arg(long, value_name = "LIMIT/PERIOD|none", value_parser = Rate::parse)]
+    rate: Option<Rate>,
+    /// Count the rate limit per value of this payload field (names joined by dots:
+    /// `customer.id`); jobs without it share one window.
+    #[arg(long, value_name = "PATH", requires = "rate")]
+    rate_key: Option<String>,
+    /// How long completed jobs are kept: a duration (`7d`, `12h`), `forever` or `default` (the
+    /// deployment's).
+    #[arg(long, value_name = "DURATION|forever|default", value_parser = Retain::parse)]
+    retain_completed: Option<Retain>,
+    /// How long cancelled jobs are kept, as --retain-completed.
+    #[arg(long, value_name = "DURATION|forever|default", value_parser = Retain::parse)]
+    retain_cancelled: Option<Retain>,
+    /// How long dead jobs are kept, as --retain-completed.
+    #[arg(long, value_name = "DURATION|forever|default", value_parser = Retain::parse)]
+    retain_dead: Option<Retain>,
+}
+
+impl QueueSetArgs {
+    /// The `PUT /queues/{name}` body: the settings given, and only those.
+    fn body(&self) -> Result<Value, String> {
+        let mut body = Map::new();
+        if let Some(paused) = self.paused {
+            body.insert("paused".to_owned(), Value::Bool(paused));
+        }
+        if let Some(concurrency) = self.concurrency {
+            body.insert("concurrency".to_owned(), concurrency.to_json());
+        }
+        if let Some(rate) = self.rate {
+            body.insert("rateLimit".to_owned(), rate.to_json(self.rate_key.as_deref())?);
+        }
+        let mut retention = Map::new();
+        for (field, retain) in [
+            ("completedMs", self.retain_completed),
+            ("cancelledMs", self.retain_cancelled),
+            ("deadMs", self.retain_dead),
+        ] {
+            if let Some(retain) = retain {
+                retention.insert(field.to_owned(), retain.to_json());
+            }
+        }
+        if !retention.is_empty() {
+            body.insert("retention".to_owned(), Value::Object(retention));
+        }
+        if body.is_empty() {
+            return Err(
+                "nothing to change: give one or more of --paused, --concurrency, --rate, \
+                 --retain-completed, --retain-cancelled and --retain-dead"
+                    .to_owned(),
+            );
+        }
+        Ok(Value::Object(body))
+    }
+}
+
 #[derive(Subcommand)]
 enum SchedulesCommand {
-    /// Every schedule, by name.
+    /// Every schedule, by name: its next tick, the last tick fired and how late.
     Ls(PageArgs),
     /// One schedule: its next tick, the last tick fired and how late, its counts.
     Show {
         name: String,
     },
-    /// Create or replace a schedule.
-    Put(SchedulePutArgs),
+    /// Create or replace a schedule: the whole of it (an option left out takes the API's default).
+    #[command(alias = "put")]
+    Set(Box<ScheduleSetArgs>),
     /// Stop firing; `resume` starts again from the next tick.
     Pause {
         name: String,
@@ -122,40 +198,84 @@ enum SchedulesCommand {
 }
 
 #[derive(Args)]
-struct SchedulePutArgs {
+#[command(group(ArgGroup::new("the_job").required(true).args(["job_type", "job"])))]
+struct ScheduleSetArgs {
     name: String,
     /// Five fields, or six with seconds first: "0 30 2 * * *".
     #[arg(long)]
     cron: String,
-    /// An IANA time zone, such as Europe/Paris (the API's default is UTC).
+    /// An IANA time zone, such as Europe/Paris, whose wall clock the cron expression is read on
+    /// [default: UTC].
     #[arg(long)]
     timezone: Option<String>,
-    /// The job each tick creates: a create-job body, such as '{"type":"report","queue":"reports"}'.
-    #[arg(long)]
-    job: String,
+    /// The type of the job each tick creates.
+    #[arg(long = "type", value_name = "TYPE")]
+    job_type: Option<String>,
+    /// The job's payload: any JSON, such as '{"day":"yesterday"}'.
+    #[arg(long, value_name = "JSON", value_parser = json_value, conflicts_with = "job")]
+    payload: Option<Value>,
+    /// The job's queue [default: default].
+    #[arg(long, conflicts_with = "job")]
+    queue: Option<String>,
+    /// The whole job instead of --type, --payload and --queue: a create-job body without a run
+    /// time, such as '{"type":"report","priority":90,"maxAttempts":5}'.
+    #[arg(long, value_name = "JSON", value_parser = json_object)]
+    job: Option<Value>,
+    /// `true`: the schedule fires nothing until resumed [default: false].
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    paused: Option<bool>,
+    /// Ticks fired over 60 s late: no job, one job for the last, or one job each [default: skip].
     #[arg(long, value_parser = ["skip", "coalesce", "catchUp"])]
     missed_fires: Option<String>,
+    /// `skip`: no job for a tick while the previous tick's job is pending or running [default:
+    /// allow].
     #[arg(long, value_parser = ["allow", "skip"])]
     overlap: Option<String>,
-    #[arg(long)]
-    paused: bool,
 }
 
-impl SchedulePutArgs {
-    fn body(&self) -> Result<serde_json::Value, Failure> {
-        let job: serde_json::Value = serde_json::from_str(&self.job)
-            .map_err(|err| Failure::Local(format!("--job must be a JSON object: {err}")))?;
-        let mut body = serde_json::json!({"cron": self.cron, "job": job, "paused": self.paused});
+impl ScheduleSetArgs {
+    /// The `PUT /schedules/{name}` body.
+    fn body(&self) -> Value {
+        let job = match (&self.job, &self.job_type) {
+            (Some(job), _) => job.clone(),
+            (None, job_type) => {
+                let mut job = json!({ "type": job_type });
+                if let Some(payload) = &self.payload {
+                    job["payload"] = payload.clone();
+                }
+                if let Some(queue) = &self.queue {
+                    job["queue"] = json!(queue);
+                }
+                job
+            }
+        };
+        let mut body = json!({"cron": self.cron, "job": job});
+        if let Some(paused) = self.paused {
+            body["paused"] = Value::Bool(paused);
+        }
         for (field, value) in [
             ("timezone", &self.timezone),
             ("missedFires", &self.missed_fires),
             ("overlap", &self.overlap),
         ] {
             if let Some(value) = value {
-                body[field] = serde_json::Value::String(value.clone());
+                body[field] = json!(value);
             }
         }
-        Ok(body)
+        body
+    }
+}
+
+/// Any JSON.
+fn json_value(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))
+}
+
+/// A JSON object.
+fn json_object(text: &str) -> Result<Value, String> {
+    match json_value(text)? {
+        object @ Value::Object(_) => Ok(object),
+        _ => Err("not a JSON object".to_owned()),
     }
 }
 
@@ -303,6 +423,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Queues(QueuesCommand::Ls) => commands::queues_ls(&ctx),
         Command::Queues(QueuesCommand::Show { name }) => commands::queues_show(&ctx, &name),
+        Command::Queues(QueuesCommand::Set(args)) => {
+            let body = args.body().unwrap_or_else(|message| usage_error(&message));
+            commands::queues_set(&ctx, &args.name, &body)
+        }
         Command::Queues(QueuesCommand::Pause { name }) => commands::queues_set_paused(&ctx, &name, true),
         Command::Queues(QueuesCommand::Resume { name }) => commands::queues_set_paused(&ctx, &name, false),
         Command::Queues(QueuesCommand::Limit { name, concurrency }) => {
@@ -311,12 +435,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(AuditCommand::Ls(page)) => commands::audit_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Ls(page)) => commands::schedules_ls(&ctx, &page.into()),
         Command::Schedules(SchedulesCommand::Show { name }) => commands::schedules_show(&ctx, &name),
-        Command::Schedules(SchedulesCommand::Put(args)) => commands::schedules_put(&ctx, &args.name, &args.body()?),
+        Command::Schedules(SchedulesCommand::Set(args)) => commands::schedules_set(&ctx, &args.name, &args.body()),
         Command::Schedules(SchedulesCommand::Pause { name }) => commands::schedules_set_paused(&ctx, &name, true),
         Command::Schedules(SchedulesCommand::Resume { name }) => commands::schedules_set_paused(&ctx, &name, false),
         Command::Schedules(SchedulesCommand::Rm { name }) => commands::schedules_rm(&ctx, &name),
         Command::Tail(args) => tail::tail(&ctx, Duration::from_secs(args.interval)),
     }
+}
+
+/// Ends jobq as clap ends it for a command line it cannot parse (exit status 2): for a combination
+/// of values that clap's rules do not express.
+fn usage_error(message: &str) -> ! {
+    clap::Error::raw(ErrorKind::ArgumentConflict, format!("{message}\n")).exit()
 }
 
 /// `$USER@<hostname>`: the person at this terminal, as the audit log should name them.

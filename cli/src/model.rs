@@ -80,6 +80,29 @@ pub struct Queue {
     /// The most jobs of the queue running at once, fleet-wide.
     #[serde(default)]
     pub concurrency: Option<i64>,
+    /// At most so many job starts in any window of a period; `None`: no rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// How long its finished jobs are kept; `None` from a server that does not say.
+    pub retention: Option<Retention>,
+}
+
+/// A queue's rate limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RateLimit {
+    pub limit: i64,
+    pub period_ms: i64,
+    /// The payload field whose every value has its own window.
+    pub key: Option<String>,
+}
+
+/// A queue's retention per final status, in ms: `None` for the deployment's default, 0 for ever.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Retention {
+    pub completed_ms: Option<i64>,
+    pub cancelled_ms: Option<i64>,
+    pub dead_ms: Option<i64>,
 }
 
 /// A queue's outcomes over the last `minutes` minutes.

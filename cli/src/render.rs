@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{CellAlignment, Table};
 
-use crate::model::{AuditEntry, Job, Outcomes, Queue, QueueList, Schedule};
+use crate::duration::format_ms;
+use crate::model::{AuditEntry, Job, Outcomes, Queue, QueueList, RateLimit, Schedule};
 
 /// How much of a last error a row of `jobs ls` shows.
 const ERROR_IN_ROW_CHARS: usize = 48;
@@ -122,6 +123,9 @@ pub fn queues(list: &QueueList) -> String {
         if let Some(limit) = queue.concurrency {
             let _ = write!(name, " (max {limit})");
         }
+        if let Some(rate) = &queue.rate_limit {
+            let _ = write!(name, " (rate {}/{})", rate.limit, duration(rate.period_ms));
+        }
         let mut row = vec![name];
         for (status, _) in STATUS_COLUMNS {
             let estimated = queue.estimated_counts.iter().any(|s| s == status);
@@ -149,7 +153,7 @@ pub fn queues(list: &QueueList) -> String {
     text
 }
 
-/// One queue's counts, then its outcomes minute by minute.
+/// One queue's settings and counts, then its outcomes minute by minute.
 pub fn queue(queue: &Queue) -> String {
     let mut fields: Vec<(&str, String)> = vec![
         ("queue", clean_line(&queue.name)),
@@ -160,7 +164,16 @@ pub fn queue(queue: &Queue) -> String {
                 .concurrency
                 .map_or_else(|| "no limit".to_owned(), |n| n.to_string()),
         ),
+        ("rate limit", rate_limit(queue.rate_limit.as_ref())),
     ];
+    // Absent from a server that has no retention per queue.
+    if let Some(kept) = &queue.retention {
+        fields.extend([
+            ("retain completed", retention(kept.completed_ms)),
+            ("retain cancelled", retention(kept.cancelled_ms)),
+            ("retain dead", retention(kept.dead_ms)),
+        ]);
+    }
     for (status, column) in STATUS_COLUMNS {
         let estimated = queue.estimated_counts.iter().any(|s| s == status);
         let mut value = count(queue, status, estimated);
@@ -257,7 +270,7 @@ pub fn schedules(schedules: &[Schedule], next_cursor: Option<&str>) -> String {
         "queue",
         "next tick",
         "last tick",
-        "lag ms",
+        "lag",
         "fired",
         "skipped",
     ]);
@@ -275,7 +288,7 @@ pub fn schedules(schedules: &[Schedule], next_cursor: Option<&str>) -> String {
             clean_line(s.job["queue"].as_str().unwrap_or("default")),
             next,
             timestamp(s.last_tick.as_deref()),
-            s.lag_ms.map(|lag| lag.to_string()).unwrap_or_default(),
+            s.lag_ms.map(lag).unwrap_or_default(),
             s.fired.to_string(),
             s.skipped.to_string(),
         ]);
@@ -284,8 +297,8 @@ pub fn schedules(schedules: &[Schedule], next_cursor: Option<&str>) -> String {
     with_cursor(table, next_cursor)
 }
 
+/// A schedule's fields: its definition, then its ticks.
 pub fn schedule(s: &Schedule) -> String {
-    let mut text = String::new();
     let next = if s.paused {
         "paused".to_owned()
     } else {
@@ -300,15 +313,12 @@ pub fn schedule(s: &Schedule) -> String {
         ("next tick", next),
         ("last tick", timestamp(s.last_tick.as_deref())),
         ("fired at", timestamp(s.last_fired_at.as_deref())),
-        ("lag", s.lag_ms.map(|lag| format!("{lag} ms")).unwrap_or_default()),
+        ("lag", s.lag_ms.map(lag).unwrap_or_default()),
         ("last job", clean_line(s.last_job_id.as_deref().unwrap_or(""))),
         ("ticks", format!("{} fired, {} skipped", s.fired, s.skipped)),
         ("last error", clean_line(s.last_error.as_deref().unwrap_or(""))),
     ];
-    for (name, value) in rows {
-        let _ = writeln!(text, "{name:<13}{value}");
-    }
-    text
+    field_list(&rows)
 }
 
 /// An RFC 3339 time from the API as `2026-05-01 12:00:03` (UTC); blank when absent, as given when
@@ -347,6 +357,39 @@ pub fn age(seconds: f64) -> String {
     } else {
         format!("{days}d{:02}h", hours % 24)
     }
+}
+
+/// A rate limit as `5 starts per 1s`, with the payload field it is counted per.
+fn rate_limit(rate: Option<&RateLimit>) -> String {
+    let Some(rate) = rate else {
+        return "no limit".to_owned();
+    };
+    let mut text = format!("{} starts per {}", rate.limit, duration(rate.period_ms));
+    if let Some(key) = &rate.key {
+        let _ = write!(text, ", per value of {}", clean_line(key));
+    }
+    text
+}
+
+/// A retention as `queues set` takes it: a duration, `forever` (the API's 0) or `default` (its
+/// `null`: the deployment's).
+fn retention(ms: Option<i64>) -> String {
+    match ms {
+        None => "default".to_owned(),
+        Some(0) => "forever".to_owned(),
+        Some(ms) => duration(ms),
+    }
+}
+
+/// Milliseconds from the API as `queues set` takes them: `500ms`, `1m`, `7d`.
+fn duration(ms: i64) -> String {
+    u64::try_from(ms).map_or_else(|_| format!("{ms}ms"), format_ms)
+}
+
+/// How late a schedule's tick fired: `240ms`, `1.2s`, `3m05s`.
+fn lag(ms: i64) -> String {
+    // Lags in ms are far inside f64's exact range.
+    age(ms as f64 / 1000.0)
 }
 
 /// `text` on one line, at most `max` characters (an ellipsis marks a cut).
@@ -453,6 +496,40 @@ mod tests {
         assert_eq!(clean_text("line one\nline\x07 two"), "line one\nline  two");
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abcd", 4), "abcd");
+    }
+
+    #[test]
+    fn a_queues_settings_are_shown_as_queues_set_takes_them() {
+        let limited: Queue = serde_json::from_value(serde_json::json!({
+            "name": "calls",
+            "paused": true,
+            "concurrency": 3,
+            "rateLimit": {"limit": 5, "periodMs": 1000, "key": "customer.id"},
+            "retention": {"completedMs": 604_800_000, "cancelledMs": 0, "deadMs": null},
+        }))
+        .expect("a queue");
+        let text = queue(&limited);
+        for line in [
+            "paused            yes\n",
+            "concurrency       3\n",
+            "rate limit        5 starts per 1s, per value of customer.id\n",
+            "retain completed  7d\n",
+            "retain cancelled  forever\n",
+            "retain dead       default\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let list = QueueList {
+            queues: vec![limited],
+            count_bound: None,
+        };
+        assert!(queues(&list).contains("calls (paused) (max 3) (rate 5/1s)"));
+
+        // An older server's answer, without these settings.
+        let plain: Queue = serde_json::from_value(serde_json::json!({"name": "mail"})).expect("a queue");
+        let text = queue(&plain);
+        assert!(text.contains("rate limit      no limit\n"), "{text}");
+        assert!(!text.contains("retain"), "{text}");
     }
 
     #[test]

@@ -113,6 +113,18 @@ impl Ran {
         self
     }
 
+    /// A command line refused before any request, as clap refuses one: exit status 2.
+    #[track_caller]
+    fn refused(self) -> Ran {
+        assert_eq!(self.code, Some(2), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.is_empty(),
+            "a refusal prints nothing on stdout: {}",
+            self.stdout
+        );
+        self
+    }
+
     #[track_caller]
     fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.stdout))
@@ -158,6 +170,18 @@ async fn run(mut command: Command) -> Ran {
         .await
         .expect("join")
         .into()
+}
+
+/// The value of the field `name` in a field list (`queues show`), as printed.
+#[track_caller]
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .filter(|rest| rest.starts_with("  "))
+                .map(str::trim)
+        })
+        .unwrap_or_else(|| panic!("no field {name:?} in {text}"))
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -549,6 +573,262 @@ async fn queues_pause_resume_and_limit_change_the_queues_settings() {
 }
 
 #[tokio::test]
+async fn queues_set_changes_the_settings_given_and_prints_the_queue_as_show_does() {
+    let api = Api::start().await;
+
+    let set = api
+        .run(&[
+            "queues",
+            "set",
+            "calls",
+            "--paused",
+            "true",
+            "--concurrency",
+            "3",
+            "--rate",
+            "5/1s",
+            "--rate-key",
+            "customer.id",
+            "--retain-completed",
+            "7d",
+            "--retain-cancelled",
+            "forever",
+            "--retain-dead",
+            "12h",
+            "--actor",
+            "ops@laptop",
+        ])
+        .await
+        .succeeded();
+
+    let shown = api.run(&["queues", "show", "calls"]).await.succeeded();
+    assert_eq!(set.stdout, shown.stdout, "set prints the queue as show does");
+    for (name, value) in [
+        ("paused", "yes"),
+        ("concurrency", "3"),
+        ("rate limit", "5 starts per 1s, per value of customer.id"),
+        ("retain completed", "7d"),
+        ("retain cancelled", "forever"),
+        ("retain dead", "12h"),
+    ] {
+        assert_eq!(field(&shown.stdout, name), value, "{}", shown.stdout);
+    }
+    let as_json = api.run(&["queues", "show", "calls", "--json"]).await.succeeded().json();
+    assert_eq!(
+        (as_json["paused"].clone(), as_json["concurrency"].clone()),
+        (json!(true), json!(3))
+    );
+    assert_eq!(
+        as_json["rateLimit"],
+        json!({"limit": 5, "periodMs": 1000, "key": "customer.id"})
+    );
+    assert_eq!(
+        as_json["retention"],
+        json!({"completedMs": 604_800_000_i64, "cancelledMs": 0, "deadMs": 43_200_000})
+    );
+    let stored = api.env.store.queue_settings(Some("calls")).await.expect("settings");
+    let stored = &stored["calls"];
+    assert_eq!(stored.retention.completed_ms, Some(604_800_000));
+    assert_eq!(stored.rate_limit.as_ref().map(|rate| rate.period_ms), Some(1000));
+    let audit = api.run(&["audit", "ls", "--json"]).await.succeeded().json();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|entry| entry["onBehalfOf"] == "ops@laptop")
+        .filter_map(|entry| entry["action"].as_str())
+        .collect();
+    for action in [
+        "queue.pause",
+        "queue.concurrency",
+        "queue.rate_limit",
+        "queue.retention",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+
+    // A queue with jobs is listed, its limits beside its name.
+    api.env
+        .create_job(NewJob::new("TEST", json!({"customer": {"id": 7}})).queue("calls"))
+        .await;
+    let table = api.run(&["queues", "ls"]).await.succeeded();
+    assert!(
+        table.stdout.contains("calls (paused) (max 3) (rate 5/1s)"),
+        "{}",
+        table.stdout
+    );
+
+    // Only the settings given change; --json prints the API's answer.
+    let changed = api
+        .run(&[
+            "queues",
+            "set",
+            "calls",
+            "--paused",
+            "false",
+            "--rate",
+            "100/m",
+            "--retain-dead",
+            "default",
+            "--json",
+        ])
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(changed["name"], "calls");
+    assert_eq!(
+        (changed["paused"].clone(), changed["concurrency"].clone()),
+        (json!(false), json!(3))
+    );
+    assert_eq!(
+        changed["rateLimit"],
+        json!({"limit": 100, "periodMs": 60_000, "key": null}),
+        "a new rate replaces the whole limit, its key included"
+    );
+    assert_eq!(
+        changed["retention"],
+        json!({"completedMs": 604_800_000_i64, "cancelledMs": 0, "deadMs": null})
+    );
+
+    let removed = api
+        .run(&[
+            "queues",
+            "set",
+            "calls",
+            "--concurrency",
+            "none",
+            "--rate",
+            "none",
+            "--retain-completed",
+            "default",
+            "--retain-cancelled",
+            "default",
+        ])
+        .await
+        .succeeded();
+    for (name, value) in [
+        ("paused", "no"),
+        ("concurrency", "no limit"),
+        ("rate limit", "no limit"),
+        ("retain completed", "default"),
+        ("retain cancelled", "default"),
+        ("retain dead", "default"),
+        ("pending", "1"),
+    ] {
+        assert_eq!(field(&removed.stdout, name), value, "{}", removed.stdout);
+    }
+
+    // The older commands set the same settings.
+    api.run(&["queues", "pause", "calls"]).await.succeeded();
+    api.run(&["queues", "limit", "calls", "2"]).await.succeeded();
+    let shown = api.run(&["queues", "show", "calls"]).await.succeeded();
+    assert_eq!(
+        (field(&shown.stdout, "paused"), field(&shown.stdout, "concurrency")),
+        ("yes", "2")
+    );
+
+    // A value the API refuses: its message, and nothing changed.
+    let refused = api
+        .run(&["queues", "set", "calls", "--paused", "false", "--rate", "5/2d"])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("rateLimit.periodMs") && refused.stderr.contains("(HTTP 400"),
+        "{}",
+        refused.stderr
+    );
+    let stored = api.env.store.queue_settings(Some("calls")).await.expect("settings");
+    assert!(stored["calls"].paused);
+}
+
+#[tokio::test]
+async fn queues_set_refuses_a_bad_value_before_any_request() {
+    let api = Api::start().await;
+
+    let bad_duration = api
+        .run(&["queues", "set", "calls", "--paused", "true", "--retain-dead", "7x"])
+        .await
+        .refused();
+    assert!(
+        bad_duration
+            .stderr
+            .starts_with("error: invalid value '7x' for '--retain-dead <DURATION|forever|default>': "),
+        "{}",
+        bad_duration.stderr
+    );
+    assert!(
+        bad_duration.stderr.contains(
+            "a retention is a duration such as 7d, 12h or 1h30m (units: ms, s, m, h, d or w), `forever` or `default`"
+        ),
+        "{}",
+        bad_duration.stderr
+    );
+
+    // Each with a good --paused beside it, which would pause the queue if anything were sent.
+    for (args, expected) in [
+        (
+            &["--rate", "5/1y", "--paused", "true"][..],
+            "the period after the / is \"y\" is not a unit of time",
+        ),
+        (
+            &["--rate", "5", "--paused", "true"],
+            "a rate is LIMIT/PERIOD, such as 5/1s",
+        ),
+        (
+            &["--rate", "many/1s", "--paused", "true"],
+            "the limit before the / is a whole number",
+        ),
+        (
+            &["--retain-completed", "500", "--paused", "true"],
+            "a retention is a duration",
+        ),
+        (
+            &["--retain-completed", "0d", "--paused", "true"],
+            "write `forever` to keep the jobs for ever",
+        ),
+        (
+            &["--concurrency", "lots", "--paused", "true"],
+            "the concurrency is a whole number or `none`",
+        ),
+        (&["--paused", "maybe"], "invalid value 'maybe' for '--paused"),
+        (
+            &["--rate", "none", "--rate-key", "customer.id", "--paused", "true"],
+            "--rate-key names the payload field a rate limit is counted per",
+        ),
+        (
+            &["--rate-key", "customer.id", "--paused", "true"],
+            "--rate <LIMIT/PERIOD|none>",
+        ),
+        (&[], "nothing to change"),
+    ] {
+        let ran = api
+            .run(&[&["queues", "set", "calls"][..], args].concat())
+            .await
+            .refused();
+        assert!(
+            ran.stderr.contains(expected),
+            "{args:?}: {expected:?} in {}",
+            ran.stderr
+        );
+    }
+
+    // Nothing was sent: the queue was not paused, and nobody changed anything.
+    let stored = api.env.store.queue_settings(Some("calls")).await.expect("settings");
+    assert!(
+        stored.get("calls").is_none_or(|settings| !settings.paused),
+        "{stored:?}"
+    );
+    let audit = api.run(&["audit", "ls", "--json"]).await.succeeded().json();
+    assert_eq!(audit["items"], json!([]));
+    // Given alone, the same --paused is sent.
+    api.run(&["queues", "set", "calls", "--paused", "true"])
+        .await
+        .succeeded();
+    let stored = api.env.store.queue_settings(Some("calls")).await.expect("settings");
+    assert!(stored["calls"].paused);
+}
+
+#[tokio::test]
 async fn tail_prints_each_queues_new_outcomes_as_they_happen() {
     let api = Api::start().await;
     // A queue with an outcome before the tail starts: that one is not new.
@@ -891,4 +1171,222 @@ async fn schedules_are_put_listed_shown_paused_resumed_and_removed() {
     );
     api.run(&["schedules", "show", "nightly"]).await.failed();
     assert!(api.env.store.schedules(None, 10).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn schedules_are_set_listed_shown_replaced_and_removed() {
+    let api = Api::start().await;
+    let created = api
+        .run(&[
+            "schedules",
+            "set",
+            "nightly-report",
+            "--cron",
+            "0 30 2 * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--type",
+            "report",
+            "--payload",
+            r#"{"day":"yesterday"}"#,
+            "--queue",
+            "reports",
+            "--missed-fires",
+            "coalesce",
+            "--overlap",
+            "skip",
+        ])
+        .await
+        .succeeded();
+    assert!(
+        created.stdout.starts_with("created schedule nightly-report\n"),
+        "{}",
+        created.stdout
+    );
+    let hourly = api
+        .run(&[
+            "schedules",
+            "set",
+            "hourly-sync",
+            "--cron",
+            "0 * * * *",
+            "--job",
+            r#"{"type":"sync","priority":90}"#,
+            "--json",
+        ])
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(hourly["job"], json!({"type": "sync", "priority": 90}));
+    assert_eq!(hourly["timezone"], "UTC");
+
+    let listed = api.run(&["schedules", "ls", "--json"]).await.succeeded().json();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hourly-sync", "nightly-report"]);
+    let table = api.run(&["schedules", "ls"]).await.succeeded();
+    for header in [
+        "schedule",
+        "cron",
+        "zone",
+        "type",
+        "queue",
+        "next tick",
+        "last tick",
+        "lag",
+    ] {
+        assert!(table.stdout.contains(header), "{header:?} in {}", table.stdout);
+    }
+    let row = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("nightly-report"))
+        .unwrap_or_else(|| panic!("a row for nightly-report in {}", table.stdout));
+    for cell in ["0 30 2 * * *", "Europe/Paris", "report", "reports"] {
+        assert!(row.contains(cell), "{cell:?} in {row}");
+    }
+    let hourly_row = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("hourly-sync"))
+        .unwrap_or_else(|| panic!("a row for hourly-sync in {}", table.stdout));
+    assert!(
+        hourly_row.contains(" default "),
+        "no queue is the default queue: {hourly_row}"
+    );
+
+    let shown = api
+        .run(&["schedules", "show", "nightly-report", "--json"])
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(shown["cron"], "0 30 2 * * *");
+    assert_eq!(shown["timezone"], "Europe/Paris");
+    assert_eq!(
+        shown["job"],
+        json!({"type": "report", "payload": {"day": "yesterday"}, "queue": "reports"})
+    );
+    assert_eq!(
+        (
+            shown["paused"].clone(),
+            shown["missedFires"].clone(),
+            shown["overlap"].clone()
+        ),
+        (json!(false), json!("coalesce"), json!("skip"))
+    );
+    let next_tick = shown["nextTick"].as_str().expect("a next tick");
+    let text = api.run(&["schedules", "show", "nightly-report"]).await.succeeded();
+    for expected in [
+        "0 30 2 * * * (Europe/Paris)",
+        r#""day":"yesterday""#,
+        "coalesce",
+        &next_tick[..10],
+    ] {
+        assert!(text.stdout.contains(expected), "{expected:?} in {}", text.stdout);
+    }
+
+    // Set again, the whole schedule is replaced: what is left out goes back to the API's default.
+    let replaced = api
+        .run(&[
+            "schedules",
+            "set",
+            "nightly-report",
+            "--cron",
+            "0 0 3 * * *",
+            "--type",
+            "report",
+            "--paused",
+        ])
+        .await
+        .succeeded();
+    assert!(
+        replaced.stdout.starts_with("replaced schedule nightly-report\n"),
+        "{}",
+        replaced.stdout
+    );
+    let shown = api
+        .run(&["schedules", "show", "nightly-report", "--json"])
+        .await
+        .succeeded()
+        .json();
+    assert_eq!(shown["job"], json!({"type": "report"}));
+    assert_eq!(
+        (
+            shown["paused"].clone(),
+            shown["nextTick"].clone(),
+            shown["timezone"].clone()
+        ),
+        (json!(true), Value::Null, json!("UTC"))
+    );
+    assert_eq!(shown["missedFires"], "skip");
+    let table = api.run(&["schedules", "ls"]).await.succeeded();
+    let row = table
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("nightly-report"))
+        .unwrap_or_else(|| panic!("a row for nightly-report in {}", table.stdout));
+    assert!(row.contains("paused"), "{row}");
+    api.run(&[
+        "schedules",
+        "set",
+        "nightly-report",
+        "--cron",
+        "0 0 3 * * *",
+        "--type",
+        "report",
+        "--paused",
+        "false",
+    ])
+    .await
+    .succeeded();
+    let stored = api
+        .env
+        .store
+        .schedule("nightly-report")
+        .await
+        .expect("get")
+        .expect("a schedule");
+    assert!(!stored.paused);
+
+    // A payload that is not JSON is refused before any request.
+    let refused = api
+        .run(&[
+            "schedules",
+            "set",
+            "broken",
+            "--cron",
+            "0 * * * *",
+            "--type",
+            "report",
+            "--payload",
+            "{",
+        ])
+        .await
+        .refused();
+    assert!(
+        refused
+            .stderr
+            .contains("invalid value '{' for '--payload <JSON>': not JSON"),
+        "{}",
+        refused.stderr
+    );
+    assert!(api.env.store.schedule("broken").await.expect("get").is_none());
+
+    let removed = api.run(&["schedules", "rm", "nightly-report"]).await.succeeded();
+    assert_eq!(
+        removed.stdout,
+        "deleted schedule nightly-report (the jobs it fired stay)\n"
+    );
+    let gone = api.run(&["schedules", "show", "nightly-report"]).await.failed();
+    assert!(gone.stderr.contains("(HTTP 404"), "{}", gone.stderr);
+    api.run(&["schedules", "rm", "nightly-report"]).await.failed();
+    let listed = api.run(&["schedules", "ls", "--json"]).await.succeeded().json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    api.run(&["schedules", "rm", "hourly-sync"]).await.succeeded();
+    let none = api.run(&["schedules", "ls"]).await.succeeded();
+    assert_eq!(none.stdout, "no schedules\n");
 }
