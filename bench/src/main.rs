@@ -7,8 +7,12 @@
 //!   committed and in the attempt history;
 //! - latency: on an idle queue, from `create` returning to the handler starting, `--samples` times.
 //!
+//! Every job is in one queue, [`QUEUE`]. With `--limit N`, that queue's concurrency limit is set to
+//! `N` (as `PUT /queues/{name}` sets it) after the enqueue, so the drain and the latency probes run
+//! under it; without it the queue has no limit.
+//!
 //! It prints one line per run:
-//! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ...`
+//! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ... limit=<N|none>`
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use chrono::Utc;
+use jobq_shared::bulk::Actor;
+use jobq_shared::health::SettingsChange;
+use jobq_shared::job::limits::DEFAULT_QUEUE;
 use jobq_shared::testing::TestEnv;
 use jobq_shared::worker::Limits;
 use jobq_shared::{HandlerError, JobContext, JobHandler, NewJob, Registry, Status};
@@ -23,6 +30,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The queue of every job the bench creates.
+const QUEUE: &str = DEFAULT_QUEUE;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -33,6 +43,8 @@ struct Args {
     callers: usize,
     samples: usize,
     runs: usize,
+    /// The queue's concurrency limit during the drain and the latency probes; `None`: no limit.
+    limit: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +63,7 @@ impl Args {
             callers: 32,
             samples: 200,
             runs: 1,
+            limit: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -69,9 +82,10 @@ impl Args {
                 "--callers" => args.callers = value()?.parse().context("--callers")?,
                 "--samples" => args.samples = value()?.parse().context("--samples")?,
                 "--runs" => args.runs = value()?.parse().context("--runs")?,
+                "--limit" => args.limit = Some(value()?.parse().context("--limit")?),
                 "-h" | "--help" => {
                     println!(
-                        "jobq-bench [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N] [--runs N]"
+                        "jobq-bench [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N] [--runs N] [--limit N]"
                     );
                     std::process::exit(0);
                 }
@@ -80,6 +94,9 @@ impl Args {
         }
         if args.jobs == 0 || args.batch == 0 || args.callers == 0 || args.concurrency == 0 {
             bail!("--jobs, --batch, --callers and --concurrency must be at least 1");
+        }
+        if args.limit.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+            bail!("--limit must be from 1 to 1000000");
         }
         Ok(args)
     }
@@ -133,6 +150,17 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     .await;
 
     let enqueue_per_s = enqueue(&env, args).await?;
+    if let Some(n) = args.limit {
+        let change = SettingsChange {
+            concurrency: Some(Some(n)),
+            ..SettingsChange::default()
+        };
+        let actor = Actor {
+            principal: "jobq-bench".into(),
+            on_behalf_of: None,
+        };
+        env.jobs.set_queue(QUEUE, change, &actor).await?;
+    }
     let process_per_s = drain(&env, args.jobs).await?;
     let (p50, p95, e2e_p50, e2e_p95) = latency(&env, args.samples).await?;
 
@@ -140,17 +168,23 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Mode::Bulk => "bulk",
         Mode::Single => "single",
     };
+    let limit = args.limit.map_or("none".to_owned(), |n| n.to_string());
     println!(
         "RESULT system=jobq mode={mode} n={} enqueue_per_s={enqueue_per_s:.0} process_per_s={process_per_s:.0} \
          latency_ms_p50={p50:.2} latency_ms_p95={p95:.2} create_to_start_ms_p50={e2e_p50:.2} \
-         create_to_start_ms_p95={e2e_p95:.2} concurrency={} batch={} callers={}",
+         create_to_start_ms_p95={e2e_p95:.2} concurrency={} batch={} callers={} limit={limit}",
         args.jobs, args.concurrency, args.batch, args.callers
     );
     Ok(())
 }
 
+/// A job of `job_type` in [`QUEUE`].
+fn job(job_type: &str) -> NewJob {
+    NewJob::new(job_type, json!(null)).queue(QUEUE)
+}
+
 fn noop_jobs(n: usize) -> Vec<NewJob> {
-    (0..n).map(|_| NewJob::new("NOOP", json!(null))).collect()
+    (0..n).map(|_| job("NOOP")).collect()
 }
 
 async fn enqueue(env: &TestEnv, args: &Args) -> anyhow::Result<f64> {
@@ -172,7 +206,7 @@ async fn enqueue(env: &TestEnv, args: &Args) -> anyhow::Result<f64> {
                 let total = args.jobs;
                 callers.spawn(async move {
                     while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                        jobs.create(&NewJob::new("NOOP", json!(null)), Utc::now()).await?;
+                        jobs.create(&job("NOOP"), Utc::now()).await?;
                     }
                     anyhow::Ok(())
                 });
@@ -229,7 +263,7 @@ async fn latency(env: &TestEnv, samples: usize) -> anyhow::Result<(f64, f64, f64
     let mut after_call = Vec::with_capacity(samples);
     for _ in 0..samples {
         let called = Instant::now();
-        env.jobs.create(&NewJob::new("PROBE", json!(null)), Utc::now()).await?;
+        env.jobs.create(&job("PROBE"), Utc::now()).await?;
         let returned = Instant::now();
         let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
