@@ -147,6 +147,18 @@ async fn put(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, A
     let spec = ScheduleSpec::parse(name, request).map_err(jobq_shared::Error::InvalidSchedule)?;
     let store = deps.jobs.store();
     let (schedule, created) = store.put_schedule(&spec, store.now().await).await?;
+    let job = &spec.job;
+    let change = serde_json::json!({
+        "schedule": name,
+        "created": created,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "paused": spec.paused,
+        "missedFires": spec.missed_fires,
+        "overlap": spec.overlap,
+        "job": {"type": job.get("type"), "queue": job.get("queue")},
+    });
+    deps.jobs.audit_change(&deps.actor(req), "schedule.put", &change).await;
     if !created {
         return Ok(json_response(StatusCode::OK, &ScheduleBody::new(schedule)));
     }
@@ -161,6 +173,13 @@ async fn delete(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>
     deps.authorize_action(req)?;
     no_query(req)?;
     if deps.jobs.store().delete_schedule(name).await? {
+        deps.jobs
+            .audit_change(
+                &deps.actor(req),
+                "schedule.delete",
+                &serde_json::json!({ "schedule": name }),
+            )
+            .await;
         let mut response = Response::new(Body::Empty);
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)

@@ -108,6 +108,37 @@ async fn a_schedule_is_created_replaced_shown_listed_and_deleted() {
 
     let deleted = schedules::handle(&deps, named("DELETE", "b", None)).await;
     assert_eq!(deleted.status(), 204);
+    // Every change is in the audit log, newest first, with what it set.
+    let (audit, _) = env.store.audit_log(None, 10).await.expect("audit");
+    let changes: Vec<(&str, &Value)> = audit
+        .iter()
+        .map(|entry| {
+            (
+                entry.action.as_str(),
+                &entry.filter.as_ref().expect("a filter")["schedule"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("schedule.delete", &json!("b")),
+            ("schedule.put", &json!("c")),
+            ("schedule.put", &json!("b")),
+            ("schedule.put", &json!("reports.daily")),
+            ("schedule.put", &json!("reports.daily")),
+        ]
+    );
+    let replaced = audit[3].filter.as_ref().expect("a filter");
+    assert_eq!(
+        (
+            replaced["created"].clone(),
+            replaced["paused"].clone(),
+            replaced["job"]["queue"].clone()
+        ),
+        (json!(false), json!(true), json!("reports"))
+    );
+    assert_eq!(audit[4].filter.as_ref().expect("a filter")["created"], true);
     assert_error(
         &schedules::handle(&deps, named("DELETE", "b", None)).await,
         404,

@@ -172,8 +172,9 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub on_behalf_of: Option<String>,
-    /// `job.cancel`, `job.requeue`, `bulk.requeue`, `bulk.cancel`, `bulk.delete`, `queue.pause` or
-    /// `queue.resume` (with the queue as its filter).
+    /// `job.cancel`, `job.requeue`, `bulk.requeue`, `bulk.cancel`, `bulk.delete`, `queue.*` (with
+    /// the queue and what was set as its filter) or `schedule.put` and `schedule.delete` (with the
+    /// schedule).
     pub action: String,
     pub job_id: Option<JobId>,
     pub operation_id: Option<Uuid>,

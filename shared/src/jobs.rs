@@ -321,6 +321,16 @@ impl Jobs {
 
     /// Records a single action (`job.cancel`, `job.requeue`) in the audit log. It runs after the
     /// action: a failure to record is logged, and the action stands.
+    /// Records a change to something other than a job (`schedule.put`, `schedule.delete`), with
+    /// what it changed as its filter. It runs after the change: a failure to record is logged, and
+    /// the change stands.
+    pub async fn audit_change(&self, actor: &Actor, action: &str, filter: &serde_json::Value) {
+        let now = self.store.now().await;
+        if let Err(err) = self.store.audit(actor, action, None, Some(filter), 1, now).await {
+            tracing::error!(action, actor = %actor.principal, error = %err, "changed but not written to the audit log");
+        }
+    }
+
     pub async fn audit(&self, actor: &Actor, action: &str, job_id: JobId) {
         let now = self.store.now().await;
         if let Err(err) = self.store.audit(actor, action, Some(job_id), None, 1, now).await {
