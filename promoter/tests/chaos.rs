@@ -10,6 +10,10 @@
 //! come from an execution of that attempt that ran to its end, and no attempt may be charged that
 //! no execution started.
 //!
+//! Beside them, a queue with a concurrency limit carries some of the jobs, and a schedule fires
+//! every second: from the same records, at no instant may more of the limited queue's jobs run
+//! than its limit, and from Postgres, each tick of the schedule must have exactly one job.
+//!
 //! `JOBQ_CHAOS_SEED` replays a run's choices (the seed is printed first).
 
 mod support;
@@ -28,7 +32,9 @@ use chrono::{DateTime, Utc};
 use jobq_functions::Deps;
 use jobq_functions::worker;
 use jobq_shared::fault::{Fault, Proxy};
-use jobq_shared::maintenance::{promoter::Promoter, reaper::Reaper, repairer::Repairer};
+use jobq_shared::maintenance::{
+    promoter::Promoter, reaper::Reaper, repairer::Repairer, scheduler, scheduler::Scheduler,
+};
 use jobq_shared::testing::TestEnv;
 use jobq_shared::worker::Summary;
 use jobq_shared::{Config, HandlerError, JobContext, JobHandler, NewJob, Queue, Registry, Store, Worker};
@@ -56,6 +62,11 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(300);
 /// The child's environment variable naming its record file; unset, the child test does nothing.
 const RECORD_ENV: &str = "JOBQ_CHAOS_RECORD";
 const WORKER_FUNCTION_ID: &str = "chaos-fn";
+/// The queue with a concurrency limit, and its limit.
+const LIMITED: &str = "chaos-limited";
+const LIMIT: i32 = 4;
+/// The schedule that fires a job every second through the soak.
+const SCHEDULE: &str = "chaos-every-second";
 
 /// The payload kinds, how many jobs of each, and their attempt budget. `FAIL_ALWAYS` and
 /// `FAIL_PERMANENT` must end FAILED, everything else COMPLETED: the others' budget leaves room for
@@ -217,6 +228,10 @@ async fn chaos_worker_process() {
     );
     services
         .spawn(Repairer::new(store.clone(), queue.clone(), m.repair_after).run(m.repair_interval, shutdown.clone()));
+    services.spawn(
+        Scheduler::new(store.clone(), queue.clone(), config.worker.default_timeout)
+            .run(scheduler::INTERVAL, shutdown.clone()),
+    );
     let registry = Registry::new().register(JOB_TYPE, Recorder::open(Path::new(&record), &config.worker.worker_id));
     let summary = Worker::new(store, queue, registry, config.worker.clone())
         .run(shutdown.clone())
@@ -493,7 +508,8 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
     println!("chaos seed={seed} (JOBQ_CHAOS_SEED={seed} replays it)");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let mut payloads: Vec<(String, i32)> = Vec::with_capacity(TOTAL);
+    // (payload, max attempts, queue)
+    let mut payloads: Vec<(String, i32, &str)> = Vec::with_capacity(TOTAL);
     for (kind, n, max_attempts) in KINDS {
         for _ in 0..n {
             let payload = if kind == "SLEEP_MS" {
@@ -507,11 +523,43 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
             } else {
                 kind.to_owned()
             };
-            payloads.push((payload, max_attempts));
+            // One in eight of the sleeping jobs goes through the limited queue: enough of them
+            // sleep long enough that the limit binds.
+            let queue = if kind == "SLEEP_MS" && rng.random_ratio(1, 8) {
+                LIMITED
+            } else {
+                "default"
+            };
+            payloads.push((payload, max_attempts, queue));
         }
     }
     assert_eq!(payloads.len(), TOTAL);
     payloads.shuffle(&mut rng);
+    env.jobs
+        .set_queue(
+            LIMITED,
+            jobq_shared::health::SettingsChange {
+                concurrency: Some(Some(LIMIT)),
+                ..Default::default()
+            },
+            &jobq_shared::bulk::Actor {
+                principal: "chaos".into(),
+                on_behalf_of: None,
+            },
+        )
+        .await
+        .expect("limit the queue");
+    let schedule: jobq_shared::schedule::ScheduleRequest = serde_json::from_value(json!({
+        "cron": "* * * * * *",
+        "missedFires": "catchUp",
+        "job": {"type": JOB_TYPE, "payload": "ok", "queue": "chaos-ticks", "maxAttempts": 8}
+    }))
+    .expect("a schedule body");
+    let schedule = jobq_shared::schedule::ScheduleSpec::parse(SCHEDULE, schedule).expect("a schedule");
+    env.store
+        .put_schedule(&schedule, env.store.now().await)
+        .await
+        .expect("put the schedule");
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}", env.database()));
     std::fs::create_dir_all(&dir).expect("record dir");
@@ -608,7 +656,11 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
             for chunk in payloads.chunks(BATCH) {
                 let batch: Vec<NewJob> = chunk
                     .iter()
-                    .map(|(payload, max_attempts)| NewJob::new(JOB_TYPE, json!(payload)).max_attempts(*max_attempts))
+                    .map(|(payload, max_attempts, queue)| {
+                        NewJob::new(JOB_TYPE, json!(payload))
+                            .max_attempts(*max_attempts)
+                            .queue(*queue)
+                    })
                     .collect();
                 let results = jobs.create_many(&batch, Utc::now()).await.expect("create_many");
                 for result in results {
@@ -622,6 +674,9 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
     };
 
     let unsettled = "SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'IN_PROGRESS')";
+    // While the schedule fires, the soak's own jobs.
+    let unsettled_created =
+        "SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'IN_PROGRESS') AND schedule_name IS NULL";
     let mut faults: BTreeMap<FaultKind, usize> = BTreeMap::new();
     // Every kind once, in a random order, then at random.
     let mut first_round: Vec<FaultKind> = FAULT_KINDS.iter().map(|(k, _)| *k).collect();
@@ -647,7 +702,7 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
             creates_done_at = Some(now);
         }
         if let Some(done) = creates_done_at
-            && (now >= done + CHAOS_AFTER_CREATES || count(&env, unsettled).await == 0)
+            && (now >= done + CHAOS_AFTER_CREATES || count(&env, unsettled_created).await == 0)
         {
             break;
         }
@@ -727,7 +782,13 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         }
     }
 
-    // Heal everything, then let the jobs settle.
+    // The schedule stops firing; heal everything, then let the jobs settle.
+    let mut paused = schedule.clone();
+    paused.paused = true;
+    env.store
+        .put_schedule(&paused, env.store.now().await)
+        .await
+        .expect("pause the schedule");
     for slot in &mut fleet.slots {
         heal(&slot.pg);
         heal(&slot.redis);
@@ -796,6 +857,31 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
             }
         }
     }
+    // At no instant more of the limited queue's jobs running than its limit, across processes.
+    let limited: HashSet<String> = env
+        .store
+        .pool()
+        .get()
+        .await
+        .expect("pg")
+        .query("SELECT id::text FROM jobs WHERE queue = $1", &[&LIMITED])
+        .await
+        .expect("limited jobs")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut edges: Vec<(i64, i32)> = executions
+        .iter()
+        .filter(|e| limited.contains(&e.job))
+        .flat_map(|e| [(e.start, 1), (e.end.unwrap_or(i64::MAX), -1)])
+        .collect();
+    // An end and a start at the same microsecond: the end first.
+    edges.sort();
+    let (mut limited_running, mut limited_most) = (0, 0);
+    for (_, step) in &edges {
+        limited_running += step;
+        limited_most = limited_most.max(limited_running);
+    }
     let started_attempts: HashSet<(&str, i32, &str)> = executions
         .iter()
         .map(|e| (e.job.as_str(), e.attempt, e.worker.as_str()))
@@ -828,7 +914,16 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         }
         status_of.insert(id, status);
     }
-    assert_eq!(jobs.len(), TOTAL);
+    let ticks = client
+        .query(
+            "SELECT schedule_tick, count(*) FROM jobs WHERE schedule_name = $1 GROUP BY 1 ORDER BY 1",
+            &[&SCHEDULE],
+        )
+        .await
+        .expect("ticks");
+    let ticks: Vec<(DateTime<Utc>, i64)> = ticks.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let fired: i64 = ticks.iter().map(|(_, n)| n).sum();
+    assert_eq!(jobs.len() as i64, TOTAL as i64 + fired);
     let attempts = client
         .query(
             "SELECT a.job_id::text, a.lease_token, a.attempt, a.worker_id, a.outcome, a.finished_at,
@@ -933,12 +1028,15 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
          by_worker_function={by_function} ended_by_kill={ended_by_kill} cancelled={cancelled} \
          faults={injected} ({}) lost={lost} overlapping={overlapping} \
          stale_completions_accepted={stale_completions_accepted} charged_unstarted={charged_unstarted} \
-         duration_s={:.1} settle_after_heal_s={:.1} drain_rate={:.0}/s",
+         duration_s={:.1} settle_after_heal_s={:.1} drain_rate={:.0}/s \
+         limited_jobs={} limited_most_running={limited_most} (limit {LIMIT}) schedule_ticks={}",
         executions.len(),
         fault_list.join(" "),
         wall.as_secs_f64(),
         settle_after_heal.as_secs_f64(),
-        TOTAL as f64 / wall.as_secs_f64()
+        TOTAL as f64 / wall.as_secs_f64(),
+        limited.len(),
+        ticks.len()
     );
 
     assert!(
@@ -966,6 +1064,25 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         assert!(faults.contains_key(&kind), "{kind:?} never injected: {fault_list:?}");
     }
     assert!(by_function > 0, "the worker function ran nothing");
+    assert!(limited.len() > 400, "{} jobs in the limited queue", limited.len());
+    assert!(
+        (2..=LIMIT).contains(&limited_most),
+        "at most {limited_most} of the limited queue's jobs ran at once; its limit is {LIMIT}"
+    );
+    let duplicated: Vec<_> = ticks.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(duplicated.is_empty(), "ticks with more than one job: {duplicated:?}");
+    let gaps: Vec<_> = ticks
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 != chrono::Duration::seconds(1))
+        .map(|w| (w[0].0, w[1].0))
+        .collect();
+    assert!(gaps.is_empty(), "ticks without a job between: {gaps:?}");
+    assert!(
+        ticks.len() as f64 >= wall.as_secs_f64() - settle_after_heal.as_secs_f64() - 5.0,
+        "{} ticks fired in {:.0} s of chaos",
+        ticks.len(),
+        (wall - settle_after_heal).as_secs_f64()
+    );
     assert_eq!(
         charged_unstarted, 0,
         "attempts charged that no execution started (CHARGED UNSTARTED above)"
