@@ -3,7 +3,9 @@
 #
 #   fast   formatting, lints, and every cargo test but the slow ones below: unit tests, the
 #          lifecycle against real Postgres and Redis, the Lambda handlers in-process, the function
-#          binaries against a misbehaving Runtime API, the local API server. A few minutes warm.
+#          binaries against a misbehaving Runtime API, the local API server; then the library's
+#          queue tests again on a Redis Cluster of three masters (scripts/redis-cluster.sh). A few
+#          minutes warm.
 #   slow   the cargo tests that break servers or run for long (SLOW_TESTS below: fault tests on
 #          private servers, the soak, the chaos soak, the 100,000-job backlog, Lambda deadlines,
 #          the promoter as a process, the property tests), the end-to-end test of the run command
@@ -33,6 +35,9 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 # Integration test targets (file names under */tests/) that belong to the slow tier. Every other
 # test target is in the fast tier, so a new test file is fast unless it is listed here.
 SLOW_TESTS=(faults soak chaos backlog deadline process properties cron)
+# Test targets that the fast tier runs a second time against a Redis Cluster (in every crate that
+# has one of the name: functions' bulk and dependencies, the promoter's limits, too).
+CLUSTER_TESTS=(lifecycle routing maintenance schedule pause limits dependencies bulk)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -88,6 +93,19 @@ if [[ "$TIER" != slow ]]; then
   mapfile -t FAST < <(test_targets fast)
   step "fast: cargo test (unit and $((${#FAST[@]} / 2)) integration targets; not the slow ${SLOW_TESTS[*]})"
   cargo test --workspace --locked --lib --bins "${FAST[@]}"
+
+  # The library's Redis-facing tests again, on a Redis Cluster of three masters (the binaries are
+  # built: only the environment changes). promoter/tests/cluster.rs, above, adds what only a
+  # cluster has: queues on several shards, and a slot that moves.
+  step "fast: the library's queue tests on a Redis Cluster (${CLUSTER_TESTS[*]})"
+  CLUSTER_DIR="$(mktemp -d)"
+  trap 'bash scripts/redis-cluster.sh stop "$CLUSTER_DIR"' EXIT
+  CLUSTER_URL="$(bash scripts/redis-cluster.sh start "$CLUSTER_DIR")"
+  CLUSTER_ARGS=()
+  for name in "${CLUSTER_TESTS[@]}"; do CLUSTER_ARGS+=(--test "$name"); done
+  REDIS_URL="$CLUSTER_URL" REDIS_CLUSTER=true cargo test --workspace --locked "${CLUSTER_ARGS[@]}"
+  bash scripts/redis-cluster.sh stop "$CLUSTER_DIR"
+  trap - EXIT
 fi
 
 if [[ "$TIER" != fast ]]; then

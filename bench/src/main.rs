@@ -7,12 +7,14 @@
 //!   committed and in the attempt history;
 //! - latency: on an idle queue, from `create` returning to the handler starting, `--samples` times.
 //!
-//! Every job is in one queue, [`QUEUE`]. With `--limit N`, that queue's concurrency limit is set to
-//! `N` (as `PUT /queues/{name}` sets it) after the enqueue, so the drain and the latency probes run
-//! under it; without it the queue has no limit.
+//! Every job is in one queue, [`QUEUE`], or with `--queues K` spread evenly over `K` queues
+//! (`q0` .. `q<K-1>`, the latency probes in `q0`), which a worker of every queue serves. With
+//! `--limit N`, each queue's concurrency limit is set to `N` (as `PUT /queues/{name}` sets it) after
+//! the enqueue, so the drain and the latency probes run under it; without it no queue has a limit.
+//! `REDIS_CLUSTER=true` with a list of nodes in `REDIS_URL` runs it against a Redis Cluster.
 //!
 //! It prints one line per run:
-//! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ... limit=<N|none>`
+//! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ... limit=<N|none> queues=<K> redis=<single|cluster>`
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +45,10 @@ struct Args {
     callers: usize,
     samples: usize,
     runs: usize,
-    /// The queue's concurrency limit during the drain and the latency probes; `None`: no limit.
+    /// The queues' concurrency limit during the drain and the latency probes; `None`: no limit.
     limit: Option<i32>,
+    /// How many queues the jobs are spread over.
+    queues: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +68,7 @@ impl Args {
             samples: 200,
             runs: 1,
             limit: None,
+            queues: 1,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -83,17 +88,18 @@ impl Args {
                 "--samples" => args.samples = value()?.parse().context("--samples")?,
                 "--runs" => args.runs = value()?.parse().context("--runs")?,
                 "--limit" => args.limit = Some(value()?.parse().context("--limit")?),
+                "--queues" => args.queues = value()?.parse().context("--queues")?,
                 "-h" | "--help" => {
                     println!(
-                        "jobq-bench [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N] [--runs N] [--limit N]"
+                        "jobq-bench [--jobs N] [--mode bulk|single] [--concurrency N] [--batch N] [--callers N] [--samples N] [--runs N] [--limit N] [--queues K]"
                     );
                     std::process::exit(0);
                 }
                 other => bail!("unknown flag {other:?} (try --help)"),
             }
         }
-        if args.jobs == 0 || args.batch == 0 || args.callers == 0 || args.concurrency == 0 {
-            bail!("--jobs, --batch, --callers and --concurrency must be at least 1");
+        if args.jobs == 0 || args.batch == 0 || args.callers == 0 || args.concurrency == 0 || args.queues == 0 {
+            bail!("--jobs, --batch, --callers, --concurrency and --queues must be at least 1");
         }
         if args.limit.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
             bail!("--limit must be from 1 to 1000000");
@@ -159,10 +165,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             principal: "jobq-bench".into(),
             on_behalf_of: None,
         };
-        env.jobs.set_queue(QUEUE, change, &actor).await?;
+        for queue in 0..args.queues {
+            env.jobs
+                .set_queue(&queue_name(args, queue), change.clone(), &actor)
+                .await?;
+        }
     }
     let process_per_s = drain(&env, args.jobs).await?;
-    let (p50, p95, e2e_p50, e2e_p95) = latency(&env, args.samples).await?;
+    let (p50, p95, e2e_p50, e2e_p95) = latency(&env, args).await?;
 
     let mode = match args.mode {
         Mode::Bulk => "bulk",
@@ -172,26 +182,40 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "RESULT system=jobq mode={mode} n={} enqueue_per_s={enqueue_per_s:.0} process_per_s={process_per_s:.0} \
          latency_ms_p50={p50:.2} latency_ms_p95={p95:.2} create_to_start_ms_p50={e2e_p50:.2} \
-         create_to_start_ms_p95={e2e_p95:.2} concurrency={} batch={} callers={} limit={limit}",
-        args.jobs, args.concurrency, args.batch, args.callers
+         create_to_start_ms_p95={e2e_p95:.2} concurrency={} batch={} callers={} limit={limit} queues={} redis={}",
+        args.jobs,
+        args.concurrency,
+        args.batch,
+        args.callers,
+        args.queues,
+        if env.queue.is_cluster() { "cluster" } else { "single" }
     );
     Ok(())
 }
 
-/// A job of `job_type` in [`QUEUE`].
-fn job(job_type: &str) -> NewJob {
-    NewJob::new(job_type, json!(null)).queue(QUEUE)
+/// The name of the `i`th queue: [`QUEUE`] when there is one.
+fn queue_name(args: &Args, i: usize) -> String {
+    if args.queues == 1 {
+        QUEUE.to_owned()
+    } else {
+        format!("q{i}")
+    }
 }
 
-fn noop_jobs(n: usize) -> Vec<NewJob> {
-    (0..n).map(|_| job("NOOP")).collect()
+/// A job of `job_type` in the queue of job number `i`.
+fn job(args: &Args, job_type: &str, i: usize) -> NewJob {
+    NewJob::new(job_type, json!(null)).queue(queue_name(args, i % args.queues))
+}
+
+fn noop_jobs(args: &Args) -> Vec<NewJob> {
+    (0..args.jobs).map(|i| job(args, "NOOP", i)).collect()
 }
 
 async fn enqueue(env: &TestEnv, args: &Args) -> anyhow::Result<f64> {
     let started = Instant::now();
     match args.mode {
         Mode::Bulk => {
-            for chunk in noop_jobs(args.jobs).chunks(args.batch) {
+            for chunk in noop_jobs(args).chunks(args.batch) {
                 for result in env.jobs.create_many(chunk, Utc::now()).await? {
                     result?;
                 }
@@ -204,9 +228,14 @@ async fn enqueue(env: &TestEnv, args: &Args) -> anyhow::Result<f64> {
                 let jobs = env.jobs.clone();
                 let next = next.clone();
                 let total = args.jobs;
+                let args = args.clone();
                 callers.spawn(async move {
-                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                        jobs.create(&job("NOOP"), Utc::now()).await?;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= total {
+                            break;
+                        }
+                        jobs.create(&job(&args, "NOOP", i), Utc::now()).await?;
                     }
                     anyhow::Ok(())
                 });
@@ -247,7 +276,8 @@ async fn drain(env: &TestEnv, n: usize) -> anyhow::Result<f64> {
 }
 
 /// Percentiles of create-returned → handler-started and create-called → handler-started, in ms.
-async fn latency(env: &TestEnv, samples: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+async fn latency(env: &TestEnv, args: &Args) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let samples = args.samples;
     if samples == 0 {
         return Ok((f64::NAN, f64::NAN, f64::NAN, f64::NAN));
     }
@@ -263,7 +293,7 @@ async fn latency(env: &TestEnv, samples: usize) -> anyhow::Result<(f64, f64, f64
     let mut after_call = Vec::with_capacity(samples);
     for _ in 0..samples {
         let called = Instant::now();
-        env.jobs.create(&job("PROBE"), Utc::now()).await?;
+        env.jobs.create(&job(args, "PROBE", 0), Utc::now()).await?;
         let returned = Instant::now();
         let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await

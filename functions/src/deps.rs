@@ -108,7 +108,7 @@ impl Deps {
     /// and no API token.
     pub fn from_config(config: Config) -> Result<Deps, InitError> {
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-        let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
+        let queue = Queue::from_config(&config)?;
         let jobs = Jobs::new(store, queue, config.worker.default_timeout);
         let registry = Registry::builtins(&config.http);
         Ok(Deps {

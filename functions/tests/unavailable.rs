@@ -22,6 +22,7 @@ fn deps_with_database_port(port: u16) -> Deps {
     let mut config = Config::from_lookup(|_| None).expect("defaults");
     config.database_url = format!("postgres://postgres@127.0.0.1:{port}/jobq");
     config.redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    config.redis_cluster = std::env::var("REDIS_CLUSTER").is_ok_and(|cluster| cluster == "true");
     config.namespace = format!("jobq-test-{}", uuid_like());
     config.pg_timeout = Duration::from_millis(500);
     Deps::from_config(config).expect("clients are made lazily")

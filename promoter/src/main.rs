@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot read the http job's signing secret")?;
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout)?;
-    let queue = Queue::connect_with_ca(&config.redis_url, &config.namespace, config.redis_ca()?)?;
+    let queue = Queue::from_config(&config)?;
     // Migrations may run as the schema owner while everything else runs as a role that can only
     // read and write rows (docs/sql/roles.sql).
     let owner_url = jobq_shared::secrets::resolve_migration_database_url(&config)

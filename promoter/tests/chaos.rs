@@ -208,7 +208,7 @@ async fn chaos_worker_process() {
         .try_init();
     let config = Config::from_env().expect("config");
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout).expect("store");
-    let queue = Queue::connect(&config.redis_url, &config.namespace).expect("queue");
+    let queue = Queue::from_config(&config).expect("queue");
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();

@@ -73,7 +73,7 @@ async fn limits_worker_process() {
     };
     let config = Config::from_env().expect("config");
     let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout).expect("store");
-    let queue = Queue::connect(&config.redis_url, &config.namespace).expect("queue");
+    let queue = Queue::from_config(&config).expect("queue");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -127,6 +127,9 @@ pub struct Config {
     /// PEM CA certificates that a `rediss://` server's certificate must chain to (`REDIS_CA_FILE`);
     /// the system's roots when unset.
     pub redis_ca_file: Option<PathBuf>,
+    /// `REDIS_CLUSTER`: `REDIS_URL` names a Redis Cluster (a comma-separated list of some of its
+    /// nodes, or its configuration endpoint).
+    pub redis_cluster: bool,
     /// `PGSSLMODE` and `PGSSLROOTCERT`: used where the database URL (from `DATABASE_URL` or the
     /// secret) does not set `sslmode` / `sslrootcert` itself.
     pub pg_sslmode: Option<SslMode>,
@@ -134,7 +137,8 @@ pub struct Config {
     /// `JOBQ_MIGRATION_DATABASE_URL`: the schema owner's URL, for the promoter's migrations, when
     /// the rest runs under a role that may only read and write rows (docs/sql/roles.sql).
     pub migration_database_url: Option<String>,
-    /// Every Redis key starts with `{namespace}:`; the braces make it a Redis Cluster hash tag.
+    /// Every Redis key starts with `{namespace}:` or, for a queue's keys, `{namespace:q:<queue>}:`;
+    /// the braces make them Redis Cluster hash tags.
     pub namespace: String,
     pub pg_pool_size: usize,
     /// How long a caller waits for Postgres before it is reported unavailable.
@@ -240,6 +244,7 @@ impl Config {
             database_url,
             redis_url,
             redis_ca_file,
+            redis_cluster: env.parse("REDIS_CLUSTER", false)?,
             pg_sslmode,
             pg_sslrootcert,
             migration_database_url,

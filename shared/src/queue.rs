@@ -1,28 +1,41 @@
-//! The Redis fast path: ready queues per queue and priority level, the schedule for delayed jobs
-//! and retries, and the DLQ index. Redis only ever holds job ids; Postgres holds the jobs, and
-//! every key here can be rebuilt from it (see [`crate::maintenance::repairer`]).
+//! The Redis fast path: ready queues per queue and priority level, a schedule per queue for
+//! delayed jobs and retries, and the DLQ index. Redis only ever holds job ids; Postgres holds the
+//! jobs, and every key here can be rebuilt from it (see [`crate::maintenance::repairer`]).
 //!
-//! Keys (all in one Redis Cluster hash slot thanks to the braces):
-//! - `{ns}:ready:<queue>:<level>`: ZSET of ids, levels 0..=10 (`priority / 10`), scored by when
-//!   the id became ready in ms (0 to go first); popped lowest score first, highest level first
-//!   (BZMPOP), over the queues a worker serves ([`Served`]).
-//! - `{ns}:scheduled`: ZSET of `<level>:<id>:<queue>`, scored by due time in ms.
-//! - `{ns}:queues`: SET of the queue names pushed to, for the workers that serve every queue.
-//! - `{ns}:wake`: ZSET of queue names pushed to for the first time; popping it tells a worker that
-//!   serves every queue to read `{ns}:queues` again at once.
+//! A queue's keys share the hash tag `{ns:q:<queue>}`, so that on a Redis Cluster each queue
+//! lives on one shard and the queues spread over the shards; the namespace's own keys share `{ns}`:
+//! - `{ns:q:<queue>}:ready:<level>`: ZSET of ids, levels 0..=10 (`priority / 10`), scored by when
+//!   the id became ready in ms (0 to go first); popped lowest score first, highest level first,
+//!   over the queues a worker serves ([`Served`]).
+//! - `{ns:q:<queue>}:scheduled`: ZSET of `<level>:<id>`, scored by due time in ms.
+//! - `{ns}:queues`: SET of the names of the queues that have keys: the promoter walks their
+//!   schedules, and the workers of every queue their ready lists.
+//! - `{ns}:wake`: ZSET of queue names just named; popping it tells a worker that serves every
+//!   queue to read `{ns}:queues` again at once (on a single server; see [`BlockingPop`]).
 //! - `{ns}:dlq`: ZSET of dead job ids, scored by when they died.
-//! - `{ns}:built`: set once the keys were built; its absence means Redis lost our keys.
+//! - `{ns}:built:2`: set once the keys were built in this layout; its absence means Redis lost
+//!   our keys (or holds an older layout's).
 //!
 //! Every structure is keyed by id, and a job's queue and level never change, so an id is at most
-//! once in Redis, across the ready queues and the schedule, however often it is pushed: pushing is
-//! idempotent by construction (`lua/enqueue.lua`), not by anyone's timing.
+//! once in Redis, across its queue's ready lists and schedule, however often it is pushed: pushing
+//! is idempotent by construction (`lua/enqueue.lua`), not by anyone's timing. Each script touches
+//! the keys of one queue only, so it is atomic on a cluster too.
+//!
+//! Naming a queue in `{ns}:queues` is a separate step, and no lock orders it against the repairer,
+//! which takes out the queues that have no key (see [`Queue::forget_idle_queues`]). Two rules keep
+//! a queue with keys named: a push names its queue after its ids are in, whenever the queue had no
+//! key before it; and the repairer checks a queue again after taking it out, naming it again if a
+//! key has appeared.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use tokio::time::Instant;
 
 use crate::error::Result;
@@ -46,51 +59,73 @@ pub struct Place {
 
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub scheduled: String,
     pub queues: String,
     pub wake: String,
     pub dlq: String,
     pub built: String,
-    /// `{ns}`: every key starts with it.
+    /// `{ns}`: the hash tag of the namespace's own keys.
     pub prefix: String,
+    namespace: String,
 }
 
 impl Keys {
     pub fn new(namespace: &str) -> Keys {
         let prefix = format!("{{{namespace}}}");
         Keys {
-            scheduled: format!("{prefix}:scheduled"),
             queues: format!("{prefix}:queues"),
             wake: format!("{prefix}:wake"),
             dlq: format!("{prefix}:dlq"),
-            built: format!("{prefix}:built"),
+            built: format!("{prefix}:built:2"),
             prefix,
+            namespace: namespace.to_owned(),
         }
+    }
+
+    /// `{ns:q:<queue>}`: the hash tag of a queue's keys.
+    fn tag(&self, queue: &str) -> String {
+        format!("{{{}:q:{queue}}}", self.namespace)
     }
 
     /// The ready list of a queue's priority level.
     pub fn ready(&self, queue: &str, level: usize) -> String {
-        format!("{}:ready:{queue}:{level}", self.prefix)
+        format!("{}:ready:{level}", self.tag(queue))
     }
 
-    /// The queue and level of a ready list's key (the level is after the last colon; a queue name
-    /// may hold colons).
-    fn parse_ready<'k>(&self, key: &'k str) -> Option<(&'k str, usize)> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":ready:")?;
-        let (queue, level) = rest.rsplit_once(':')?;
-        Some((queue, level.parse().ok().filter(|l| *l < LEVELS)?))
+    /// A queue's schedule.
+    pub fn schedule(&self, queue: &str) -> String {
+        format!("{}:scheduled", self.tag(queue))
     }
 
-    /// A job's member in the schedule.
+    /// Every key of a queue, as its scripts take them: the schedule, then the ready lists of
+    /// levels 0 to 10.
+    fn of_queue(&self, queue: &str) -> Vec<String> {
+        let mut keys = Vec::with_capacity(LEVELS + 1);
+        keys.push(self.schedule(queue));
+        keys.extend((0..LEVELS).map(|level| self.ready(queue, level)));
+        keys
+    }
+
+    /// A queue's ready lists, highest level first (the order they are popped in).
+    fn ready_descending(&self, queue: &str) -> Vec<String> {
+        (0..LEVELS).rev().map(|level| self.ready(queue, level)).collect()
+    }
+
+    /// How [`Queue::scheduled`] names a job in a schedule: `<level>:<id>:<queue>` (in Redis, a
+    /// queue's schedule holds `<level>:<id>`).
     pub fn scheduled_member(id: JobId, queue: &str, level: usize) -> String {
         format!("{level}:{id}:{queue}")
     }
 
-    /// Keys of the layout before queues had their own ready lists (`{ns}:ready:<level>` and
-    /// `{ns}:epoch`), deleted when the keys are rebuilt.
-    fn legacy(&self) -> Vec<String> {
-        let mut keys: Vec<String> = (0..LEVELS).map(|l| format!("{}:ready:{l}", self.prefix)).collect();
-        keys.push(format!("{}:epoch", self.prefix));
+    /// Keys of the earlier layouts, all under `{ns}`, deleted when the keys are rebuilt: the
+    /// shared schedule and marker, the ready lists of each queue named in `names`, and the ready
+    /// lists from before queues had their own.
+    fn legacy(&self, names: &[String]) -> Vec<String> {
+        let p = &self.prefix;
+        let mut keys: Vec<String> = (0..LEVELS).map(|l| format!("{p}:ready:{l}")).collect();
+        keys.extend([format!("{p}:epoch"), format!("{p}:built"), format!("{p}:scheduled")]);
+        for name in names {
+            keys.extend((0..LEVELS).map(|l| format!("{p}:ready:{name}:{l}")));
+        }
         keys
     }
 }
@@ -173,20 +208,91 @@ impl FromStr for Served {
     }
 }
 
+/// A connection to one Redis server or to a Redis Cluster; commands to a cluster go to the shard
+/// that holds their keys, following its redirects.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// What to connect to.
+#[derive(Clone)]
+enum Target {
+    Single(Box<redis::Client>),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Target {
+    /// A connection that connects on first use, so that a Redis down now does not stop the caller
+    /// from starting.
+    fn connect(&self, response_timeout: Duration) -> Result<Conn> {
+        Ok(match self {
+            Target::Single(client) => Conn::Single(ConnectionManager::new_lazy_with_config(
+                (**client).clone(),
+                manager_config(response_timeout),
+            )?),
+            Target::Cluster(client) => Conn::Cluster(
+                client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(Duration::from_secs(1))
+                        .set_response_timeout(response_timeout),
+                ),
+            ),
+        })
+    }
+}
+
+struct Scripts {
+    enqueue: redis::Script,
+    promote: redis::Script,
+    withdraw: redis::Script,
+    name: redis::Script,
+    top: redis::Script,
+}
+
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    target: Target,
     keys: Keys,
-    promote: std::sync::Arc<redis::Script>,
-    enqueue: std::sync::Arc<redis::Script>,
-    withdraw: std::sync::Arc<redis::Script>,
-    forget_idle: std::sync::Arc<redis::Script>,
+    scripts: std::sync::Arc<Scripts>,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("keys", &self.keys.prefix).finish()
+        f.debug_struct("Queue")
+            .field("keys", &self.keys.prefix)
+            .field("cluster", &self.is_cluster())
+            .finish()
     }
 }
 
@@ -207,6 +313,18 @@ macro_rules! retry_once {
             other => other,
         }
     }};
+}
+
+/// Escapes the characters special to SCAN's MATCH patterns.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl Queue {
@@ -230,15 +348,58 @@ impl Queue {
             )?,
             _ => redis::Client::open(url)?,
         };
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(Duration::from_secs(2)))?;
+        Self::with_target(Target::Single(Box::new(client)), namespace)
+    }
+
+    /// A Redis Cluster, found through any of `urls` (its nodes, or a configuration endpoint), TLS
+    /// and `AUTH` as in [`Queue::connect_with_ca`].
+    pub fn connect_cluster(urls: &[String], namespace: &str, ca_pem: Option<Vec<u8>>) -> Result<Queue> {
+        crate::tls::install_default_provider();
+        let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2));
+        if let Some(root_cert) = ca_pem {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            });
+        }
+        Self::with_target(Target::Cluster(Box::new(builder.build()?)), namespace)
+    }
+
+    /// Connects as the configuration says: `REDIS_URL` (a comma-separated list of nodes when
+    /// `REDIS_CLUSTER` is true), `REDIS_CA_FILE`, and the namespace.
+    pub fn from_config(config: &crate::config::Config) -> Result<Queue> {
+        let ca = config.redis_ca()?;
+        if config.redis_cluster {
+            let urls: Vec<String> = config
+                .redis_url
+                .split(',')
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+                .collect();
+            Self::connect_cluster(&urls, &config.namespace, ca)
+        } else {
+            Self::connect_with_ca(&config.redis_url, &config.namespace, ca)
+        }
+    }
+
+    fn with_target(target: Target, namespace: &str) -> Result<Queue> {
+        let script = |source: &str| redis::Script::new(source);
         Ok(Queue {
-            conn,
-            client,
+            conn: target.connect(Duration::from_secs(2))?,
+            target,
             keys: Keys::new(namespace),
-            promote: std::sync::Arc::new(redis::Script::new(include_str!("lua/promote.lua"))),
-            enqueue: std::sync::Arc::new(redis::Script::new(include_str!("lua/enqueue.lua"))),
-            withdraw: std::sync::Arc::new(redis::Script::new(include_str!("lua/withdraw.lua"))),
-            forget_idle: std::sync::Arc::new(redis::Script::new(include_str!("lua/forget_idle.lua"))),
+            scripts: std::sync::Arc::new(Scripts {
+                enqueue: script(include_str!("lua/enqueue.lua")),
+                promote: script(include_str!("lua/promote.lua")),
+                withdraw: script(include_str!("lua/withdraw.lua")),
+                name: script(include_str!("lua/name.lua")),
+                top: script(include_str!("lua/top.lua")),
+            }),
         })
     }
 
@@ -246,16 +407,19 @@ impl Queue {
         &self.keys
     }
 
+    /// True when this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     /// A separate connection for blocking pops of the queues `served`, which would stall every
     /// other command on a shared one.
     pub fn blocking(&self, poll: Duration, served: Served) -> Result<BlockingPop> {
-        let conn = ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            manager_config(poll + Duration::from_secs(2)),
-        )?;
         Ok(BlockingPop {
-            conn,
+            conn: self.target.connect(poll + Duration::from_secs(2))?,
             keys: self.keys.clone(),
+            scripts: self.scripts.clone(),
+            cluster: self.is_cluster(),
             served,
             poll,
             known: Vec::new(),
@@ -281,55 +445,90 @@ impl Queue {
         self.enqueue_many(std::slice::from_ref(&job), now).await.map(|_| ())
     }
 
-    /// Enqueues many jobs in one round trip. Idempotent: an id already in Redis is not added
-    /// twice (a ready one keeps its place; a scheduled one takes the new due time). Returns how
-    /// many of the ids were not in Redis before.
+    /// Enqueues many jobs, in one round trip per queue (run side by side). Idempotent: an id
+    /// already in Redis is not added twice (a ready one keeps its place; a scheduled one takes the
+    /// new due time). Returns how many of the ids were not in Redis before.
     pub async fn enqueue_many(&self, jobs: &[Ready], now: DateTime<Utc>) -> Result<usize> {
-        let entries: Vec<Entry<'_>> = jobs
-            .iter()
-            .map(|job| Entry {
-                id: job.id,
-                queue: &job.queue,
-                level: level(job.priority),
-                score: job.run_at.timestamp_millis(),
-                kind: if job.run_at <= now {
-                    Kind::Ready
-                } else {
-                    Kind::Scheduled
-                },
-            })
-            .collect();
-        self.push(&entries).await
+        self.push(&entries_of(jobs, now), false).await
     }
 
-    /// Pushes entries through `lua/enqueue.lua`, in chunks that keep each script call short.
-    /// Returns how many were not in Redis before.
-    async fn push(&self, entries: &[Entry<'_>]) -> Result<usize> {
-        let mut added = 0;
-        for chunk in entries.chunks(1000) {
-            let mut invocation = self.enqueue.key(&self.keys.scheduled);
-            invocation
-                .key(&self.keys.queues)
-                .key(&self.keys.wake)
-                .key(&self.keys.dlq)
-                .arg(&self.keys.prefix);
-            for entry in chunk {
-                invocation
-                    .arg(entry.id.to_string())
-                    .arg(entry.queue)
-                    .arg(entry.level)
-                    .arg(entry.score)
-                    .arg(match entry.kind {
-                        Kind::Ready => "r",
-                        Kind::Requeued => "q",
-                        Kind::Scheduled => "s",
-                    });
-            }
-            let mut conn = self.conn.clone();
-            let new: usize = retry_once!(invocation.invoke_async(&mut conn))?;
-            added += new;
+    /// [`Queue::enqueue_many`] for the repairer: it also names every queue of `jobs`, in case a
+    /// process died between pushing to a queue that had no key and naming it.
+    pub async fn repush_many(&self, jobs: &[Ready], now: DateTime<Utc>) -> Result<usize> {
+        self.push(&entries_of(jobs, now), true).await
+    }
+
+    /// Pushes entries through `lua/enqueue.lua`, one call per queue and thousand entries, then
+    /// names the queues that had no key (or all, with `name_all`), then takes requeued ids out of
+    /// the DLQ index. Returns how many were not in Redis before.
+    async fn push(&self, entries: &[Entry<'_>], name_all: bool) -> Result<usize> {
+        if entries.is_empty() {
+            return Ok(0);
         }
-        Ok(added)
+        let mut by_queue: Vec<(&str, Vec<&Entry<'_>>)> = Vec::new();
+        for entry in entries {
+            match by_queue.iter_mut().find(|(queue, _)| *queue == entry.queue) {
+                Some((_, group)) => group.push(entry),
+                None => by_queue.push((entry.queue, vec![entry])),
+            }
+        }
+        let calls = by_queue
+            .iter()
+            .flat_map(|(queue, group)| group.chunks(1000).map(move |chunk| (*queue, chunk)))
+            .map(|(queue, chunk)| {
+                let mut invocation = self.scripts.enqueue.prepare_invoke();
+                for key in self.keys.of_queue(queue) {
+                    invocation.key(key);
+                }
+                for entry in chunk {
+                    invocation
+                        .arg(entry.id.to_string())
+                        .arg(entry.level)
+                        .arg(entry.score)
+                        .arg(match entry.kind {
+                            Kind::Ready | Kind::Requeued => "r",
+                            Kind::Scheduled => "s",
+                        });
+                }
+                let mut conn = self.conn.clone();
+                async move {
+                    let (added, was_empty): (usize, bool) = retry_once!(invocation.invoke_async(&mut conn))?;
+                    Ok::<_, crate::error::Error>((queue, added, was_empty))
+                }
+            });
+        let pushed = try_join_all(calls).await?;
+        let mut names: Vec<&str> = Vec::new();
+        for (queue, _, was_empty) in &pushed {
+            if (name_all || *was_empty) && !names.contains(queue) {
+                names.push(queue);
+            }
+        }
+        self.name(&names).await?;
+        let requeued: Vec<String> = entries
+            .iter()
+            .filter(|entry| matches!(entry.kind, Kind::Requeued))
+            .map(|entry| entry.id.to_string())
+            .collect();
+        let mut conn = self.conn.clone();
+        for chunk in requeued.chunks(1000) {
+            let _: usize = retry_once!(conn.zrem(&self.keys.dlq, chunk))?;
+        }
+        Ok(pushed.iter().map(|(_, added, _)| added).sum())
+    }
+
+    /// Names queues in `{ns}:queues`, waking the workers of every queue for those new to it.
+    async fn name(&self, queues: &[&str]) -> Result<()> {
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.scripts.name.key(&self.keys.queues);
+        invocation.key(&self.keys.wake);
+        for queue in queues {
+            invocation.arg(*queue);
+        }
+        let mut conn = self.conn.clone();
+        let _: usize = retry_once!(invocation.invoke_async(&mut conn))?;
+        Ok(())
     }
 
     /// Replaces the DLQ index with `dead` (oldest death first), atomically.
@@ -363,21 +562,27 @@ impl Queue {
                 kind: Kind::Ready,
             })
             .collect();
-        self.push(&entries).await.map(|_| ())
+        self.push(&entries, false).await.map(|_| ())
     }
 
-    /// Moves due scheduled ids to their ready lists; returns how many moved.
+    /// Moves due scheduled ids to their ready lists, up to `limit` per queue, in each queue named
+    /// in `{ns}:queues` (side by side); returns how many moved.
     pub async fn promote_due(&self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.promote.key(&self.keys.scheduled);
-        invocation
-            .key(&self.keys.queues)
-            .key(&self.keys.wake)
-            .arg(now.timestamp_millis())
-            .arg(limit)
-            .arg(&self.keys.prefix);
-        let moved: usize = retry_once!(invocation.invoke_async(&mut conn))?;
-        Ok(moved)
+        let names = self.queue_names().await?;
+        let moved = try_join_all(names.iter().map(|queue| {
+            let mut invocation = self.scripts.promote.prepare_invoke();
+            for key in self.keys.of_queue(queue) {
+                invocation.key(key);
+            }
+            invocation.arg(now.timestamp_millis()).arg(limit);
+            let mut conn = self.conn.clone();
+            async move {
+                let moved: usize = retry_once!(invocation.invoke_async(&mut conn))?;
+                Ok::<_, crate::error::Error>(moved)
+            }
+        }))
+        .await?;
+        Ok(moved.into_iter().sum())
     }
 
     pub async fn add_dead(&self, id: JobId) -> Result<()> {
@@ -397,7 +602,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Out of the DLQ index and onto its ready queue, atomically.
+    /// Onto its ready queue, then out of the DLQ index.
     pub async fn requeue(&self, id: JobId, queue: &str, priority: i16, now: DateTime<Utc>) -> Result<()> {
         let place = Place {
             id,
@@ -407,7 +612,9 @@ impl Queue {
         self.requeue_many(std::slice::from_ref(&place), now).await
     }
 
-    /// [`Queue::requeue`] for many jobs, in one atomic round trip per thousand.
+    /// [`Queue::requeue`] for many jobs. An id is ready before it leaves the DLQ index, so a
+    /// failure in between leaves it in both, never in neither (the index is only a view of
+    /// Postgres, rebuilt with the keys).
     pub async fn requeue_many(&self, jobs: &[Place], now: DateTime<Utc>) -> Result<()> {
         let entries: Vec<Entry<'_>> = jobs
             .iter()
@@ -419,45 +626,32 @@ impl Queue {
                 kind: Kind::Requeued,
             })
             .collect();
-        self.push(&entries).await.map(|_| ())
+        self.push(&entries, false).await.map(|_| ())
     }
 
-    /// Takes a job's id out of the ready queue and the schedule (it was cancelled), atomically.
+    /// Takes a job's id out of its ready queue and schedule (it was cancelled), atomically.
     /// Returns whether it was there.
     pub async fn withdraw(&self, id: JobId, queue: &str, priority: i16) -> Result<bool> {
         let mut conn = self.conn.clone();
         let level = level(priority);
-        let mut invocation = self.withdraw.key(&self.keys.scheduled);
+        let mut invocation = self.scripts.withdraw.key(self.keys.schedule(queue));
         invocation
             .key(self.keys.ready(queue, level))
             .arg(id.to_string())
-            .arg(Keys::scheduled_member(id, queue, level));
+            .arg(format!("{level}:{id}"));
         let removed: i64 = retry_once!(invocation.invoke_async(&mut conn))?;
         Ok(removed > 0)
     }
 
-    /// [`Queue::withdraw`] for many jobs, in one atomic round trip.
+    /// [`Queue::withdraw`] for many jobs, side by side (each atomic on its own).
     pub async fn withdraw_many(&self, jobs: &[Place]) -> Result<()> {
-        if jobs.is_empty() {
-            return Ok(());
+        for chunk in jobs.chunks(100) {
+            try_join_all(chunk.iter().map(|job| self.withdraw(job.id, &job.queue, job.priority))).await?;
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let scheduled: Vec<String> = jobs
-            .iter()
-            .map(|job| Keys::scheduled_member(job.id, &job.queue, level(job.priority)))
-            .collect();
-        pipe.zrem(&self.keys.scheduled, &scheduled).ignore();
-        for job in jobs {
-            pipe.zrem(self.keys.ready(&job.queue, level(job.priority)), job.id.to_string())
-                .ignore();
-        }
-        let mut conn = self.conn.clone();
-        let () = retry_once!(pipe.query_async(&mut conn))?;
         Ok(())
     }
 
-    /// Round trip to Redis (connecting if need be).
+    /// Round trip to Redis (connecting if need be); to every master of a cluster.
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: String = retry_once!(redis::cmd("PING").query_async(&mut conn))?;
@@ -478,22 +672,47 @@ impl Queue {
         Ok(())
     }
 
-    /// Deletes the keys of the layout before queues had their own ready lists; their ids are
-    /// pushed again by the rebuild that calls this.
+    /// Deletes the keys of the earlier layouts (every queue under `{ns}`); their ids are pushed
+    /// again by the rebuild that calls this.
     pub async fn forget_legacy(&self) -> Result<()> {
+        let names = self.queue_names().await?;
+        let keys = self.keys.legacy(&names);
         let mut conn = self.conn.clone();
-        let _: usize = retry_once!(conn.del(self.keys.legacy()))?;
+        for chunk in keys.chunks(500) {
+            let _: usize = retry_once!(conn.del(chunk))?;
+        }
         Ok(())
     }
 
-    /// Takes the queues with no id ready out of `{ns}:queues`, so that workers of every queue
-    /// stop waiting on their lists (`lua/forget_idle.lua`); the next push to one names it again.
-    /// Returns how many were taken out.
-    pub async fn forget_idle_queues(&self) -> Result<usize> {
+    /// Whether a queue has any id, ready or scheduled.
+    async fn has_keys(&self, queue: &str) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.forget_idle.key(&self.keys.queues);
-        invocation.arg(&self.keys.prefix).arg(LEVELS);
-        Ok(retry_once!(invocation.invoke_async(&mut conn))?)
+        let found: usize = retry_once!(conn.exists(self.keys.of_queue(queue)))?;
+        Ok(found > 0)
+    }
+
+    /// Takes the queues with no id (ready or scheduled) out of `{ns}:queues`, so that neither the
+    /// promoter nor the workers of every queue keep looking at queues long idle; the next push to
+    /// one names it again. A queue is checked again once out: a push in between that found the
+    /// queue with keys did not name it, so it is named again here. Returns how many were taken out.
+    pub async fn forget_idle_queues(&self) -> Result<usize> {
+        let names = self.queue_names().await?;
+        let busy = try_join_all(names.iter().map(|queue| self.has_keys(queue))).await?;
+        let mut forgotten = 0;
+        for (queue, busy) in names.iter().zip(busy) {
+            if busy {
+                continue;
+            }
+            let mut conn = self.conn.clone();
+            let _: usize = retry_once!(conn.zrem(&self.keys.wake, queue))?;
+            let _: usize = retry_once!(conn.srem(&self.keys.queues, queue))?;
+            if self.has_keys(queue).await? {
+                self.name(&[queue]).await?;
+            } else {
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     /// The names of the queues pushed to, sorted.
@@ -504,23 +723,28 @@ impl Queue {
         Ok(names)
     }
 
-    /// Sizes of the ready queues (summed), the schedule and the DLQ index.
+    /// Sizes of the ready queues and schedules (summed) and of the DLQ index.
     pub async fn depths(&self) -> Result<Depths> {
         let names = self.queue_names().await?;
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for name in &names {
-            for level in 0..LEVELS {
-                pipe.zcard(self.keys.ready(name, level));
+        let per_queue = try_join_all(names.iter().map(|queue| {
+            let mut pipe = redis::pipe();
+            for key in self.keys.of_queue(queue) {
+                pipe.zcard(key);
             }
-        }
-        pipe.zcard(&self.keys.scheduled).zcard(&self.keys.dlq);
-        let counts: Vec<usize> = retry_once!(pipe.query_async(&mut conn))?;
-        let (ready, rest) = counts.split_at(counts.len() - 2);
+            let mut conn = self.conn.clone();
+            async move {
+                let counts: Vec<usize> = retry_once!(pipe.query_async(&mut conn))?;
+                Ok::<_, crate::error::Error>(counts)
+            }
+        }))
+        .await?;
+        let mut conn = self.conn.clone();
+        let dead: usize = retry_once!(conn.zcard(&self.keys.dlq))?;
         Ok(Depths {
-            ready: ready.iter().sum(),
-            scheduled: rest[0],
-            dead: rest[1],
+            // of_queue: the schedule first, then the ready lists.
+            ready: per_queue.iter().map(|counts| counts[1..].iter().sum::<usize>()).sum(),
+            scheduled: per_queue.iter().map(|counts| counts[0]).sum(),
+            dead,
         })
     }
 
@@ -539,10 +763,22 @@ impl Queue {
         Ok(ids)
     }
 
-    /// The schedule's members with their due times in ms (for tests and inspection).
+    /// Every queue's scheduled jobs as `<level>:<id>:<queue>` ([`Keys::scheduled_member`]) with
+    /// their due times in ms, soonest first (for tests and inspection).
     pub async fn scheduled(&self) -> Result<Vec<(String, i64)>> {
+        let names = self.queue_names().await?;
         let mut conn = self.conn.clone();
-        Ok(retry_once!(conn.zrange_withscores(&self.keys.scheduled, 0, -1))?)
+        let mut all = Vec::new();
+        for name in &names {
+            let members: Vec<(String, i64)> = retry_once!(conn.zrange_withscores(self.keys.schedule(name), 0, -1))?;
+            all.extend(
+                members
+                    .into_iter()
+                    .map(|(member, due)| (format!("{member}:{name}"), due)),
+            );
+        }
+        all.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(all)
     }
 
     /// Removes ids from a ready queue, as a Redis that lost them would (for tests and drills).
@@ -557,26 +793,57 @@ impl Queue {
         Ok(retry_once!(conn.zrevrange(&self.keys.dlq, 0, -1))?)
     }
 
-    /// Deletes every key of this namespace (tests, and the "Redis lost everything" drill). Uses SCAN,
-    /// never FLUSHDB, so other namespaces on the same server are untouched.
+    /// Deletes every key of this namespace (tests, and the "Redis lost everything" drill), never
+    /// with FLUSHDB, so other namespaces on the same server are untouched: the keys of every
+    /// queue named, and on a single server whatever else SCAN finds under `{ns}` and `{ns:q:`.
     pub async fn delete_namespace(&self) -> Result<usize> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}:*", self.keys.prefix);
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(&pattern).await?;
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key?);
+        let names = self.queue_names().await?;
+        let mut keys: Vec<String> = vec![
+            self.keys.queues.clone(),
+            self.keys.wake.clone(),
+            self.keys.dlq.clone(),
+            self.keys.built.clone(),
+        ];
+        if let Conn::Single(conn) = &self.conn {
+            let namespace = glob_escape(&self.keys.namespace);
+            for pattern in [format!("{{{namespace}}}:*"), format!("{{{namespace}:q:*")] {
+                let mut conn = conn.clone();
+                let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(&pattern).await?;
+                while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                    keys.push(key?);
+                }
             }
-            keys
-        };
-        if keys.is_empty() {
-            return Ok(0);
         }
+        let mut deleted = 0;
         let mut conn = self.conn.clone();
-        let deleted: usize = conn.del(&keys).await?;
+        for queue in &names {
+            let n: usize = retry_once!(conn.del(self.keys.of_queue(queue)))?;
+            deleted += n;
+        }
+        keys.sort();
+        keys.dedup();
+        for chunk in keys.chunks(500) {
+            let n: usize = retry_once!(conn.del(chunk))?;
+            deleted += n;
+        }
         Ok(deleted)
     }
+}
+
+fn entries_of(jobs: &[Ready], now: DateTime<Utc>) -> Vec<Entry<'_>> {
+    jobs.iter()
+        .map(|job| Entry {
+            id: job.id,
+            queue: &job.queue,
+            level: level(job.priority),
+            score: job.run_at.timestamp_millis(),
+            kind: if job.run_at <= now {
+                Kind::Ready
+            } else {
+                Kind::Scheduled
+            },
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -605,13 +872,19 @@ enum Kind {
 }
 
 /// How long a worker that serves every queue trusts the queue names it read: a queue named since
-/// is woken through `{ns}:wake` by the push that named it.
+/// is woken through `{ns}:wake` by the push that named it (on a single server).
 const KNOWN_FOR: Duration = Duration::from_secs(1);
+
+/// On a cluster, how long a worker whose queues are on several shards waits between two looks at
+/// them when none had an id ready (a blocking pop waits on one shard only).
+const CLUSTER_IDLE: Duration = Duration::from_millis(50);
 
 /// The worker's own connection for blocking pops.
 pub struct BlockingPop {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
+    scripts: std::sync::Arc<Scripts>,
+    cluster: bool,
     served: Served,
     poll: Duration,
     /// For [`Served::All`]: the queue names last read, and when.
@@ -632,7 +905,10 @@ impl BlockingPop {
     /// Waits up to the poll interval (or `at_most`, if shorter; at least 10 ms) for ids, then
     /// takes up to `count` from one ready list of the queues served: of the highest priority level
     /// that has any, and among its queues the first in this pop's order ([`Served`]); oldest
-    /// first (one BZMPOP; Redis 7 or later). An id that does not parse is dropped.
+    /// first. On a single server (or a cluster, for one queue) that is one BZMPOP (Redis 7 or
+    /// later); on a cluster, with the queues on several shards, a look at the highest level
+    /// ready in each queue (side by side), then a ZMPOP from the queue chosen, every
+    /// [`CLUSTER_IDLE`] until one has ids. An id that does not parse is dropped.
     pub async fn pop(&mut self, count: usize, at_most: Option<Duration>) -> Result<Popped> {
         // A BZMPOP timeout of 0 would block for ever.
         let wait = at_most
@@ -648,15 +924,31 @@ impl BlockingPop {
                 self.known = names;
                 self.known_at = Some(Instant::now());
             }
+            let order: Vec<String> = self.order().into_iter().map(str::to_owned).collect();
+            if self.cluster && (all || order.len() > 1) {
+                if let Some(popped) = self.look_and_pop(&order, count).await? {
+                    return Ok(popped);
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Popped::default());
+                }
+                tokio::time::sleep(left.min(CLUSTER_IDLE)).await;
+                continue;
+            }
+            // One BZMPOP over every list served, highest level first, and among a level's lists
+            // in this pop's order; `places[i]` is the queue and level of `keys[i]`.
             let mut keys = Vec::new();
+            let mut places: Vec<(usize, usize)> = Vec::new();
             if all {
                 // First: a queue named since the names were read is seen at once.
                 keys.push(self.keys.wake.clone());
+                places.push((usize::MAX, 0));
             }
-            let order = self.order();
             for level in (0..LEVELS).rev() {
-                for queue in &order {
+                for (q, queue) in order.iter().enumerate() {
                     keys.push(self.keys.ready(queue, level));
+                    places.push((q, level));
                 }
             }
             let timeout = until
@@ -668,23 +960,66 @@ impl BlockingPop {
             let Some((key, ids)) = popped else {
                 return Ok(Popped::default());
             };
-            if key == self.keys.wake {
-                self.known_at = None;
-                if Instant::now() < until {
-                    continue;
+            match keys.iter().position(|k| *k == key).map(|i| places[i]) {
+                Some((q, level)) if q < order.len() => {
+                    return Ok(Popped {
+                        queue: order[q].clone(),
+                        level,
+                        ids: parse_ids(&ids),
+                    });
                 }
-                return Ok(Popped::default());
+                Some(_) => {
+                    // The wake list: read the names again, and wait on.
+                    self.known_at = None;
+                    if Instant::now() < until {
+                        continue;
+                    }
+                    return Ok(Popped::default());
+                }
+                None => {
+                    tracing::warn!(key, "popped from a key that is no ready list; its ids are dropped");
+                    return Ok(Popped::default());
+                }
             }
-            let Some((queue, level)) = self.keys.parse_ready(&key) else {
-                tracing::warn!(key, "popped from a key that is no ready list; its ids are dropped");
-                return Ok(Popped::default());
-            };
-            return Ok(Popped {
-                queue: queue.to_owned(),
-                level,
-                ids: ids.iter().filter_map(|(id, _)| id.parse().ok()).collect(),
-            });
         }
+    }
+
+    /// On a cluster: looks at the highest level ready in each queue of `order` (side by side, each
+    /// on its shard), then pops from the queue with the highest, the first in `order` among
+    /// equals. `None` when no queue had an id ready, or another worker took them in between.
+    async fn look_and_pop(&mut self, order: &[String], count: isize) -> Result<Option<Popped>> {
+        let tops = try_join_all(order.iter().map(|queue| {
+            let mut invocation = self.scripts.top.prepare_invoke();
+            for level in 0..LEVELS {
+                invocation.key(self.keys.ready(queue, level));
+            }
+            let mut conn = self.conn.clone();
+            async move {
+                let top: i64 = retry_once!(invocation.invoke_async(&mut conn))?;
+                Ok::<_, crate::error::Error>(top)
+            }
+        }))
+        .await?;
+        // The highest level; among equals, the first in order.
+        let Some((q, _)) = tops
+            .iter()
+            .enumerate()
+            .filter(|(_, top)| **top >= 0)
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+        else {
+            return Ok(None);
+        };
+        let queue = &order[q];
+        let keys = self.keys.ready_descending(queue);
+        let popped: Option<(String, Vec<(String, f64)>)> = retry_once!(self.conn.zmpop_min(&keys, count))?;
+        Ok(popped.and_then(|(key, ids)| {
+            let level = LEVELS - 1 - keys.iter().position(|k| *k == key)?;
+            Some(Popped {
+                queue: queue.clone(),
+                level,
+                ids: parse_ids(&ids),
+            })
+        }))
     }
 
     /// The queues in the order this pop looks at them.
@@ -699,6 +1034,10 @@ impl BlockingPop {
             Served::Weighted(queues) => weighted_order(queues, rand::random::<f64>),
         }
     }
+}
+
+fn parse_ids(ids: &[(String, f64)]) -> Vec<JobId> {
+    ids.iter().filter_map(|(id, _)| id.parse().ok()).collect()
 }
 
 /// A random order of weighted queues in which each is first with a chance proportional to its
@@ -753,14 +1092,29 @@ mod tests {
     }
 
     #[test]
-    fn ready_keys_name_their_queue_and_level() {
+    fn a_queue_keys_share_its_own_hash_tag() {
         let keys = Keys::new("ns");
-        let key = keys.ready("team:a", 7);
-        assert_eq!(key, "{ns}:ready:team:a:7");
-        assert_eq!(keys.parse_ready(&key), Some(("team:a", 7)));
-        assert_eq!(keys.parse_ready("{ns}:ready:x:11"), None);
-        assert_eq!(keys.parse_ready("{ns}:wake"), None);
-        assert!(!keys.legacy().contains(&keys.ready("0", 0)));
+        assert_eq!(keys.ready("team:a", 7), "{ns:q:team:a}:ready:7");
+        assert_eq!(keys.schedule("team:a"), "{ns:q:team:a}:scheduled");
+        let of_queue = keys.of_queue("b");
+        assert_eq!(of_queue.len(), LEVELS + 1);
+        assert!(of_queue.iter().all(|key| key.starts_with("{ns:q:b}:")));
+        assert_eq!(keys.ready_descending("b")[0], keys.ready("b", LEVELS - 1));
+        assert!(keys.queues.starts_with("{ns}:") && keys.built.starts_with("{ns}:"));
+        // The earlier layouts' keys are all under `{ns}`, never a queue's own.
+        let legacy = keys.legacy(&["b".to_owned()]);
+        assert!(legacy.contains(&"{ns}:ready:b:3".to_owned()));
+        assert!(
+            legacy
+                .iter()
+                .all(|key| key.starts_with("{ns}:") && !of_queue.contains(key))
+        );
+    }
+
+    #[test]
+    fn glob_escape_escapes_pattern_characters() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escape("jobq-test-1"), "jobq-test-1");
     }
 
     #[test]

@@ -111,10 +111,18 @@ pub fn redis_url_from_secret(secret: &str, text: &str, redis_url: &str) -> Resul
             secret: secret.to_owned(),
             field: "password",
         })?;
-    let (scheme, rest) = redis_url.split_once("://").unwrap_or(("redis", redis_url));
-    let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
     let user = parsed.username.as_deref().map(encode).unwrap_or_default();
-    Ok(format!("{scheme}://{user}:{}@{rest}", encode(&password)))
+    // A cluster's nodes (`REDIS_CLUSTER`) are listed with commas: each gets the credentials.
+    let urls: Vec<String> = redis_url
+        .split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+            let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
+            format!("{scheme}://{user}:{}@{rest}", encode(&password))
+        })
+        .collect();
+    Ok(urls.join(","))
 }
 
 /// `JOBQ_HTTP_SIGNING_SECRET_ARN` when set: the `http` job's signing secret read from it.
@@ -327,6 +335,11 @@ mod tests {
         let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("redis parses it");
         assert_eq!(info.redis_settings().username(), Some("jobq"));
         assert_eq!(info.redis_settings().password(), Some("p@ss"));
+        // Every node of a cluster's list.
+        assert_eq!(
+            redis_url_from_secret("r", &acl, "rediss://a:1, rediss://x:y@b:2").expect("acl"),
+            "rediss://jobq:p%40ss@a:1,rediss://jobq:p%40ss@b:2"
+        );
         match redis_url_from_secret("r", "{}", "rediss://h") {
             Err(SecretError::MissingField { field, .. }) => assert_eq!(field, "password"),
             other => panic!("{other:?}"),

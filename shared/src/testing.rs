@@ -4,7 +4,7 @@
 //!
 //! `DATABASE_URL` names the server and a database to connect to for creating others (default
 //! `postgres://postgres:postgres@127.0.0.1:5432/postgres`), its `sslmode` and `sslrootcert` included;
-//! `REDIS_URL` (and `REDIS_CA_FILE`) the Redis server.
+//! `REDIS_URL` (and `REDIS_CA_FILE`, `REDIS_CLUSTER`) the Redis server or cluster.
 
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ impl TestEnv {
             .expect("create test database");
 
         let mut config = Config::from_lookup(|name| match name {
-            "REDIS_URL" | "REDIS_CA_FILE" => std::env::var(name).ok(),
+            "REDIS_URL" | "REDIS_CA_FILE" | "REDIS_CLUSTER" => std::env::var(name).ok(),
             _ => None,
         })
         .expect("default config");
@@ -94,12 +94,7 @@ impl TestEnv {
 
         let store = Store::connect(&config.database_url, config.pg_pool_size, config.pg_timeout).expect("pool");
         store.migrate().await.expect("migrate test database");
-        let queue = Queue::connect_with_ca(
-            &config.redis_url,
-            &config.namespace,
-            config.redis_ca().expect("REDIS_CA_FILE"),
-        )
-        .expect("redis client");
+        let queue = Queue::from_config(&config).expect("redis client");
         let jobs = Jobs::new(store.clone(), queue.clone(), config.worker.default_timeout);
         TestEnv {
             config,
@@ -226,9 +221,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let admin_url = self.admin_url.clone();
         let database = self.database.clone();
-        let redis_url = self.config.redis_url.clone();
-        let redis_ca = self.config.redis_ca().ok().flatten();
-        let namespace = self.config.namespace.clone();
+        let config = self.config.clone();
         self.store.pool().close();
         // Drop runs inside the test's runtime, which cannot block on its own futures: clean up on a
         // thread with a runtime of its own.
@@ -237,7 +230,7 @@ impl Drop for TestEnv {
             let Ok(runtime) = runtime else { return };
             runtime.block_on(async move {
                 // A new connection: the test's own is driven by the runtime this thread blocks.
-                if let Ok(queue) = Queue::connect_with_ca(&redis_url, &namespace, redis_ca) {
+                if let Ok(queue) = Queue::from_config(&config) {
                     let _ = queue.delete_namespace().await;
                 }
                 let admin = Store::connect(&admin_url, 1, Duration::from_secs(10));

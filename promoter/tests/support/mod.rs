@@ -610,3 +610,155 @@ impl Drop for ChildGuard {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A Redis Cluster of our own: `masters` redis-servers in cluster mode, without replicas or
+/// persistence, joined by `redis-cli --cluster create` (the slots spread evenly over them).
+pub struct PrivateCluster {
+    nodes: Vec<PrivateRedis>,
+}
+
+impl PrivateCluster {
+    pub fn start_new(masters: usize) -> PrivateCluster {
+        let nodes: Vec<PrivateRedis> = (0..masters)
+            .map(|_| {
+                let port = free_port();
+                let mut redis = PrivateRedis {
+                    dir: temp_dir("redis-cluster"),
+                    port,
+                    args: vec![
+                        "--port".into(),
+                        port.to_string(),
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        "nodes.conf".into(),
+                        // The bus port is port + 10000 unless set: that one may be taken.
+                        "--cluster-port".into(),
+                        free_port().to_string(),
+                        "--cluster-node-timeout".into(),
+                        "3000".into(),
+                    ],
+                    tls: false,
+                    child: None,
+                };
+                redis.start();
+                redis
+            })
+            .collect();
+        let cluster = PrivateCluster { nodes };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in cluster.ports() {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !cluster
+            .ports()
+            .iter()
+            .all(|port| cli(*port, &["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < give_up, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(PrivateRedis::port).collect()
+    }
+
+    /// Every node's URL, comma-separated (`REDIS_URL` with `REDIS_CLUSTER=true`).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(PrivateRedis::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot(&self, key: &str) -> u16 {
+        cli(self.nodes[0].port, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// The port of the master that serves `slot`, as the first node sees it.
+    pub fn owner(&self, slot: u16) -> u16 {
+        for line in cli(self.nodes[0].port, &["cluster", "nodes"]).lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let owns = fields.iter().skip(8).any(|range| match range.split_once('-') {
+                Some((from, to)) => {
+                    from.parse::<u16>().is_ok_and(|from| from <= slot) && to.parse::<u16>().is_ok_and(|to| slot <= to)
+                }
+                None => range.parse::<u16>().is_ok_and(|one| one == slot),
+            });
+            if owns {
+                let address = fields[1].split('@').next().expect("ip:port");
+                return address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// How many keys a node holds.
+    pub fn keys_on(&self, port: u16) -> usize {
+        cli(port, &["dbsize"]).trim().parse().expect("a count")
+    }
+
+    /// Moves `slot` with its keys from its master to the master on port `to`, as a resharding
+    /// does: IMPORTING and MIGRATING (clients are sent ASK meanwhile), MIGRATE of its keys in
+    /// batches, then the new owner announced to every node (clients are sent MOVED after).
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.owner(slot);
+        assert_ne!(from, to, "slot {slot} is already on {to}");
+        let id = |port: u16| cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        let slot_text = slot.to_string();
+        expect_ok(cli(to, &["cluster", "setslot", &slot_text, "importing", &from_id]));
+        expect_ok(cli(from, &["cluster", "setslot", &slot_text, "migrating", &to_id]));
+        loop {
+            let keys = cli(from, &["cluster", "getkeysinslot", &slot_text, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_text = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to_text, "", "0", "5000", "keys"];
+            args.extend(keys);
+            expect_ok(cli(from, &args));
+        }
+        for port in [to, from] {
+            expect_ok(cli(port, &["cluster", "setslot", &slot_text, "node", &to_id]));
+        }
+        for port in self.ports() {
+            if port != to && port != from {
+                expect_ok(cli(port, &["cluster", "setslot", &slot_text, "node", &to_id]));
+            }
+        }
+    }
+}
+
+/// Runs one redis-cli command against the node on `port`; returns its output (raw, one line per
+/// element).
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+fn expect_ok(answer: String) {
+    assert_eq!(answer.trim(), "OK", "redis answered {answer:?}");
+}

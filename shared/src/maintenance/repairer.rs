@@ -36,7 +36,8 @@ pub struct Repaired {
     pub released: usize,
     /// Rows of outcome counts older than an hour, deleted (housekeeping for `GET /queues`).
     pub throughput_pruned: i64,
-    /// Queues with no id ready, taken out of the names the workers of every queue wait on.
+    /// Queues with no id in Redis, taken out of the names the promoter and the workers of every
+    /// queue look at.
     pub idle_queues: usize,
 }
 
@@ -66,7 +67,7 @@ impl Repairer {
             let mut after = None;
             loop {
                 let page = self.store.pending_page(after, PAGE).await?;
-                repaired.pushed += self.queue.enqueue_many(&page, now).await?;
+                repaired.pushed += self.queue.repush_many(&page, now).await?;
                 repaired.checked += page.len();
                 match page.last() {
                     Some(last) if page.len() == PAGE => after = Some(last.id),
@@ -82,7 +83,7 @@ impl Repairer {
         let overdue_before = now - chrono::Duration::from_std(self.repair_after).unwrap_or(chrono::Duration::MAX);
         loop {
             let overdue = self.store.mark_repushed(now, overdue_before, PAGE).await?;
-            let missing = self.queue.enqueue_many(&overdue, now).await?;
+            let missing = self.queue.repush_many(&overdue, now).await?;
             if missing > 0 {
                 tracing::warn!(
                     missing,

@@ -1,0 +1,189 @@
+//! jobq on a real Redis Cluster of three masters (redis-server in cluster mode, created by the
+//! test support):
+//! - each queue's keys live on one shard, and twelve queues spread over all three;
+//! - jobs of every queue flow, delayed ones and priorities included, through a worker that serves
+//!   every queue (looking at each shard) and one that serves a single queue (a blocking pop on
+//!   its shard), each job run exactly once, by a handler that records what ran;
+//! - a queue whose slot moves to another shard while its jobs flow loses none and runs none
+//!   twice, and the jobs created after the move are pushed to its new shard: the client follows
+//!   the ASK and MOVED redirects.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jobq_shared::maintenance::promoter::Promoter;
+use jobq_shared::maintenance::repairer::Repairer;
+use jobq_shared::testing::TestEnv;
+use jobq_shared::{HandlerError, JobContext, JobHandler, JobId, NewJob, Registry, Status};
+use serde_json::json;
+use support::PrivateCluster;
+use tokio_util::sync::CancellationToken;
+
+const JOB_TYPE: &str = "REC";
+
+/// Records every run's job id, after sleeping the payload's `ms`.
+#[derive(Clone, Default)]
+struct Recorder {
+    ran: Arc<Mutex<Vec<JobId>>>,
+}
+
+#[async_trait]
+impl JobHandler for Recorder {
+    async fn handle(&self, job: JobContext) -> Result<(), HandlerError> {
+        let ms = job.payload["ms"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.ran.lock().expect("lock").push(job.id);
+        Ok(())
+    }
+}
+
+async fn cluster_env(cluster: &PrivateCluster) -> TestEnv {
+    let urls = cluster.urls();
+    TestEnv::with(move |config| {
+        config.redis_url = urls;
+        config.redis_cluster = true;
+    })
+    .await
+}
+
+/// Runs a worker serving `served` (`JOBQ_QUEUES`) until `shutdown`.
+fn spawn_worker(env: &TestEnv, served: &str, recorder: &Recorder, shutdown: &CancellationToken) {
+    let mut config = env.config.worker.clone();
+    config.queues = served.parse().expect("JOBQ_QUEUES");
+    let worker = jobq_shared::Worker::new(
+        env.store.clone(),
+        env.queue.clone(),
+        Registry::new().register(JOB_TYPE, recorder.clone()),
+        config,
+    );
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move { worker.run(shutdown).await.expect("worker") });
+}
+
+fn spawn_maintenance(env: &TestEnv, shutdown: &CancellationToken) {
+    tokio::spawn(Promoter::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(50), shutdown.clone()));
+    tokio::spawn(
+        Repairer::new(env.store.clone(), env.queue.clone(), Duration::from_secs(30))
+            .run(Duration::from_millis(500), shutdown.clone()),
+    );
+}
+
+/// Waits until every job in `ids` has completed, then asserts each ran exactly once.
+async fn assert_ran_once(env: &TestEnv, recorder: &Recorder, ids: &[JobId]) {
+    for id in ids {
+        env.wait_for(*id, Status::Completed, Duration::from_secs(30)).await;
+    }
+    let ran = recorder.ran.lock().expect("lock").clone();
+    let mut runs: HashMap<JobId, usize> = HashMap::new();
+    for id in &ran {
+        *runs.entry(*id).or_default() += 1;
+    }
+    for id in ids {
+        assert_eq!(runs.get(id), Some(&1), "job {id} ran {:?} times", runs.get(id));
+    }
+    assert_eq!(ran.len(), ids.len(), "runs of jobs not created here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_spread_over_the_shards_and_their_jobs_flow() {
+    let cluster = PrivateCluster::start_new(3);
+    let env = cluster_env(&cluster).await;
+    assert!(env.queue.is_cluster());
+    let queues: Vec<String> = (0..12).map(|i| format!("q{i}")).collect();
+    let mut ids = Vec::new();
+    for (i, queue) in queues.iter().enumerate() {
+        let mut batch = Vec::new();
+        for j in 0..6 {
+            let job = NewJob::new(JOB_TYPE, json!({ "ms": 5 }))
+                .queue(queue.as_str())
+                .priority(((i + j) * 17 % 101) as i16);
+            // Two of each queue's jobs wait in its schedule first.
+            batch.push(if j < 2 {
+                job.delay(Duration::from_millis(400))
+            } else {
+                job
+            });
+        }
+        ids.extend(env.create_jobs(&batch).await);
+    }
+
+    // Every queue's keys on the shard of its own hash tag, and the queues on every shard.
+    let mut shards: HashMap<u16, usize> = HashMap::new();
+    for queue in &queues {
+        let slot = cluster.slot(&env.queue.keys().ready(queue, 0));
+        assert_eq!(cluster.slot(&env.queue.keys().schedule(queue)), slot);
+        *shards.entry(cluster.owner(slot)).or_default() += 1;
+    }
+    assert_eq!(shards.len(), 3, "twelve queues on {shards:?}");
+    for port in cluster.ports() {
+        assert!(cluster.keys_on(port) > 0, "no key on the master at {port}");
+    }
+    let depths = env.queue.depths().await.expect("depths");
+    assert_eq!((depths.ready, depths.scheduled), (48, 24));
+
+    let recorder = Recorder::default();
+    let shutdown = CancellationToken::new();
+    spawn_maintenance(&env, &shutdown);
+    spawn_worker(&env, "", &recorder, &shutdown);
+    spawn_worker(&env, "q0", &recorder, &shutdown);
+    assert_ran_once(&env, &recorder, &ids).await;
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_moved_to_another_shard_while_its_jobs_flow_loses_none() {
+    let cluster = PrivateCluster::start_new(3);
+    let env = cluster_env(&cluster).await;
+    let queue = "moving";
+    let slot = cluster.slot(&env.queue.keys().ready(queue, 0));
+    let from = cluster.owner(slot);
+    let to = cluster
+        .ports()
+        .into_iter()
+        .find(|port| *port != from)
+        .expect("another master");
+    let job = || NewJob::new(JOB_TYPE, json!({ "ms": 20 })).queue(queue);
+
+    let recorder = Recorder::default();
+    let shutdown = CancellationToken::new();
+    spawn_maintenance(&env, &shutdown);
+    spawn_worker(&env, "", &recorder, &shutdown);
+    spawn_worker(&env, queue, &recorder, &shutdown);
+    let mut ids = env.create_jobs(&vec![job(); 150]).await;
+    ids.extend(
+        env.create_jobs(&vec![job().delay(Duration::from_millis(300)); 20])
+            .await,
+    );
+
+    // Move the queue's slot once some of its jobs have run, while the rest wait on it.
+    while recorder.ran.lock().expect("lock").len() < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = env.queue.depths().await.expect("depths").ready;
+    assert!(waiting > 0, "every job ran before the move");
+    let move_slot = tokio::task::spawn_blocking(move || {
+        cluster.move_slot(slot, to);
+        cluster
+    });
+    let cluster = move_slot.await.expect("move the slot");
+    assert_eq!(cluster.owner(slot), to);
+    // Through the connections made before the move: pushed to the new owner (MOVED followed),
+    // into the schedule, where they stay for a second.
+    let later = env.create_jobs(&vec![job().delay(Duration::from_secs(1)); 30]).await;
+    let scheduled = env.queue.scheduled().await.expect("the schedule");
+    for id in &later {
+        assert!(
+            scheduled.iter().any(|(member, _)| member.contains(&id.to_string())),
+            "job {id} was not pushed after the move"
+        );
+    }
+    assert!(cluster.keys_on(to) > 0, "no key on the new owner");
+    ids.extend(later);
+    ids.extend(env.create_jobs(&vec![job(); 30]).await);
+    assert_ran_once(&env, &recorder, &ids).await;
+    shutdown.cancel();
+}

@@ -1,0 +1,14 @@
+-- name: names queues in the SET of queue names, and wakes the workers of every queue for each
+-- name new to it (they then read the SET again; see queue.rs).
+-- KEYS[1]  the SET of queue names
+-- KEYS[2]  the wake ZSET
+-- ARGV     the queue names
+-- Returns the number of names new to the SET.
+local named = 0
+for _, queue in ipairs(ARGV) do
+  if redis.call('SADD', KEYS[1], queue) == 1 then
+    redis.call('ZADD', KEYS[2], 0, queue)
+    named = named + 1
+  end
+end
+return named
