@@ -6,7 +6,9 @@
 //!   its shard), each job run exactly once, by a handler that records what ran;
 //! - a queue whose slot moves to another shard while its jobs flow loses none and runs none
 //!   twice, and the jobs created after the move are pushed to its new shard: the client follows
-//!   the ASK and MOVED redirects.
+//!   the ASK and MOVED redirects;
+//! - an idle worker of queues on several shards is woken by the push that gives one of them a
+//!   ready id (`{ns}:ready`), not by its next look.
 
 mod support;
 
@@ -186,4 +188,66 @@ async fn a_queue_moved_to_another_shard_while_its_jobs_flow_loses_none() {
     ids.extend(env.create_jobs(&vec![job(); 30]).await);
     assert_ran_once(&env, &recorder, &ids).await;
     shutdown.cancel();
+}
+
+/// Tells when each job's handler started.
+struct Started(tokio::sync::mpsc::UnboundedSender<std::time::Instant>);
+
+#[async_trait]
+impl JobHandler for Started {
+    async fn handle(&self, _job: JobContext) -> Result<(), HandlerError> {
+        let _ = self.0.send(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_of_queues_on_several_shards_is_woken_by_a_push() {
+    let cluster = PrivateCluster::start_new(3);
+    let env = cluster_env(&cluster).await;
+    // Two queues on different shards, so that the worker looks at each in turn (no BZMPOP).
+    let queues = ["a", "b", "c", "d", "e", "f"];
+    let shard = |queue: &str| cluster.owner(cluster.slot(&env.queue.keys().ready(queue, 0)));
+    let first = queues[0];
+    let other = *queues
+        .iter()
+        .find(|queue| shard(queue) != shard(first))
+        .expect("a queue on another shard");
+    let mut config = env.config.worker.clone();
+    config.queues = format!("{first},{other}").parse().expect("JOBQ_QUEUES");
+    config.poll = Duration::from_secs(5);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = jobq_shared::Worker::new(
+        env.store.clone(),
+        env.queue.clone(),
+        Registry::new().register(JOB_TYPE, Started(tx)),
+        config,
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Without the bell, a job waits for the worker's next look: up to 250 ms, and about that
+    // long when it comes just after one (as here, right after the last job ran).
+    let mut waits = Vec::new();
+    for i in 0..20 {
+        let queue = if i % 2 == 0 { first } else { other };
+        let before = std::time::Instant::now();
+        let created = env.create_job(NewJob::new(JOB_TYPE, json!({})).queue(queue)).await;
+        let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("job {created} did not start within 10 s"))
+            .expect("the handler's channel");
+        // From the call to create (its Postgres insert and Redis push included) to the start.
+        waits.push(started.saturating_duration_since(before));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    shutdown.cancel();
+    running.await.expect("worker task").expect("worker");
+    assert!(median < Duration::from_millis(60), "median wait {median:?}: {waits:?}");
 }

@@ -259,6 +259,7 @@ fn spawn(env: &TestEnv, record: &Path) -> ChildGuard {
     .env_clear()
     .env("DATABASE_URL", &env.config.database_url)
     .env("REDIS_URL", &env.config.redis_url)
+    .env("REDIS_CLUSTER", env.config.redis_cluster.to_string())
     .env("JOBQ_NAMESPACE", &env.config.namespace)
     .env("JOBQ_WORKER_CONCURRENCY", SLOTS.to_string())
     .env("JOBQ_METRICS_ADDR", "off")

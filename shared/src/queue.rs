@@ -63,6 +63,9 @@ pub struct Keys {
     pub wake: String,
     pub dlq: String,
     pub built: String,
+    /// `{ns}:ready`: the pub/sub channel that names a queue whose ready lists were empty and are
+    /// not any more (on a cluster).
+    pub bell: String,
     /// `{ns}`: the hash tag of the namespace's own keys.
     pub prefix: String,
     namespace: String,
@@ -76,6 +79,7 @@ impl Keys {
             wake: format!("{prefix}:wake"),
             dlq: format!("{prefix}:dlq"),
             built: format!("{prefix}:built:2"),
+            bell: format!("{prefix}:ready"),
             prefix,
             namespace: namespace.to_owned(),
         }
@@ -248,7 +252,14 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 enum Target {
     Single(Box<redis::Client>),
-    Cluster(Box<ClusterClient>),
+    Cluster(Box<ClusterTarget>),
+}
+
+#[derive(Clone)]
+struct ClusterTarget {
+    client: ClusterClient,
+    /// A client of each node listed, for the subscription to `{ns}:ready` ([`BlockingPop`]).
+    nodes: Vec<redis::Client>,
 }
 
 impl Target {
@@ -260,8 +271,8 @@ impl Target {
                 (**client).clone(),
                 manager_config(response_timeout),
             )?),
-            Target::Cluster(client) => Conn::Cluster(
-                client.get_pending_async_connection_with_config(
+            Target::Cluster(cluster) => Conn::Cluster(
+                cluster.client.get_pending_async_connection_with_config(
                     ClusterConfig::new()
                         .set_connection_timeout(Duration::from_secs(1))
                         .set_response_timeout(response_timeout),
@@ -315,6 +326,20 @@ macro_rules! retry_once {
     }};
 }
 
+/// A client of one server; TLS checked against `ca_pem` as in [`Queue::connect_with_ca`].
+fn node_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client> {
+    Ok(match ca_pem {
+        Some(root_cert) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        )?,
+        _ => redis::Client::open(url)?,
+    })
+}
+
 /// Escapes the characters special to SCAN's MATCH patterns.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -338,17 +363,7 @@ impl Queue {
     /// against the URL's host. The URL's user and password are sent with `AUTH`.
     pub fn connect_with_ca(url: &str, namespace: &str, ca_pem: Option<Vec<u8>>) -> Result<Queue> {
         crate::tls::install_default_provider();
-        let client = match ca_pem {
-            Some(root_cert) if url.starts_with("rediss://") => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )?,
-            _ => redis::Client::open(url)?,
-        };
-        Self::with_target(Target::Single(Box::new(client)), namespace)
+        Self::with_target(Target::Single(Box::new(node_client(url, ca_pem)?)), namespace)
     }
 
     /// A Redis Cluster, found through any of `urls` (its nodes, or a configuration endpoint), TLS
@@ -361,13 +376,23 @@ impl Queue {
             .max_retry_wait(200)
             .connection_timeout(Duration::from_secs(1))
             .response_timeout(Duration::from_secs(2));
-        if let Some(root_cert) = ca_pem {
+        if let Some(root_cert) = ca_pem.clone() {
             builder = builder.certs(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root_cert),
             });
         }
-        Self::with_target(Target::Cluster(Box::new(builder.build()?)), namespace)
+        let nodes = urls
+            .iter()
+            .map(|url| node_client(url, ca_pem.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        Self::with_target(
+            Target::Cluster(Box::new(ClusterTarget {
+                client: builder.build()?,
+                nodes,
+            })),
+            namespace,
+        )
     }
 
     /// Connects as the configuration says: `REDIS_URL` (a comma-separated list of nodes when
@@ -414,17 +439,43 @@ impl Queue {
 
     /// A separate connection for blocking pops of the queues `served`, which would stall every
     /// other command on a shared one.
+    ///
+    /// On a cluster, it also subscribes to `{ns}:ready` (through any node listed, the next one
+    /// when a node fails), where a push or a promotion that makes a queue's ready lists non-empty
+    /// names the queue: a worker of that queue waiting between two looks looks at once.
     pub fn blocking(&self, poll: Duration, served: Served) -> Result<BlockingPop> {
+        let bell = match &self.target {
+            Target::Cluster(cluster) => {
+                let bell = std::sync::Arc::new(tokio::sync::Notify::new());
+                let listener = tokio::spawn(listen(
+                    cluster.nodes.clone(),
+                    self.keys.bell.clone(),
+                    served.clone(),
+                    bell.clone(),
+                ));
+                Some(Bell {
+                    rung: bell,
+                    listener: listener.abort_handle(),
+                })
+            }
+            Target::Single(_) => None,
+        };
         Ok(BlockingPop {
             conn: self.target.connect(poll + Duration::from_secs(2))?,
             keys: self.keys.clone(),
             scripts: self.scripts.clone(),
-            cluster: self.is_cluster(),
+            bell,
             served,
             poll,
             known: Vec::new(),
             known_at: None,
         })
+    }
+
+    /// The channel a script rings when it makes a queue's ready lists non-empty: `{ns}:ready`
+    /// on a cluster, none on one server (its workers wait in BZMPOP).
+    fn bell(&self) -> &str {
+        if self.is_cluster() { &self.keys.bell } else { "" }
     }
 
     /// Makes a job runnable: onto its ready list if due, else into the schedule.
@@ -480,6 +531,7 @@ impl Queue {
                 for key in self.keys.of_queue(queue) {
                     invocation.key(key);
                 }
+                invocation.arg(self.bell()).arg(queue);
                 for entry in chunk {
                     invocation
                         .arg(entry.id.to_string())
@@ -522,7 +574,7 @@ impl Queue {
             return Ok(());
         }
         let mut invocation = self.scripts.name.key(&self.keys.queues);
-        invocation.key(&self.keys.wake);
+        invocation.key(&self.keys.wake).arg(self.bell());
         for queue in queues {
             invocation.arg(*queue);
         }
@@ -574,7 +626,11 @@ impl Queue {
             for key in self.keys.of_queue(queue) {
                 invocation.key(key);
             }
-            invocation.arg(now.timestamp_millis()).arg(limit);
+            invocation
+                .arg(now.timestamp_millis())
+                .arg(limit)
+                .arg(self.bell())
+                .arg(queue);
             let mut conn = self.conn.clone();
             async move {
                 let moved: usize = retry_once!(invocation.invoke_async(&mut conn))?;
@@ -875,16 +931,62 @@ enum Kind {
 /// is woken through `{ns}:wake` by the push that named it (on a single server).
 const KNOWN_FOR: Duration = Duration::from_secs(1);
 
-/// On a cluster, how long a worker whose queues are on several shards waits between two looks at
-/// them when none had an id ready (a blocking pop waits on one shard only).
-const CLUSTER_IDLE: Duration = Duration::from_millis(50);
+/// On a cluster, the longest a worker whose queues are on several shards waits between two looks
+/// at them when none had an id ready (a blocking pop waits on one shard only): the bell
+/// (`{ns}:ready`) ends the wait sooner, and this bounds the wait when a ring was missed.
+const CLUSTER_IDLE: Duration = Duration::from_millis(250);
+
+/// A worker's subscription to `{ns}:ready`.
+struct Bell {
+    rung: std::sync::Arc<tokio::sync::Notify>,
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for Bell {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Listens on `channel` through the first of `nodes` that answers (the next when it fails),
+/// and rings `bell` for every queue named there that `served` covers, and once at each
+/// (re)subscription, for what was missed while not listening.
+async fn listen(nodes: Vec<redis::Client>, channel: String, served: Served, bell: std::sync::Arc<tokio::sync::Notify>) {
+    let mut next = 0;
+    loop {
+        let client = &nodes[next % nodes.len()];
+        next += 1;
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(mut pubsub)) => {
+                bell.notify_one();
+                let mut messages = pubsub.on_message();
+                while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                    let queue: String = message.get_payload().unwrap_or_default();
+                    if served.serves(&queue) {
+                        bell.notify_one();
+                    }
+                }
+                tracing::debug!("the subscription to {channel} ended; subscribing again");
+            }
+            Ok(Err(err)) => tracing::debug!(error = %err, "cannot subscribe to {channel}"),
+            Err(_) => tracing::debug!("subscribing to {channel} timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 /// The worker's own connection for blocking pops.
 pub struct BlockingPop {
     conn: Conn,
     keys: Keys,
     scripts: std::sync::Arc<Scripts>,
-    cluster: bool,
+    /// On a cluster: rung when a queue served gets ready ids.
+    bell: Option<Bell>,
     served: Served,
     poll: Duration,
     /// For [`Served::All`]: the queue names last read, and when.
@@ -907,8 +1009,9 @@ impl BlockingPop {
     /// that has any, and among its queues the first in this pop's order ([`Served`]); oldest
     /// first. On a single server (or a cluster, for one queue) that is one BZMPOP (Redis 7 or
     /// later); on a cluster, with the queues on several shards, a look at the highest level
-    /// ready in each queue (side by side), then a ZMPOP from the queue chosen, every
-    /// [`CLUSTER_IDLE`] until one has ids. An id that does not parse is dropped.
+    /// ready in each queue (side by side), then a ZMPOP from the queue chosen, again when the
+    /// bell rings for a queue served, or after [`CLUSTER_IDLE`]. An id that does not parse is
+    /// dropped.
     pub async fn pop(&mut self, count: usize, at_most: Option<Duration>) -> Result<Popped> {
         // A BZMPOP timeout of 0 would block for ever.
         let wait = at_most
@@ -925,7 +1028,10 @@ impl BlockingPop {
                 self.known_at = Some(Instant::now());
             }
             let order: Vec<String> = self.order().into_iter().map(str::to_owned).collect();
-            if self.cluster && (all || order.len() > 1) {
+            if let Some(bell) = &self.bell
+                && (all || order.len() > 1)
+            {
+                let rung = bell.rung.clone();
                 if let Some(popped) = self.look_and_pop(&order, count).await? {
                     return Ok(popped);
                 }
@@ -933,7 +1039,13 @@ impl BlockingPop {
                 if left.is_zero() {
                     return Ok(Popped::default());
                 }
-                tokio::time::sleep(left.min(CLUSTER_IDLE)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(left.min(CLUSTER_IDLE)) => {}
+                    () = rung.notified() => {
+                        // Perhaps a queue new to this worker: read the names again.
+                        self.known_at = None;
+                    }
+                }
                 continue;
             }
             // One BZMPOP over every list served, highest level first, and among a level's lists
