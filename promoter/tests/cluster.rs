@@ -7,6 +7,9 @@
 //! - a queue whose slot moves to another shard while its jobs flow loses none and runs none
 //!   twice, and the jobs created after the move are pushed to its new shard: the client follows
 //!   the ASK and MOVED redirects;
+//! - a master killed while its queue's jobs flow fails over to its replica: jobs created before,
+//!   during and after run exactly once (what the replica had not received is pushed again by the
+//!   repairer; workers claim from Postgres while Redis fails them);
 //! - an idle worker of queues on several shards is woken by the push that gives one of them a
 //!   ready id (`{ns}:ready`), not by its next look.
 
@@ -66,10 +69,11 @@ fn spawn_worker(env: &TestEnv, served: &str, recorder: &Recorder, shutdown: &Can
     tokio::spawn(async move { worker.run(shutdown).await.expect("worker") });
 }
 
-fn spawn_maintenance(env: &TestEnv, shutdown: &CancellationToken) {
+/// A promoter, and a repairer that pushes again what waits `repair_after` past its due time.
+fn spawn_maintenance(env: &TestEnv, repair_after: Duration, shutdown: &CancellationToken) {
     tokio::spawn(Promoter::new(env.store.clone(), env.queue.clone()).run(Duration::from_millis(50), shutdown.clone()));
     tokio::spawn(
-        Repairer::new(env.store.clone(), env.queue.clone(), Duration::from_secs(30))
+        Repairer::new(env.store.clone(), env.queue.clone(), repair_after)
             .run(Duration::from_millis(500), shutdown.clone()),
     );
 }
@@ -129,7 +133,7 @@ async fn queues_spread_over_the_shards_and_their_jobs_flow() {
 
     let recorder = Recorder::default();
     let shutdown = CancellationToken::new();
-    spawn_maintenance(&env, &shutdown);
+    spawn_maintenance(&env, Duration::from_secs(30), &shutdown);
     spawn_worker(&env, "", &recorder, &shutdown);
     spawn_worker(&env, "q0", &recorder, &shutdown);
     assert_ran_once(&env, &recorder, &ids).await;
@@ -152,7 +156,7 @@ async fn a_queue_moved_to_another_shard_while_its_jobs_flow_loses_none() {
 
     let recorder = Recorder::default();
     let shutdown = CancellationToken::new();
-    spawn_maintenance(&env, &shutdown);
+    spawn_maintenance(&env, Duration::from_secs(30), &shutdown);
     spawn_worker(&env, "", &recorder, &shutdown);
     spawn_worker(&env, queue, &recorder, &shutdown);
     let mut ids = env.create_jobs(&vec![job(); 150]).await;
@@ -250,4 +254,54 @@ async fn an_idle_worker_of_queues_on_several_shards_is_woken_by_a_push() {
     shutdown.cancel();
     running.await.expect("worker task").expect("worker");
     assert!(median < Duration::from_millis(60), "median wait {median:?}: {waits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_fails_over_to_its_replica_and_no_job_is_lost() {
+    let mut cluster = PrivateCluster::start_with_replicas(3, 1);
+    cluster.wait_for_replicas();
+    let env = cluster_env(&cluster).await;
+    let queue = "doomed";
+    let slot = cluster.slot(&env.queue.keys().ready(queue, 0));
+    let master = cluster.owner(slot);
+    let job = || NewJob::new(JOB_TYPE, json!({ "ms": 20 })).queue(queue);
+
+    let recorder = Recorder::default();
+    let shutdown = CancellationToken::new();
+    spawn_maintenance(&env, Duration::from_secs(1), &shutdown);
+    spawn_worker(&env, "", &recorder, &shutdown);
+    spawn_worker(&env, queue, &recorder, &shutdown);
+    let mut ids = env.create_jobs(&vec![job(); 100]).await;
+    while recorder.ran.lock().expect("lock").len() < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.kill(master);
+    // Created while the shard has no master: stored in Postgres, their pushes fail.
+    for _ in 0..5 {
+        ids.extend(env.create_jobs(&vec![job(); 10]).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cluster = tokio::task::spawn_blocking(move || {
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while cluster.try_owner(slot).is_none_or(|owner| owner == master) {
+            assert!(std::time::Instant::now() < give_up, "no replica took over slot {slot}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    })
+    .await
+    .expect("the failover");
+    let replica = cluster.owner(slot);
+    ids.extend(env.create_jobs(&vec![job(); 30]).await);
+    assert_ran_once(&env, &recorder, &ids).await;
+    // Redis serves the queue again, from the replica that took over.
+    let later = env.create_jobs(&[job().delay(Duration::from_secs(60))]).await;
+    let scheduled = env.queue.scheduled().await.expect("the schedule, after the failover");
+    assert!(
+        scheduled
+            .iter()
+            .any(|(member, _)| member.contains(&later[0].to_string()))
+    );
+    assert!(cluster.keys_on(replica) > 0, "no key on the master that took over");
+    shutdown.cancel();
 }

@@ -611,15 +611,20 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A Redis Cluster of our own: `masters` redis-servers in cluster mode, without replicas or
-/// persistence, joined by `redis-cli --cluster create` (the slots spread evenly over them).
+/// A Redis Cluster of our own: `masters` redis-servers in cluster mode, without persistence,
+/// joined by `redis-cli --cluster create` (the slots spread evenly over them), with `replicas`
+/// replicas of each master.
 pub struct PrivateCluster {
     nodes: Vec<PrivateRedis>,
 }
 
 impl PrivateCluster {
     pub fn start_new(masters: usize) -> PrivateCluster {
-        let nodes: Vec<PrivateRedis> = (0..masters)
+        Self::start_with_replicas(masters, 0)
+    }
+
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> PrivateCluster {
+        let nodes: Vec<PrivateRedis> = (0..masters * (1 + replicas))
             .map(|_| {
                 let port = free_port();
                 let mut redis = PrivateRedis {
@@ -636,7 +641,7 @@ impl PrivateCluster {
                         "--cluster-port".into(),
                         free_port().to_string(),
                         "--cluster-node-timeout".into(),
-                        "3000".into(),
+                        "2000".into(),
                     ],
                     tls: false,
                     child: None,
@@ -652,7 +657,7 @@ impl PrivateCluster {
             create.arg(format!("127.0.0.1:{port}"));
         }
         let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
@@ -682,18 +687,61 @@ impl PrivateCluster {
         self.nodes.iter().map(PrivateRedis::url).collect::<Vec<_>>().join(",")
     }
 
+    /// A node that runs (not killed).
+    fn live(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|node| node.child.is_some())
+            .map(PrivateRedis::port)
+            .expect("a node that runs")
+    }
+
+    /// Waits until every replica has synchronised with its master.
+    pub fn wait_for_replicas(&self) {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        for port in self.ports() {
+            loop {
+                let info = cli(port, &["info", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < give_up, "the replica on {port} never synchronised");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Kills the node on `port`, as a crash would.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a node on that port")
+            .stop();
+    }
+
     /// The hash slot of `key`.
     pub fn slot(&self, key: &str) -> u16 {
-        cli(self.nodes[0].port, &["cluster", "keyslot", key])
+        cli(self.live(), &["cluster", "keyslot", key])
             .trim()
             .parse()
             .expect("a slot number")
     }
 
-    /// The port of the master that serves `slot`, as the first node sees it.
+    /// The port of the master that serves `slot`, as a live node sees it (a master marked failed
+    /// serves nothing).
     pub fn owner(&self, slot: u16) -> u16 {
-        for line in cli(self.nodes[0].port, &["cluster", "nodes"]).lines() {
+        self.try_owner(slot)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// [`PrivateCluster::owner`], or `None` while no master serves `slot` (a failover).
+    pub fn try_owner(&self, slot: u16) -> Option<u16> {
+        for line in cli(self.live(), &["cluster", "nodes"]).lines() {
             let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 3 || fields[2].contains("fail") {
+                continue;
+            }
             let owns = fields.iter().skip(8).any(|range| match range.split_once('-') {
                 Some((from, to)) => {
                     from.parse::<u16>().is_ok_and(|from| from <= slot) && to.parse::<u16>().is_ok_and(|to| slot <= to)
@@ -702,10 +750,10 @@ impl PrivateCluster {
             });
             if owns {
                 let address = fields[1].split('@').next().expect("ip:port");
-                return address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+                return Some(address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port"));
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     /// How many keys a node holds.
