@@ -243,6 +243,8 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Resul
             "{}",
             jobq_shared::metrics::summary_emf(&summary, &deps.config.namespace, at)
         );
+        // The same metrics as the promoter's `/metrics`, per queue and outcome.
+        jobq_shared::metrics::log_activity_emf(&deps.config.namespace, at);
     }
     Ok(summary)
 }

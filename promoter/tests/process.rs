@@ -315,18 +315,25 @@ async fn emf_lines_on_stdout_carry_the_queues_state() {
         .expect("spawn");
     wait_for(&env, dead, Status::Failed, Duration::from_secs(20)).await;
 
-    // Read lines until one for all queues shows the dead job (earlier ones may predate it).
+    // Read lines until one for all queues shows the dead job (earlier ones may predate it), and
+    // one of the promoter's own activity says its worker's run of it ended dead.
     let stdout = child.stdout.take().expect("stdout");
     let deployment = env.config.namespace.clone();
     let found = tokio::task::spawn_blocking(move || {
         let give_up = std::time::Instant::now() + Duration::from_secs(15);
+        let (mut state, mut activity) = (None, None);
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.expect("a line");
             let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
             if doc.get("_aws").is_some() && doc.get("Queue").is_none() && doc["DeadJobs"] == 1 {
-                return Some(doc);
+                state = Some(doc);
+            } else if doc["Queue"] == "default" && doc["Outcome"] == "dead" && doc["JobsFinished"] == 1.0 {
+                activity = Some(doc);
+            }
+            if state.is_some() && activity.is_some() {
+                return state.zip(activity);
             }
             if std::time::Instant::now() > give_up {
                 break;
@@ -334,11 +341,15 @@ async fn emf_lines_on_stdout_carry_the_queues_state() {
         }
         None
     });
-    let doc = tokio::time::timeout(Duration::from_secs(20), found)
+    let (doc, activity) = tokio::time::timeout(Duration::from_secs(20), found)
         .await
         .expect("a line in time")
         .expect("reader")
-        .expect("an EMF line for all queues with the dead job");
+        .expect("an EMF line for all queues with the dead job, and one of the run that ended dead");
+    assert_eq!(
+        activity["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Deployment", "Queue", "Outcome"]])
+    );
     assert_eq!(doc["Deployment"], deployment.as_str());
     assert_eq!(doc["PendingJobs"], 1, "{doc}");
     assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "jobq");

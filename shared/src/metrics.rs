@@ -335,14 +335,224 @@ pub fn enqueued_emf<'a>(
         .collect()
 }
 
-/// Logs the queues' state as EMF lines every `interval` until `shutdown` (see [`log_emf`]).
+/// A sample's labels, in the order the text gives them.
+type Labels = Vec<(String, String)>;
+
+/// One sample line of the OpenMetrics text: the metric's name, its labels in order, its value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: Labels,
+    value: f64,
+}
+
+/// Parses a sample line (`name{a="x",b="y"} 1.5` or `name 2`); `None` for comments and anything
+/// else. Label values unescape `\\`, `\"` and `\n`.
+fn parse_sample(line: &str) -> Option<Sample> {
+    if line.starts_with('#') || line.is_empty() {
+        return None;
+    }
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(at) => line.split_at(at),
+        None => return None,
+    };
+    let mut labels = Vec::new();
+    let mut rest = rest;
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices();
+        let mut key = String::new();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '}' => break i,
+                ',' => {}
+                '=' => {
+                    if chars.next()?.1 != '"' {
+                        return None;
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next()?.1 {
+                            '"' => break,
+                            '\\' => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            other => value.push(other),
+                        }
+                    }
+                    labels.push((std::mem::take(&mut key), value));
+                }
+                other => key.push(other),
+            }
+        };
+        rest = &inner[end + 1..];
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        other => other.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// `jobq_jobs_finished_total` → `JobsFinished`, `jobq_job_duration_seconds` →
+/// `JobDurationSeconds`, `queue` → `Queue`.
+fn emf_name(name: &str) -> String {
+    let name = name.strip_prefix("jobq_").unwrap_or(name);
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    name.split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// What [`activity_emf`] last reported, by series (a sample line's name and labels).
+static REPORTED: std::sync::Mutex<Option<std::collections::HashMap<String, f64>>> = std::sync::Mutex::new(None);
+
+/// The most values an EMF metric may hold.
+const EMF_MAX_VALUES: usize = 100;
+
+/// What this process did since the last call, as EMF documents: the same metrics `/metrics`
+/// serves, but the queues' state (which [`emf_documents`] covers). One document per label set,
+/// with `Deployment` and the labels as dimensions (`Queue`, `Outcome`): counters as the count
+/// since the last call (left out when 0), the Redis fallback gauge as its value, and the duration
+/// and wait histograms as arrays of at most 100 values, each bucket's upper bound repeated in
+/// proportion to its count (at least once), so that their percentiles keep the buckets'
+/// resolution (their sample counts do not: `JobsStarted` and `JobsFinished` count).
+/// The Lambda functions print them at the end of each run; the promoter with the queues' state.
+pub fn activity_emf(deployment: &str, at: DateTime<Utc>) -> Vec<Value> {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &metrics().registry).is_err() {
+        return Vec::new();
+    }
+    let mut reported = REPORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let reported = reported.get_or_insert_with(Default::default);
+    // Documents by label set; in each, metrics by name with their value.
+    let mut groups: std::collections::BTreeMap<Labels, std::collections::BTreeMap<String, Value>> = Default::default();
+    // Histogram buckets by (name, labels): (upper bound, count since the last call) per bucket.
+    let mut buckets: std::collections::BTreeMap<(String, Labels), Vec<(f64, f64)>> = Default::default();
+    for sample in text.lines().filter_map(parse_sample) {
+        if sample.name.starts_with("jobq_queue_") || sample.name.starts_with("jobq_dlq_") {
+            continue;
+        }
+        let key = format!("{}{:?}", sample.name, sample.labels);
+        let before = reported.insert(key, sample.value).unwrap_or(0.0);
+        let since = (sample.value - before).max(0.0);
+        if let Some(histogram) = sample.name.strip_suffix("_bucket") {
+            let le = sample.labels.iter().find(|(k, _)| k == "le").map(|(_, v)| v.clone());
+            let labels: Vec<_> = sample.labels.into_iter().filter(|(k, _)| k != "le").collect();
+            let bound = match le.as_deref() {
+                Some("+Inf") | None => f64::INFINITY,
+                Some(le) => le.parse().unwrap_or(f64::INFINITY),
+            };
+            buckets
+                .entry((histogram.to_owned(), labels))
+                .or_default()
+                .push((bound, since));
+        } else if sample.name.ends_with("_sum") || sample.name.ends_with("_count") {
+            continue;
+        } else if sample.name.ends_with("_total") {
+            if since > 0.0 {
+                groups
+                    .entry(sample.labels)
+                    .or_default()
+                    .insert(emf_name(&sample.name), json!(since));
+            }
+        } else {
+            groups
+                .entry(sample.labels)
+                .or_default()
+                .insert(emf_name(&sample.name), json!(sample.value));
+        }
+    }
+    for ((name, labels), mut counts) in buckets {
+        // Cumulative counts, as the text has them, into each bucket's own.
+        counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut own = Vec::with_capacity(counts.len());
+        let mut below = 0.0;
+        let mut last_bound = 0.0;
+        for (bound, cumulative) in counts {
+            let value = if bound.is_finite() { bound } else { last_bound };
+            own.push((value, (cumulative - below).max(0.0)));
+            below = cumulative.max(below);
+            if bound.is_finite() {
+                last_bound = bound;
+            }
+        }
+        let total: f64 = own.iter().map(|(_, n)| n).sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let scale = (EMF_MAX_VALUES as f64 / total).min(1.0);
+        let mut values = Vec::new();
+        for (value, n) in own.into_iter().filter(|(_, n)| *n > 0.0) {
+            let times = ((n * scale).round() as usize).max(1);
+            values.extend(std::iter::repeat_n(value, times));
+        }
+        values.truncate(EMF_MAX_VALUES);
+        groups.entry(labels).or_default().insert(emf_name(&name), json!(values));
+    }
+    groups
+        .into_iter()
+        .filter(|(_, metrics)| !metrics.is_empty())
+        .map(|(labels, metrics)| {
+            let mut dimensions = vec![json!("Deployment")];
+            let mut doc = json!({"Deployment": deployment});
+            for (key, value) in &labels {
+                let dimension = emf_name(key);
+                dimensions.push(json!(dimension));
+                doc[dimension] = json!(value);
+            }
+            let mut named = Vec::new();
+            for (name, value) in metrics {
+                let unit = if name.ends_with("Seconds") { "Seconds" } else { "Count" };
+                named.push(json!({"Name": name, "Unit": unit}));
+                doc[name] = value;
+            }
+            doc["_aws"] = json!({
+                "Timestamp": at.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": EMF_NAMESPACE,
+                    "Dimensions": [dimensions],
+                    "Metrics": named,
+                }],
+            });
+            doc
+        })
+        .collect()
+}
+
+/// Prints [`activity_emf`] on stdout, one JSON line per document.
+pub fn log_activity_emf(deployment: &str, at: DateTime<Utc>) {
+    for document in activity_emf(deployment, at) {
+        println!("{document}");
+    }
+}
+
+/// Logs the queues' state as EMF lines every `interval` until `shutdown` (see [`log_emf`]), and
+/// what this process did since the last time ([`activity_emf`]).
 pub async fn log_emf_every(
     store: Store,
     deployment: String,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    crate::maintenance::every("emf", interval, shutdown, || log_emf(&store, &deployment)).await
+    crate::maintenance::every("emf", interval, shutdown, || async {
+        log_emf(&store, &deployment).await?;
+        log_activity_emf(&deployment, Utc::now());
+        Ok(())
+    })
+    .await
 }
 
 /// Reads the queues' state and prints it as EMF lines on stdout, where CloudWatch Logs reads them.
@@ -414,6 +624,94 @@ mod tests {
                 assert!(doc[metric["Name"].as_str().expect("name")].is_number(), "{doc}");
             }
         }
+    }
+
+    #[test]
+    fn sample_lines_parse_with_their_labels() {
+        assert_eq!(
+            parse_sample(r#"jobq_jobs_finished_total{queue="a\"b,c",outcome="completed"} 3"#),
+            Some(Sample {
+                name: "jobq_jobs_finished_total".into(),
+                labels: vec![
+                    ("queue".into(), "a\"b,c".into()),
+                    ("outcome".into(), "completed".into())
+                ],
+                value: 3.0,
+            })
+        );
+        let bucket = parse_sample(r#"jobq_job_wait_seconds_bucket{le="+Inf",queue="q"} 7"#).expect("a sample");
+        assert_eq!(bucket.labels[0], ("le".into(), "+Inf".into()));
+        assert_eq!(parse_sample("jobq_redis_fallback_active 1").map(|s| s.value), Some(1.0));
+        assert_eq!(parse_sample("# TYPE jobq_jobs_started counter"), None);
+        assert_eq!(parse_sample("# EOF"), None);
+        assert_eq!(parse_sample(r#"broken{queue="x} 1"#), None);
+        assert_eq!(emf_name("jobq_jobs_timed_out_total"), "JobsTimedOut");
+        assert_eq!(emf_name("jobq_job_duration_seconds"), "JobDurationSeconds");
+    }
+
+    #[test]
+    fn activity_emf_reports_what_ran_since_the_last_call_per_queue_and_outcome() {
+        let queue = format!("emf-{}", uuid::Uuid::new_v4().simple());
+        let m = metrics();
+        m.started.get_or_create(&Metrics::queue(&queue)).inc_by(4);
+        m.finished
+            .get_or_create(&Metrics::outcome(&queue, "completed"))
+            .inc_by(3);
+        m.finished.get_or_create(&Metrics::outcome(&queue, "dead")).inc();
+        m.timed_out.get_or_create(&Metrics::queue(&queue)).inc();
+        for seconds in [0.002, 0.002, 0.003, 0.5] {
+            m.duration.get_or_create(&Metrics::queue(&queue)).observe(seconds);
+        }
+        let at = DateTime::from_timestamp_millis(1_700_000_000_000).expect("time");
+        let docs = activity_emf("prod", at);
+        let of = |docs: &[Value], outcome: Option<&str>| -> Option<Value> {
+            docs.iter()
+                .find(|d| d["Queue"] == queue.as_str() && d.get("Outcome").and_then(Value::as_str) == outcome)
+                .cloned()
+        };
+        let per_queue = of(&docs, None).expect("the queue's document");
+        assert_eq!(per_queue["JobsStarted"], 4.0);
+        assert_eq!(per_queue["JobsTimedOut"], 1.0);
+        // Three runs in the 4 ms bucket, one in the 1.024 s one.
+        let durations: Vec<f64> = per_queue["JobDurationSeconds"]
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert_eq!(durations, vec![0.004, 0.004, 0.004, 1.024]);
+        assert_eq!(of(&docs, Some("completed")).expect("completed")["JobsFinished"], 3.0);
+        assert_eq!(of(&docs, Some("dead")).expect("dead")["JobsFinished"], 1.0);
+        for doc in docs.iter().filter(|d| d["Queue"] == queue.as_str()) {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], EMF_NAMESPACE);
+            for name in directive["Dimensions"][0].as_array().expect("dimensions") {
+                assert!(doc[name.as_str().expect("name")].is_string(), "{doc}");
+            }
+            for metric in directive["Metrics"].as_array().expect("metrics") {
+                let value = &doc[metric["Name"].as_str().expect("name")];
+                assert!(value.is_number() || value.is_array(), "{doc}");
+            }
+        }
+        // Nothing more ran: nothing more to report for the queue.
+        let again = activity_emf("prod", at);
+        assert!(again.iter().all(|d| d["Queue"] != queue.as_str()), "{again:?}");
+        // A histogram past 100 runs keeps 100 values, in proportion.
+        for _ in 0..300 {
+            m.wait.get_or_create(&Metrics::queue(&queue)).observe(0.0005);
+        }
+        for _ in 0..100 {
+            m.wait.get_or_create(&Metrics::queue(&queue)).observe(3.0);
+        }
+        let waits = of(&activity_emf("prod", at), None).expect("the queue's document")["JobWaitSeconds"].clone();
+        let waits: Vec<f64> = waits
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert_eq!(waits.len(), 100);
+        assert_eq!(waits.iter().filter(|w| **w == 0.001).count(), 75);
     }
 
     #[test]
