@@ -5,7 +5,8 @@ Selenium), against a running jobq (scripts/e2e.py starts one and calls this).
 It loads the page, signs in with the dashboard's token, finds a job created through the API on the
 jobs page and its attempts on its own page, requeues a dead job by clicking in the DLQ and checks
 through the API that the job changed (and that the audit log names the dashboard and the person),
-requeues everything that matches after the dry-run count, pauses and resumes a schedule, and checks that the read-only token's
+requeues everything that matches after the dry-run count, sets and takes off a queue's concurrency
+limit, pauses and resumes a schedule, and checks that the read-only token's
 click changes nothing. The page must load nothing from another origin and log no browser error.
 
 Prints one `ok   - ...` or `FAIL - ...` line per check and exits non-zero on any failure.
@@ -168,6 +169,22 @@ def main():
                 check("the bulk requeue finishes", wait_message(driver, "requeued 1 job"), message(driver))
                 after = history_grows(base, dead_id2, before)
                 check("the bulk-requeued job ran again", after > before, f"{before} -> {after} attempts")
+
+        # A queue's concurrency limit set and taken off by typing and clicking, checked through the API.
+        for typed, want, said in (("3", 3, "at most 3"), ("", None, "no concurrency limit")):
+            # Loaded again, so that the field found is the page's current one (a click re-renders it).
+            driver.get(base + "/dashboard#overview")
+            driver.refresh()
+            field = wait_for(driver, 'input.limit[data-queue="default"]', "the overview offers a limit for default")
+            if field is None:
+                break
+            field.clear()
+            if typed:
+                field.send_keys(typed)
+            driver.find_element(By.CSS_SELECTOR, 'button.set-limit[data-queue="default"]').click()
+            check(f"setting the limit to {typed or 'nothing'} says so", wait_message(driver, said), message(driver))
+            limit = api(base, "GET", "/queues/default")["concurrency"]
+            check(f"the queue's limit is {want} (GET /queues/{{name}})", limit == want, f"concurrency={limit}")
 
         # A schedule paused and resumed by clicking, checked through the API.
         driver.get(base + "/dashboard#schedules")

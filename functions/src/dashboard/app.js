@@ -145,6 +145,23 @@ async function overview() {
       failed(error);
     }
   };
+  // The concurrency limit typed next to a queue: a whole number from 1, or nothing for none.
+  const setLimit = async (name, text) => {
+    const typed = text.trim();
+    const concurrency = typed === '' ? null : Number(typed);
+    if (concurrency !== null && !(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 1000000)) {
+      say(`The limit of ${name} is a whole number from 1 to 1000000, or nothing for none.`, true);
+      return;
+    }
+    try {
+      await api('PUT', 'queues/' + encodeURIComponent(name), { concurrency });
+      say(concurrency === null ? `Queue ${name} has no concurrency limit now.`
+        : `Queue ${name} runs at most ${concurrency} at once now.`);
+      route();
+    } catch (error) {
+      failed(error);
+    }
+  };
   const rows = data.queues.map((q) =>
     el('tr', { 'data-queue': q.name },
       el('td', {}, el('a', { href: '#jobs/queue=' + encodeURIComponent(q.name) }, q.name),
@@ -165,17 +182,31 @@ async function overview() {
         `${q.throughput.completed} done, ${q.throughput.retried} retried, ${q.throughput.dead} dead`),
       el('td', {}, el('button', { class: 'secondary pause', onclick: () => setPaused(q.name, !q.paused) },
         q.paused ? 'Resume' : 'Pause')),
+      el('td', { class: 'limit' },
+        el('input', { class: 'limit', type: 'number', min: 1, size: 5, placeholder: 'none', value: q.concurrency ?? undefined,
+          'data-queue': q.name, 'aria-label': 'concurrency limit of ' + q.name }),
+        ' ',
+        el('button', { class: 'secondary set-limit', 'data-queue': q.name,
+          onclick: (event) => setLimit(q.name, event.target.parentNode.querySelector('input').value) }, 'Set limit')),
     ));
   show(
     el('h2', {}, 'Queues'),
     el('table', {},
       el('thead', {}, el('tr', {}, ['queue', 'pending', 'ready', 'blocked', 'running', 'completed', 'dead',
-        'cancelled', 'oldest pending', 'DLQ', `last ${data.queues[0] ? data.queues[0].throughput.minutes : 15} min`, '']
+        'cancelled', 'oldest pending', 'DLQ', `last ${data.queues[0] ? data.queues[0].throughput.minutes : 15} min`, '',
+        'at most running']
         .map((h) => el('th', {}, h)))),
-      el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 13, class: 'muted' }, 'No queue has a job yet.')))),
+      el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 14, class: 'muted' }, 'No queue has a job yet.')))),
     el('p', { class: 'muted' }, 'Counts over ', String(data.countBound), ' jobs in one status are estimates. Refreshed every 5 s.'),
   );
-  state.refresh = setTimeout(route, 5000);
+  // Refreshed every 5 s, but never under a limit being typed.
+  const again = () => {
+    const editing = [...document.querySelectorAll('input.limit')]
+      .some((input) => input === document.activeElement || input.value !== input.defaultValue);
+    if (editing) state.refresh = setTimeout(again, 5000);
+    else route();
+  };
+  state.refresh = setTimeout(again, 5000);
 }
 
 const FILTERS = ['status', 'queue', 'type', 'payload', 'error', 'createdAfter', 'createdBefore'];
