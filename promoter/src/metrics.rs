@@ -18,7 +18,12 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 
 /// Where to serve, from `JOBQ_METRICS_ADDR`: `None` for `off`.
 pub fn addr_from_env() -> anyhow::Result<Option<SocketAddr>> {
-    let raw = std::env::var("JOBQ_METRICS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    parse_addr(std::env::var("JOBQ_METRICS_ADDR").ok().as_deref())
+}
+
+/// `JOBQ_METRICS_ADDR`'s value (`None` when unset): the address, or `None` for `off`.
+fn parse_addr(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    let raw = value.unwrap_or(DEFAULT_ADDR);
     if raw.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -80,5 +85,23 @@ async fn answer(store: &Store, req: http::Request<Incoming>) -> http::Response<F
                 format!("cannot read the queues' state: {err}\n"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_defaults_to_loopback_and_off_serves_nothing() {
+        let default = parse_addr(None).expect("the default");
+        assert_eq!(default, Some(DEFAULT_ADDR.parse().expect("an address")));
+        assert_eq!(parse_addr(Some(" OFF ")).expect("off"), None);
+        assert_eq!(
+            parse_addr(Some("0.0.0.0:9100")).expect("an address"),
+            Some("0.0.0.0:9100".parse().expect("an address"))
+        );
+        let err = parse_addr(Some("localhost")).expect_err("not an address").to_string();
+        assert!(err.contains("JOBQ_METRICS_ADDR") && err.contains("off"), "{err}");
     }
 }

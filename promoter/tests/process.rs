@@ -244,29 +244,42 @@ async fn metrics_count_what_the_promoter_ran_and_what_waits() {
     let dead = env
         .create_job(NewJob::new("TEST", json!("FAIL_ALWAYS")).max_attempts(1))
         .await;
+    // Fails once, then completes: one retried run and one completed.
+    let retried = env.create_job(NewJob::new("TEST", json!("FAIL_TIMES=1"))).await;
+    // Stopped by its timeout on its only attempt: timed out, and dead.
+    let timed_out = env
+        .create_job(
+            NewJob::new("TEST", json!("SLEEP_MS=5000"))
+                .timeout(Duration::from_millis(200))
+                .max_attempts(1),
+        )
+        .await;
     env.create_job(NewJob::new("TEST", json!("later")).delay(Duration::from_secs(3600)))
         .await;
     let addr = free_addr();
     let mut child = promoter(&env, &[("JOBQ_METRICS_ADDR", addr.as_str())])
         .spawn()
         .expect("spawn");
-    for id in &done {
+    for id in done.iter().chain([&retried]) {
         wait_for(&env, *id, Status::Completed, Duration::from_secs(20)).await;
     }
     wait_for(&env, dead, Status::Failed, Duration::from_secs(20)).await;
+    wait_for(&env, timed_out, Status::Failed, Duration::from_secs(20)).await;
 
     let (head, text) = http_get(&addr, "/metrics").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_lowercase().contains("application/openmetrics-text"), "{head}");
     let expect = [
-        (r#"jobq_jobs_started_total{queue="default"}"#, 4.0),
-        (r#"jobq_jobs_finished_total{queue="default",outcome="completed"}"#, 3.0),
-        (r#"jobq_jobs_finished_total{queue="default",outcome="dead"}"#, 1.0),
-        (r#"jobq_job_duration_seconds_count{queue="default"}"#, 4.0),
-        (r#"jobq_job_wait_seconds_count{queue="default"}"#, 4.0),
+        (r#"jobq_jobs_started_total{queue="default"}"#, 7.0),
+        (r#"jobq_jobs_finished_total{queue="default",outcome="completed"}"#, 4.0),
+        (r#"jobq_jobs_finished_total{queue="default",outcome="retried"}"#, 1.0),
+        (r#"jobq_jobs_finished_total{queue="default",outcome="dead"}"#, 2.0),
+        (r#"jobq_jobs_timed_out_total{queue="default"}"#, 1.0),
+        (r#"jobq_job_duration_seconds_count{queue="default"}"#, 7.0),
+        (r#"jobq_job_wait_seconds_count{queue="default"}"#, 7.0),
         (r#"jobq_queue_jobs{queue="default",status="PENDING"}"#, 1.0),
-        (r#"jobq_queue_jobs{queue="default",status="FAILED"}"#, 1.0),
-        ("jobq_dlq_jobs", 1.0),
+        (r#"jobq_queue_jobs{queue="default",status="FAILED"}"#, 2.0),
+        ("jobq_dlq_jobs", 2.0),
         ("jobq_redis_fallback_active", 0.0),
     ];
     for (series, value) in expect {
