@@ -171,17 +171,17 @@ def main():
                 check("the bulk-requeued job ran again", after > before, f"{before} -> {after} attempts")
 
         # A queue's concurrency limit set and taken off by typing and clicking, checked through the API.
-        for typed, want, said in (("3", 3, "at most 3"), ("", None, "no concurrency limit")):
-            # Loaded again, so that the field found is the page's current one (a click re-renders it).
-            driver.get(base + "/dashboard#overview")
-            driver.refresh()
-            field = wait_for(driver, 'input.limit[data-queue="default"]', "the overview offers a limit for default")
+        # No reload between the two: the field waited for is the one rendered after the last change
+        # (its value attribute says the limit it shows).
+        driver.get(base + "/dashboard#overview")
+        for typed, want, said, shown in (("3", 3, "at most 3", ":not([value])"), ("", None, "no concurrency limit", '[value="3"]')):
+            field = wait_for(driver, f'input.limit[data-queue="default"]{shown}', "the overview offers a limit for default")
             if field is None:
                 break
             field.clear()
             if typed:
                 field.send_keys(typed)
-            driver.find_element(By.CSS_SELECTOR, 'button.set-limit[data-queue="default"]').click()
+            field.find_element(By.XPATH, "..").find_element(By.CSS_SELECTOR, "button.set-limit").click()
             check(f"setting the limit to {typed or 'nothing'} says so", wait_message(driver, said), message(driver))
             limit = api(base, "GET", "/queues/default")["concurrency"]
             check(f"the queue's limit is {want} (GET /queues/{{name}})", limit == want, f"concurrency={limit}")
