@@ -837,7 +837,7 @@ def main():
             for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
                 if name.endswith(".log"):
                     with open(os.path.join(run_dir, name), errors="replace") as f:
-                        bad = [line for line in f if " ERROR " in line or "panicked" in line]
+                        bad = [line for line in f if line.startswith("ERROR") or " ERROR " in line or "panicked" in line]
                     if bad:
                         log(f"--- {len(bad)} error lines of {name} (the last 40)\n" + "".join(bad[-40:]))
             log(f"server logs kept in {run_dir}")
