@@ -12,6 +12,9 @@
 //! `--limit N`, each queue's concurrency limit is set to `N` (as `PUT /queues/{name}` sets it) after
 //! the enqueue, so the drain and the latency probes run under it; without it no queue has a limit.
 //! `REDIS_CLUSTER=true` with a list of nodes in `REDIS_URL` runs it against a Redis Cluster.
+//! `JOBQ_BENCH_SETUP_SQL` is run on each run's database once its schema is in place, for A/B
+//! experiments on the schema (`DROP INDEX jobs_payload_idx`, say); the figures of such a run are
+//! not jobq's.
 //!
 //! It prints one line per run:
 //! `RESULT system=jobq mode=<m> n=<jobs> enqueue_per_s=<x> process_per_s=<x> latency_ms_p50=<x> latency_ms_p95=<x> ... limit=<N|none> queues=<K> redis=<single|cluster>`
@@ -154,6 +157,16 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         c.pg_pool_size = pool;
     })
     .await;
+    if let Ok(sql) = std::env::var("JOBQ_BENCH_SETUP_SQL") {
+        let client = env
+            .store
+            .pool()
+            .get()
+            .await
+            .context("a connection for JOBQ_BENCH_SETUP_SQL")?;
+        client.batch_execute(&sql).await.context("JOBQ_BENCH_SETUP_SQL")?;
+        eprintln!("jobq-bench: ran JOBQ_BENCH_SETUP_SQL: {sql}");
+    }
 
     let enqueue_per_s = enqueue(&env, args).await?;
     if let Some(n) = args.limit {
