@@ -173,11 +173,7 @@ log "migrations applied"
 # idle poll for the next event with an empty 408 after that many seconds (and could drop an
 # invocation that arrives at that instant). The functions restart their runtime after such an
 # answer (functions/src/runtime.rs), but without the timeout there is none to recover from.
-# Each function is started by `cargo run`, through scripts/lambda-runner.sh (see there why).
-HOST_TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
-RUNNER_VAR="CARGO_TARGET_$(printf '%s' "$HOST_TRIPLE" | tr 'a-z-' 'A-Z_')_RUNNER"
 start_bg watch "$RUN_DIR/watch.log" \
-  env "$RUNNER_VAR=$REPO/scripts/lambda-runner.sh" \
   cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$PORT"
 
 http_status() { # method url body -> prints the HTTP status (000 when nothing answered)
