@@ -790,18 +790,18 @@ def main():
                 log(f"could not drop database {dbname}: {err!r}")
         if r.failed:
             # The logs that explain a failure: printed, and kept.
+            logs = {}
             for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
                 if name.endswith(".log"):
                     with open(os.path.join(run_dir, name), errors="replace") as f:
-                        lines = f.readlines()
-                    log(f"--- last {min(len(lines), 120)} of {len(lines)} lines of {name}\n" + "".join(lines[-120:]))
+                        logs[name] = f.readlines()
+            for name, lines in logs.items():
+                log(f"--- last {min(len(lines), 120)} of {len(lines)} lines of {name}\n" + "".join(lines[-120:]))
             # Errors and panics of every log last, where a cut-short output still shows them.
-            for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-                if name.endswith(".log"):
-                    with open(os.path.join(run_dir, name), errors="replace") as f:
-                        bad = [line for line in f if line.startswith("ERROR") or " ERROR " in line or "panicked" in line]
-                    if bad:
-                        log(f"--- {len(bad)} error lines of {name} (the last 40)\n" + "".join(bad[-40:]))
+            for name, lines in logs.items():
+                bad = [line for line in lines if line.startswith("ERROR") or " ERROR " in line or "panicked" in line]
+                if bad:
+                    log(f"--- {len(bad)} error lines of {name} (the last 40)\n" + "".join(bad[-40:]))
             log(f"server logs kept in {run_dir}")
         elif keep:
             log(f"kept {run_dir} and database {dbname}")
