@@ -19,7 +19,7 @@
 //! - [`dashboard`]: `GET /dashboard`: the web page, and the API it calls under `/dashboard/api/`.
 //! - [`worker`]: the worker function (scheduled, or invoked with `{"maxJobs": n}`).
 //! - [`request`]: reading bodies, path ids and query parameters; [`job_body`]: a job as responses
-//!   show it; [`deps`]: clients and the API token;
+//!   show it; [`deps`]: clients and the API token; [`encoding`]: gzip for clients that accept it;
 //!   [`telemetry`]: logging.
 
 pub mod api_error;
@@ -29,6 +29,7 @@ pub mod create_job;
 pub mod create_jobs;
 pub mod dashboard;
 pub mod deps;
+pub mod encoding;
 pub mod find_jobs;
 pub mod get_job;
 pub mod job_body;

@@ -27,6 +27,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::encoding;
+
 /// When to give up restarting.
 #[derive(Debug, Clone, Copy)]
 struct Policy {
@@ -44,7 +46,8 @@ const POLICY: Policy = Policy {
 /// The error a Lambda runtime loop ends with.
 pub type Error = lambda_runtime::Error;
 
-/// Serves an HTTP handler (API Gateway events) until the process is stopped.
+/// Serves an HTTP handler (API Gateway events) until the process is stopped, compressing its
+/// answers for clients that accept gzip ([`encoding`]).
 pub async fn serve_http<H, F>(handler: H) -> Result<(), Error>
 where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
@@ -53,9 +56,10 @@ where
     supervise(
         move || {
             let handler = handler.clone();
-            lambda_http::run(lambda_http::service_fn(move |req| {
+            lambda_http::run(lambda_http::service_fn(move |req: Request| {
+                let gzip = encoding::accepts_gzip(req.headers());
                 let response = handler(req);
-                async move { Ok::<_, Infallible>(response.await) }
+                async move { Ok::<_, Infallible>(encoding::negotiate(gzip, response.await)) }
             }))
         },
         POLICY,

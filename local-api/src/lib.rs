@@ -18,8 +18,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jobq_functions::{
-    Deps, bulk_jobs, cancel_job, create_job, create_jobs, dashboard, find_jobs, get_job, list_audit, list_dlq,
-    list_queues, requeue_dlq, schedules,
+    Deps, bulk_jobs, cancel_job, create_job, create_jobs, dashboard, encoding, find_jobs, get_job, list_audit,
+    list_dlq, list_queues, requeue_dlq, schedules,
 };
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
@@ -293,7 +293,8 @@ pub async fn serve_request(deps: &Deps, dashboard: &Deps, req: http::Request<Inc
     } else {
         deps
     };
-    let response = function.handle(deps, request).await;
+    let gzip = encoding::accepts_gzip(request.headers());
+    let response = encoding::negotiate(gzip, function.handle(deps, request).await);
     let (parts, body) = response.into_parts();
     let bytes = match body {
         Body::Empty => Bytes::new(),
