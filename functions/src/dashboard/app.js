@@ -7,6 +7,9 @@ const state = {
   token: sessionStorage.getItem('jobq.token') || '',
   name: sessionStorage.getItem('jobq.name') || '',
   refresh: null,
+  // The reads of the view being shown: a new route aborts them, so that a slow answer for a view
+  // left behind never draws over the one the user went to.
+  reads: new AbortController(),
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -44,10 +47,13 @@ async function api(method, path, body) {
   if (state.token) headers.Authorization = 'Bearer ' + state.token;
   if (state.name) headers['X-Jobq-Actor'] = state.name;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  // Writes are never aborted: the user asked for them, wherever the page has gone since.
+  const signal = method === 'GET' ? state.reads.signal : undefined;
   const send = () => fetch(API + path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
   });
   let response = await send();
   // A read that met a server error is tried once more: reads change nothing, and a proxy or the
@@ -127,6 +133,7 @@ function jobLink(id) {
 }
 
 function failed(error) {
+  if (error.name === 'AbortError') return; // a read of a view the user has left
   if (error.status === 401) say('The token is missing or wrong: enter the dashboard token above.', true);
   else say(error.message, true);
 }
@@ -456,6 +463,8 @@ const VIEWS = { overview, jobs, job, dlq, schedules, audit };
 
 async function route() {
   clearTimeout(state.refresh);
+  state.reads.abort();
+  state.reads = new AbortController();
   const hash = location.hash.replace(/^#/, '') || 'overview';
   const slash = hash.indexOf('/');
   const name = slash < 0 ? hash : hash.slice(0, slash);
@@ -467,6 +476,7 @@ async function route() {
   try {
     await view(arg);
   } catch (error) {
+    if (error.name === 'AbortError') return; // another route took over
     failed(error);
     show(el('p', { class: 'muted' }, 'Nothing to show.'));
   }
