@@ -7,11 +7,16 @@
 //! stops taking work until they catch up, rather than holding leases it cannot settle. On shutdown it stops taking work, gives running jobs a
 //! grace period, then cancels the rest and releases their leases so that another worker takes them.
 //!
+//! Two fetch lanes keep the slots full, side by side: while one waits for its claim to commit, the
+//! other pops and claims the jobs for the slots freed meanwhile. A fetch spends most of its time on
+//! that round trip, so one lane alone left both the worker and the database idle between claims.
+//!
 //! Split by role, as the loop hands work along: [`fetch`] takes ids and claims them, [`execute`]
-//! runs one job under its lease, and [`complete`] records what came of it. This file holds the loop
-//! that keeps the slots full.
+//! runs one job under its lease, and [`complete`] records what came of it. This file holds the
+//! lanes that keep the slots full.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -31,7 +36,7 @@ use complete::Completer;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, Registry};
-use crate::queue::Queue;
+use crate::queue::{BlockingPop, Queue};
 use crate::store::Store;
 
 /// How long the engine stays on Postgres after Redis failed, before trying Redis again.
@@ -220,115 +225,34 @@ impl Worker {
     /// Runs until `shutdown` or a limit; then drains running jobs (see the module doc).
     pub async fn run_with(&self, shutdown: CancellationToken, limits: Limits) -> Result<Summary> {
         let config = &self.inner.config;
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let held = Arc::new(Semaphore::new(2 * config.concurrency.max(1)));
-        let hard_stop = CancellationToken::new();
-        let mut popper = self.inner.queue.blocking(config.poll, config.queues.clone())?;
-        let mut redis_down_until: Option<Instant> = None;
-        // Since when nothing was ready and nothing ran, for `Limits::idle_wait`.
-        let mut idle_since: Option<Instant> = None;
-        let mut tasks: JoinSet<Finished> = JoinSet::new();
-        let mut summary = Summary::default();
-        let held_back_before = self.inner.held_back.load(std::sync::atomic::Ordering::Relaxed);
+        let held_back_before = self.inner.held_back.load(Ordering::Relaxed);
         let (completer, completions) = Completer::start(self.inner.store.clone(), self.inner.queue.clone());
-
-        loop {
-            while let Some(done) = tasks.try_join_next() {
-                summary.add(done.unwrap_or(Finished::Unrecorded));
-            }
-            let out_of_time = limits.stop_taking_at.is_some_and(|at| Instant::now() >= at);
-            let room = limits
-                .max_jobs
-                .map_or(usize::MAX, |max| max.saturating_sub(summary.claimed));
-            if shutdown.is_cancelled() || out_of_time || room == 0 {
-                break;
-            }
-            // With every slot busy, wait for one, but never past the time to stop taking work.
-            let stop_taking = async {
-                match limits.stop_taking_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
-                _ = shutdown.cancelled() => break,
-                _ = stop_taking => break,
-            };
-            // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
-            // While jobs are running, wait a moment for more slots to free up: slots come back one
-            // by one, and fetching for each alone would cost a round trip per job.
-            let mut permits = vec![first];
-            let want = room.min(MAX_FETCH);
-            if !tasks.is_empty() {
-                let target = (config.concurrency / 4).clamp(1, want);
-                let fill_by = Instant::now() + FILL_WAIT;
-                while permits.len() < target {
-                    match tokio::time::timeout_at(fill_by, slots.clone().acquire_owned()).await {
-                        Ok(Ok(permit)) => permits.push(permit),
-                        _ => break,
-                    }
-                }
-            }
-            while permits.len() < want {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            // Each job taken is also held until its outcome is recorded: wait for room to hold one.
-            let first_held = tokio::select! {
-                permit = held.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
-                _ = shutdown.cancelled() => break,
-            };
-            let mut holds = vec![first_held];
-            while holds.len() < permits.len() {
-                match held.clone().try_acquire_owned() {
-                    Ok(permit) => holds.push(permit),
-                    Err(_) => break,
-                }
-            }
-            permits.truncate(holds.len());
-            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
-            let fetch_started = Instant::now();
-            match self
-                .fetch(&mut popper, permits.len(), &mut redis_down_until, limits.stop_taking_at)
-                .await
-            {
-                Ok((leases, claim_sent)) => {
-                    tracing::trace!(
-                        requested = permits.len(),
-                        claimed = leases.len(),
-                        elapsed_us = fetch_started.elapsed().as_micros() as u64,
-                        "fetched"
-                    );
-                    if leases.is_empty() && limits.until_idle && tasks.is_empty() {
-                        let since = *idle_since.get_or_insert(fetch_started);
-                        if since.elapsed() >= limits.idle_wait {
-                            break;
-                        }
-                    } else {
-                        idle_since = None;
-                    }
-                    summary.claimed += leases.len();
-                    for ((lease, running), held) in leases.into_iter().zip(permits).zip(holds) {
-                        let worker = self.clone();
-                        let stop = hard_stop.clone();
-                        let completer = completer.clone();
-                        let slot = Slot { running, held };
-                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, slot, completer).await });
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "could not take work; pausing");
-                    tokio::time::sleep(IDLE_PAUSE).await;
-                }
-            }
-        }
+        let run = Run {
+            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            held: Arc::new(Semaphore::new(2 * config.concurrency.max(1))),
+            hard_stop: CancellationToken::new(),
+            shutdown,
+            limits,
+            tasks: Mutex::new(JoinSet::new()),
+            summary: Mutex::new(Summary::default()),
+            requested: AtomicUsize::new(0),
+            idle_since: Mutex::new(None),
+        };
+        // Each lane has its own connection for blocking pops. Made before any lane starts, so
+        // that a failure to make one starts none.
+        let poppers = (0..FETCH_LANES)
+            .map(|_| self.inner.queue.blocking(config.poll, config.queues.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let lanes = poppers
+            .into_iter()
+            .map(|popper| self.lane(&run, popper, completer.clone()));
+        let ended = futures::future::join_all(lanes).await;
         drop(completer);
 
         let grace = tokio::time::sleep(config.shutdown_grace);
         tokio::pin!(grace);
+        let mut tasks = run.tasks.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let mut summary = run.summary.into_inner().unwrap_or_else(PoisonError::into_inner);
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
@@ -337,7 +261,7 @@ impl Worker {
                 },
                 _ = &mut grace => {
                     tracing::warn!(running = tasks.len(), "shutdown grace over; releasing running jobs");
-                    hard_stop.cancel();
+                    run.hard_stop.cancel();
                     break;
                 }
             }
@@ -349,10 +273,178 @@ impl Worker {
         summary.held_back = self
             .inner
             .held_back
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(Ordering::Relaxed)
             .saturating_sub(held_back_before);
+        // Every job a lane claimed has run by now, whatever ended the lanes.
+        ended.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(summary)
     }
+
+    /// One fetch lane: waits for free slots, fetches that many jobs and starts them, until the run
+    /// stops taking work. Lanes share the slots, the limits and the jobs started.
+    async fn lane(&self, run: &Run, mut popper: BlockingPop, completer: Completer) -> Result<()> {
+        let config = &self.inner.config;
+        let limits = &run.limits;
+        let mut redis_down_until: Option<Instant> = None;
+        loop {
+            run.reap();
+            let out_of_time = limits.stop_taking_at.is_some_and(|at| Instant::now() >= at);
+            let room = run.room();
+            if run.shutdown.is_cancelled() || out_of_time || room == 0 {
+                // With `max_jobs`, another lane's fetch in flight may come back short and leave
+                // room; it takes that room itself.
+                break;
+            }
+            // With every slot busy, wait for one, but never past the time to stop taking work.
+            let stop_taking = async {
+                match limits.stop_taking_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let first = tokio::select! {
+                permit = run.slots.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
+                _ = run.shutdown.cancelled() => break,
+                _ = stop_taking => break,
+            };
+            // Take as many jobs as there are free slots, in one round trip each to Redis and Postgres.
+            // While jobs are running, wait a moment for more slots to free up: slots come back one
+            // by one, and fetching for each alone would cost a round trip per job.
+            let mut permits = vec![first];
+            let room = run.room();
+            if room == 0 {
+                continue;
+            }
+            let want = room.min(MAX_FETCH);
+            if run.live() > 0 {
+                let target = (config.concurrency / 4).clamp(1, want);
+                let fill_by = Instant::now() + FILL_WAIT;
+                while permits.len() < target {
+                    match tokio::time::timeout_at(fill_by, run.slots.clone().acquire_owned()).await {
+                        Ok(Ok(permit)) => permits.push(permit),
+                        _ => break,
+                    }
+                }
+            }
+            while permits.len() < want {
+                match run.slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // Each job taken is also held until its outcome is recorded: wait for room to hold one.
+            let first_held = tokio::select! {
+                permit = run.held.clone().acquire_owned() => permit.map_err(|_| Error::CorruptRow("semaphore closed".into()))?,
+                _ = run.shutdown.cancelled() => break,
+            };
+            let mut holds = vec![first_held];
+            while holds.len() < permits.len() {
+                match run.held.clone().try_acquire_owned() {
+                    Ok(permit) => holds.push(permit),
+                    Err(_) => break,
+                }
+            }
+            permits.truncate(holds.len());
+            // Asked for, until the fetch says how many it got: the other lanes leave room for them.
+            // Checked and reserved with nothing awaited in between, so lanes never ask for more
+            // than `max_jobs` together.
+            let room = run.room();
+            if room == 0 {
+                continue;
+            }
+            permits.truncate(room);
+            holds.truncate(permits.len());
+            run.requested.fetch_add(permits.len(), Ordering::SeqCst);
+            // A fetch is never cancelled halfway: an id popped from Redis must reach a claim.
+            let fetch_started = Instant::now();
+            let fetched = self
+                .fetch(&mut popper, permits.len(), &mut redis_down_until, limits.stop_taking_at)
+                .await;
+            run.requested.fetch_sub(permits.len(), Ordering::SeqCst);
+            match fetched {
+                Ok((leases, claim_sent)) => {
+                    tracing::trace!(
+                        requested = permits.len(),
+                        claimed = leases.len(),
+                        elapsed_us = fetch_started.elapsed().as_micros() as u64,
+                        "fetched"
+                    );
+                    // Jobs that ended while the fetch waited are not running any more.
+                    run.reap();
+                    if leases.is_empty() && limits.until_idle && run.live() == 0 {
+                        let since = *lock(&run.idle_since).get_or_insert(fetch_started);
+                        if since.elapsed() >= limits.idle_wait {
+                            break;
+                        }
+                    } else {
+                        *lock(&run.idle_since) = None;
+                    }
+                    lock(&run.summary).claimed += leases.len();
+                    let mut tasks = lock(&run.tasks);
+                    for ((lease, running), held) in leases.into_iter().zip(permits).zip(holds) {
+                        let worker = self.clone();
+                        let stop = run.hard_stop.clone();
+                        let completer = completer.clone();
+                        let slot = Slot { running, held };
+                        tasks.spawn(async move { worker.execute(lease, claim_sent, stop, slot, completer).await });
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "could not take work; pausing");
+                    tokio::time::sleep(IDLE_PAUSE).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many fetches a worker keeps in flight. A fetch spends most of its time waiting on the
+/// claim's round trip to Postgres; with a second one going, the next jobs are claimed meanwhile.
+const FETCH_LANES: usize = 2;
+
+/// What the fetch lanes of one [`Worker::run_with`] share.
+struct Run {
+    slots: Arc<Semaphore>,
+    held: Arc<Semaphore>,
+    hard_stop: CancellationToken,
+    shutdown: CancellationToken,
+    limits: Limits,
+    /// The jobs started, running or recording their outcome.
+    tasks: Mutex<JoinSet<Finished>>,
+    summary: Mutex<Summary>,
+    /// Jobs asked for by fetches in flight, for `Limits::max_jobs`.
+    requested: AtomicUsize,
+    /// Since when no fetch found work while no job ran, for `Limits::idle_wait`.
+    idle_since: Mutex<Option<Instant>>,
+}
+
+impl Run {
+    /// Counts the jobs that have ended.
+    fn reap(&self) {
+        let mut tasks = lock(&self.tasks);
+        let mut summary = lock(&self.summary);
+        while let Some(done) = tasks.try_join_next() {
+            summary.add(done.unwrap_or(Finished::Unrecorded));
+        }
+    }
+
+    /// How many more jobs the lanes may ask for under `Limits::max_jobs`: those claimed and those
+    /// asked for by fetches in flight count against it.
+    fn room(&self) -> usize {
+        let taken = lock(&self.summary).claimed + self.requested.load(Ordering::SeqCst);
+        self.limits.max_jobs.map_or(usize::MAX, |max| max.saturating_sub(taken))
+    }
+
+    /// Jobs started and not yet seen to end.
+    fn live(&self) -> usize {
+        lock(&self.tasks).len()
+    }
+}
+
+/// Locks `mutex` (never held across an await), past a panic elsewhere: the counts stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub use complete::{MAX_ERROR_BYTES, stored_error};
