@@ -66,10 +66,19 @@ const preset = !canBatch ? undefined : {
     ? { localQueue: { size: 500, refetchDelay: { durationMs: 10 } }, completeJobBatchDelay: 0, failJobBatchDelay: 0 }
     : { localQueue: { size: -1 }, completeJobBatchDelay: -1, failJobBatchDelay: -1 },
 };
-const workerOptions = (concurrency) => ({
-  connectionString, maxPoolSize: concurrency + 1, concurrency, logger, noHandleSignals: true,
+// Each runner gets a pool of its own, ended once the runner has stopped: the database is then
+// dropped with no connection of the worker's still open (a pool graphile-worker makes from a
+// connection string outlives `stop()`, and FORCE then cut its idle clients).
+const workerOptions = (concurrency, pgPool) => ({
+  pgPool, concurrency, logger, noHandleSignals: true,
   ...(preset ? { preset } : {}),
 });
+function workerPool(concurrency) {
+  const pool = new pg.Pool({ connectionString, max: concurrency + 1 });
+  pool.on('error', (e) => console.error(e));
+  pool.on('connect', (client) => client.on('error', (e) => console.error(e)));
+  return pool;
+}
 
 function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -125,8 +134,9 @@ async function drain() {
   let allCalled;
   const calledAll = new Promise((resolve) => { allCalled = resolve; });
   const started = performance.now();
+  const pool = workerPool(args.concurrency);
   const runner = await run({
-    ...workerOptions(args.concurrency),
+    ...workerOptions(args.concurrency, pool),
     taskList: { noop: async () => { if (++called === args.jobs) allCalled(); } },
   });
   await calledAll;
@@ -135,6 +145,7 @@ async function drain() {
   }
   const elapsed = (performance.now() - started) / 1000;
   await runner.stop();
+  await pool.end();
   await probe.end();
   return args.jobs / elapsed;
 }
@@ -143,8 +154,9 @@ async function latency(utils) {
   let started;
   const events = new EventEmitter();
   const listening = new Promise((resolve) => events.once('pool:listen:success', resolve));
+  const pool = workerPool(1);
   const runner = await run({
-    ...workerOptions(1),
+    ...workerOptions(1, pool),
     events,
     taskList: { probe: async () => { started(performance.now()); } },
   });
@@ -160,6 +172,7 @@ async function latency(utils) {
     await new Promise((r) => setTimeout(r, 5));
   }
   await runner.stop();
+  await pool.end();
   return [percentile(samples, 0.5), percentile(samples, 0.95)];
 }
 
