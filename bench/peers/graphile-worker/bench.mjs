@@ -73,8 +73,10 @@ const workerOptions = (concurrency, pgPool) => ({
   pgPool, concurrency, logger, noHandleSignals: true,
   ...(preset ? { preset } : {}),
 });
-function workerPool(concurrency) {
-  const pool = new pg.Pool({ connectionString, max: concurrency + 1 });
+const workerPool = (concurrency) => newPool(concurrency + 1);
+// A pool of the run's database whose idle clients' errors are printed rather than thrown.
+function newPool(max) {
+  const pool = new pg.Pool({ connectionString, max });
   pool.on('error', (e) => console.error(e));
   pool.on('connect', (client) => client.on('error', (e) => console.error(e)));
   return pool;
@@ -180,9 +182,7 @@ let utils;
 try {
   await admin(`CREATE DATABASE "${dbName}"`);
   created = true;
-  const pgPool = new pg.Pool({ connectionString, max: Math.max(args.callers, 2) });
-  pgPool.on('error', (e) => console.error(e));
-  pgPool.on('connect', (client) => client.on('error', (e) => console.error(e)));
+  const pgPool = newPool(Math.max(args.callers, 2));
   utils = await makeWorkerUtils({ pgPool, logger });
   await utils.migrate();
   const enqueuePerS = await enqueue(utils);
