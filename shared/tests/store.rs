@@ -619,3 +619,101 @@ async fn a_row_this_code_cannot_read_is_a_bug_not_an_outage() {
     .expect_err("nothing listens on port 9");
     assert!(jobq_shared::Error::Postgres(closed).is_database_unavailable());
 }
+
+/// The ended attempt of `id`, checked to be its only one, with the fields every outcome must write.
+async fn only_attempt(env: &TestEnv, id: JobId) -> jobq_shared::job::Attempt {
+    let history = env.store.get(id).await.expect("get").history;
+    assert_eq!(history.len(), 1, "one attempt row for one claim: {history:?}");
+    let attempt = history.into_iter().next().expect("one attempt");
+    assert_eq!((attempt.attempt, attempt.lease_token), (1, 1));
+    assert_eq!((attempt.worker_id.as_str(), attempt.started_at), ("w1", at(1)));
+    assert_eq!(attempt.finished_at, Some(at(2)));
+    attempt
+}
+
+#[tokio::test]
+async fn every_outcome_writes_the_attempt_it_ends_once_with_its_claim() {
+    let env = TestEnv::new().await;
+    let new = || NewJob::new("TEST", json!(1)).max_attempts(2);
+    let ids: Vec<JobId> = futures::future::join_all((0..5).map(|_| env.insert_job_at(new(), at(0)))).await;
+    let lease = |n: usize| env.claim_job(ids[n], "w1", at(1), LEASE);
+
+    let completed = lease(0).await;
+    env.store.complete(&completed, at(2)).await.expect("complete");
+    assert_eq!(only_attempt(&env, ids[0]).await.outcome, Outcome::Succeeded);
+
+    let retried = lease(1).await;
+    env.store
+        .fail(&retried, at(2), "boom", true, at(3), Outcome::Failed)
+        .await
+        .expect("retry");
+    let attempt = only_attempt(&env, ids[1]).await;
+    assert_eq!(
+        (attempt.outcome, attempt.error.as_deref()),
+        (Outcome::Failed, Some("boom"))
+    );
+
+    let buried = lease(2).await;
+    env.store
+        .fail(&buried, at(2), "bad input", false, at(3), Outcome::Failed)
+        .await
+        .expect("bury");
+    let attempt = only_attempt(&env, ids[2]).await;
+    assert_eq!(
+        (attempt.outcome, attempt.error.as_deref()),
+        (Outcome::Failed, Some("bad input"))
+    );
+
+    // A release refunds the job's attempt; its row keeps the number it was claimed as.
+    let released = lease(3).await;
+    env.store.release(&released, at(2), "shutdown").await.expect("release");
+    assert_eq!(env.store.get(ids[3]).await.expect("get").attempts, 0);
+    assert_eq!(only_attempt(&env, ids[3]).await.outcome, Outcome::Released);
+
+    let cancelled = lease(4).await;
+    env.store.request_cancel(ids[4], at(2)).await.expect("request cancel");
+    env.store
+        .cancel_running(&cancelled, at(2), "cancelled")
+        .await
+        .expect("cancel running");
+    assert_eq!(only_attempt(&env, ids[4]).await.outcome, Outcome::Cancelled);
+}
+
+#[tokio::test]
+async fn an_attempt_a_previous_release_opened_is_finished_in_place() {
+    // A claim of the release before V18 inserted a RUNNING row and left `attempt_token` behind:
+    // NULL, or the token of an earlier attempt this release claimed.
+    let env = TestEnv::new().await;
+    let ids: Vec<JobId> =
+        futures::future::join_all((0..3).map(|_| env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)))).await;
+    let leases: Vec<_> = futures::future::join_all(ids.iter().map(|id| env.claim_job(*id, "w1", at(1), LEASE))).await;
+    let client = env.store.pool().get().await.expect("connection");
+    for (id, left_behind) in [(ids[0], None), (ids[1], Some(0_i64))] {
+        client
+            .execute(
+                "UPDATE jobs SET attempt_token = $2, attempt_started_at = NULL WHERE id = $1",
+                &[&id.0, &left_behind],
+            )
+            .await
+            .expect("as the previous release claims");
+        client
+            .execute(
+                "INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)
+                 VALUES ($1, 1, 1, 'w1', $2, 'RUNNING')",
+                &[&id.0, &at(1)],
+            )
+            .await
+            .expect("the previous release's running row");
+    }
+    for id in &ids[..2] {
+        let running = env.store.get(*id).await.expect("get").history;
+        assert_eq!((running.len(), running[0].outcome), (1, Outcome::Running));
+    }
+    // One batch of both kinds: the old rows are finished, the new one is written.
+    let held: Vec<(JobId, i64)> = leases.iter().map(|lease| (lease.id(), lease.token())).collect();
+    let done = env.store.complete_many(&held, at(2)).await.expect("complete_many");
+    assert_eq!(done.done.len(), 3);
+    for id in &ids {
+        assert_eq!(only_attempt(&env, *id).await.outcome, Outcome::Succeeded);
+    }
+}

@@ -1,4 +1,5 @@
--- claim_many: claims every runnable job among the given ids under new leases, opening their attempts.
+-- claim_many: claims every runnable job among the given ids under new leases, opening their attempts
+-- in the jobs' rows (an attempt's own row is written when it ends; see V18__attempts_at_the_end.sql).
 -- $1 ids, $2 worker_id, $3 now, $4 lease length in ms (the expiry is set by the database clock),
 -- $5 start by: a claim that reaches the database after this claims nothing (its client gave up);
 -- NULL for no bound
@@ -9,16 +10,11 @@
 -- id. Otherwise, on a table whose statistics lag behind (a burst of new jobs, not yet analyzed),
 -- the planner read every pending job through a pending-jobs index and hash-joined the ids to them:
 -- 18 of 65 ms for a claim of 1,000 ids among 20,000 pending, and more the deeper the backlog.
-WITH claimed AS (
-    UPDATE jobs j
-    SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + interval '1 millisecond' * $4::bigint, renewed_at = NULL, worker_id = $2, started_at = COALESCE(j.started_at, $3), updated_at = $3
-    FROM unnest($1::uuid[]) AS want(id)
-    WHERE j.id = want.id AND j.status || '' = 'PENDING' AND j.run_at <= $3 AND ($5::timestamptz IS NULL OR now() <= $5)
-      AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = j.queue AND (s.paused OR s.concurrency IS NOT NULL OR s.rate_limit IS NOT NULL))
-    RETURNING j.*
-), attempt AS (
-    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)
-    SELECT id, lease_token, attempts, worker_id, $3, 'RUNNING' FROM claimed
-)
-SELECT * FROM claimed
+UPDATE jobs j
+SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+    lease_expires_at = now() + interval '1 millisecond' * $4::bigint, renewed_at = NULL, worker_id = $2, started_at = COALESCE(j.started_at, $3),
+    attempt_started_at = $3, attempt_token = j.lease_token + 1, updated_at = $3
+FROM unnest($1::uuid[]) AS want(id)
+WHERE j.id = want.id AND j.status || '' = 'PENDING' AND j.run_at <= $3 AND ($5::timestamptz IS NULL OR now() <= $5)
+  AND NOT EXISTS (SELECT FROM queue_settings s WHERE s.queue = j.queue AND (s.paused OR s.concurrency IS NOT NULL OR s.rate_limit IS NOT NULL))
+RETURNING j.*

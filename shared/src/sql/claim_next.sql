@@ -12,14 +12,10 @@ WITH next AS (
     ORDER BY priority DESC, run_at, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs j
-    SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + interval '1 millisecond' * $3::bigint, renewed_at = NULL, worker_id = $1, started_at = COALESCE(j.started_at, $2), updated_at = $2
-    FROM next WHERE j.id = next.id
-    RETURNING j.*
-), attempt AS (
-    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, outcome)
-    SELECT id, lease_token, attempts, worker_id, $2, 'RUNNING' FROM claimed
 )
-SELECT * FROM claimed
+UPDATE jobs j
+SET status = 'IN_PROGRESS', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+    lease_expires_at = now() + interval '1 millisecond' * $3::bigint, renewed_at = NULL, worker_id = $1, started_at = COALESCE(j.started_at, $2),
+    attempt_started_at = $2, attempt_token = j.lease_token + 1, updated_at = $2
+FROM next WHERE j.id = next.id
+RETURNING j.*

@@ -12,13 +12,21 @@ WITH released AS (
     SET status = CASE WHEN cancel_requested_at IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,
         completed_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3::timestamptz END,
         attempts = attempts - 1, releases = releases + CASE WHEN $6::boolean THEN 1 ELSE 0 END, run_at = $4, updated_at = $3,
-        lease_expires_at = NULL, worker_id = NULL
+        lease_expires_at = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority, status, queue
+    RETURNING id, lease_token, run_at, priority, status, queue, attempts, worker_id, attempt_started_at, attempt_token
 ), attempt AS (
+    -- The attempt's row (see complete_many.sql), numbered as it was claimed: the job's count was
+    -- refunded above.
+    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, finished_at, outcome, error)
+    SELECT id, lease_token, attempts + 1, worker_id, attempt_started_at, $3, 'RELEASED', $5
+    FROM released WHERE attempt_token = lease_token
+), opened AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'RELEASED', error = $5
-    FROM released WHERE a.job_id = released.id AND a.lease_token = released.lease_token
+    FROM released
+    WHERE released.attempt_token IS DISTINCT FROM released.lease_token
+      AND a.job_id = released.id AND a.lease_token = released.lease_token
 ), counted AS (
     -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
     INSERT INTO queue_throughput AS t (queue, minute, shard, cancelled)

@@ -10,13 +10,20 @@ WITH retried AS (
     UPDATE jobs
     SET status = CASE WHEN cancel_requested_at IS NULL THEN 'PENDING' ELSE 'CANCELLED' END,
         completed_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3::timestamptz END,
-        run_at = $5, last_error = $4, updated_at = $3, lease_expires_at = NULL, worker_id = NULL
+        run_at = $5, last_error = $4, updated_at = $3, lease_expires_at = NULL
     WHERE id = $1 AND status = 'IN_PROGRESS' AND lease_token = $2 AND attempts < max_attempts
       AND (NOT $7::boolean OR lease_expires_at < now())
-    RETURNING id, lease_token, run_at, priority, status, queue
+    RETURNING id, lease_token, run_at, priority, status, queue, attempts, worker_id, attempt_started_at, attempt_token
 ), attempt AS (
+    -- The attempt's row (see complete_many.sql).
+    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, finished_at, outcome, error)
+    SELECT id, lease_token, attempts, worker_id, attempt_started_at, $3, $6, $4
+    FROM retried WHERE attempt_token = lease_token
+), opened AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = $6, error = $4
-    FROM retried WHERE a.job_id = retried.id AND a.lease_token = retried.lease_token
+    FROM retried
+    WHERE retried.attempt_token IS DISTINCT FROM retried.lease_token
+      AND a.job_id = retried.id AND a.lease_token = retried.lease_token
 ), counted AS (
     -- Counted in this minute's outcomes of the job's queue (see V8__throughput.sql).
     INSERT INTO queue_throughput AS t (queue, minute, shard, retried, cancelled)
