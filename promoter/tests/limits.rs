@@ -212,7 +212,10 @@ fn most_in_a_window(starts: &[i64], window_us: i64) -> usize {
 /// A rate limit of 5 starts a second on a queue served by two processes of 8 slots: the handler's
 /// recorded starts hold at most 5 in any window. The limit is enforced on claims, timed by the
 /// database; a handler starts a little after its claim, by a delay that varies, so the windows
-/// are measured 50 ms short of the period.
+/// are measured [`START_SLACK_US`] short of the period. A limit not kept (not shared by the two
+/// processes, or not kept at all) puts 10 or more starts within a few milliseconds: still caught.
+const START_SLACK_US: i64 = 250_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_start_no_more_than_the_rate_limit_in_any_window() {
     const RATE: i32 = 5;
@@ -235,13 +238,19 @@ async fn two_processes_start_no_more_than_the_rate_limit_in_any_window() {
     let limited = starts(&records, "limited");
     let open = starts(&records, "open");
     assert_eq!((limited.len(), open.len()), (20, 40), "every job ran once");
-    let most = most_in_a_window(&limited, 950_000);
+    // The delay from claim to start varies most in a process's first claims: on a busy machine
+    // (the Redis Cluster tier of CI), two batches of 5 started 924 ms apart.
+    let window = 1_000_000 - START_SLACK_US;
+    let most = most_in_a_window(&limited, window);
     assert!(most <= RATE as usize, "{most} starts in one window");
     // 20 jobs at 5 a second: the last 5 start 3 s or more after the first.
     let spread = limited[limited.len() - 1] - limited[0];
-    assert!(spread >= 2_950_000, "all started within {spread} us");
     assert!(
-        most_in_a_window(&open, 950_000) > RATE as usize,
+        spread >= 3 * 1_000_000 - START_SLACK_US,
+        "all started within {spread} us"
+    );
+    assert!(
+        most_in_a_window(&open, window) > RATE as usize,
         "the other queue is not limited"
     );
     let _ = std::fs::remove_dir_all(&dir);
