@@ -18,6 +18,17 @@ MODES="${3:-bulk single}"
 SYSTEMS="${4:-jobq graphile-worker bullmq}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/jobq}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+# Every system connects to Postgres the same way. graphile-worker's node-postgres speaks plain TCP
+# unless told otherwise, while jobq follows libpq's `sslmode=prefer` and so speaks TLS to a server
+# with `ssl = on` (Debian's default). Unless DATABASE_URL names an sslmode, jobq is told `disable`.
+JOBQ_DATABASE_URL="$DATABASE_URL"
+if [[ "$DATABASE_URL" != *sslmode=* ]]; then
+  JOBQ_DATABASE_URL="$DATABASE_URL$([[ "$DATABASE_URL" == *\?* ]] && echo '&' || echo '?')sslmode=disable"
+fi
+# graphile-worker's bench makes its databases from the server's `postgres` database, with the same
+# query string.
+DATABASE_BASE="${DATABASE_URL%%\?*}"
+GRAPHILE_DATABASE_URL="${DATABASE_BASE%/*}/postgres${DATABASE_URL#"$DATABASE_BASE"}"
 OUT="$(mktemp)"
 
 cd "$REPO"
@@ -33,12 +44,13 @@ for run in $(seq "$RUNS"); do
     for system in $SYSTEMS; do
       echo "run $run/$RUNS: $system --mode $mode" >&2
       case "$system" in
-        jobq) target/release/jobq-bench --jobs "$JOBS" --mode "$mode" ;;
+        jobq) DATABASE_URL="$JOBQ_DATABASE_URL" target/release/jobq-bench --jobs "$JOBS" --mode "$mode" ;;
         jobq-baseline)
-          "${JOBQ_BASELINE_BIN:?set JOBQ_BASELINE_BIN to run jobq-baseline}" --jobs "$JOBS" --mode "$mode" |
+          DATABASE_URL="$JOBQ_DATABASE_URL" "${JOBQ_BASELINE_BIN:?set JOBQ_BASELINE_BIN to run jobq-baseline}" \
+            --jobs "$JOBS" --mode "$mode" |
             sed 's/system=jobq /system=jobq-baseline /' ;;
         graphile-worker)
-          (cd bench/peers/graphile-worker && DATABASE_URL="${DATABASE_URL%/*}/postgres" node bench.mjs --jobs "$JOBS" --mode "$mode") ;;
+          (cd bench/peers/graphile-worker && DATABASE_URL="$GRAPHILE_DATABASE_URL" node bench.mjs --jobs "$JOBS" --mode "$mode") ;;
         bullmq)
           (cd bench/peers/bullmq && node bench.mjs --jobs "$JOBS" --mode "$mode" \
             $([[ "$mode" == single ]] && echo --concurrency 1000)) ;;
