@@ -13,33 +13,72 @@ use super::Worker;
 /// is still served: the promoter pushes its jobs every 100 ms.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
+/// The set of limited queues last read, and the gate that lets one read run at a time.
 #[derive(Default)]
 pub(super) struct LimitedQueues {
-    read_at: Option<Instant>,
+    last: std::sync::Mutex<LastRead>,
+    reading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct LastRead {
+    /// When a read was last tried, whether or not Postgres answered.
+    tried_at: Option<Instant>,
     queues: Arc<HashSet<String>>,
+}
+
+/// The last set read, by age.
+enum Last {
+    /// Read at most [`FRESH_FOR`] ago.
+    Fresh(Arc<HashSet<String>>),
+    Stale(Arc<HashSet<String>>),
+    /// No read was ever tried.
+    None,
+}
+
+impl LimitedQueues {
+    fn last(&self) -> Last {
+        let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last.tried_at {
+            None => Last::None,
+            Some(at) if at.elapsed() < FRESH_FOR => Last::Fresh(last.queues.clone()),
+            Some(_) => Last::Stale(last.queues.clone()),
+        }
+    }
 }
 
 impl Worker {
     /// The queues with a concurrency limit, read at most [`FRESH_FOR`] ago (or as last read, if
-    /// Postgres does not answer).
+    /// Postgres does not answer). One read runs at a time: while it does, the others take the
+    /// last set read, or wait for it if there is none. Every job that ends asks, so without the
+    /// gate a thousand jobs ending just after the set went stale each sent a read, and took the
+    /// pool's every connection from the claims and completions (a drain ran a quarter slower so).
     pub(super) async fn limited_queues(&self) -> Arc<HashSet<String>> {
-        let inner = &self.inner;
-        {
-            let cached = inner.limited.lock().expect("limited queues lock");
-            if cached.read_at.is_some_and(|at| at.elapsed() < FRESH_FOR) {
-                return cached.queues.clone();
+        let limited = &self.inner.limited;
+        let stale = match limited.last() {
+            Last::Fresh(fresh) => return fresh,
+            Last::Stale(stale) => Some(stale),
+            Last::None => None,
+        };
+        let _reading = match (limited.reading.try_lock(), stale) {
+            (Ok(reading), _) => reading,
+            (Err(_), Some(stale)) => return stale,
+            (Err(_), None) => {
+                let reading = limited.reading.lock().await;
+                if let Last::Fresh(read) = limited.last() {
+                    return read;
+                }
+                reading
             }
-        }
-        let read = inner.store.limited_queues().await;
-        let mut cached = inner.limited.lock().expect("limited queues lock");
+        };
+        let read = self.inner.store.limited_queues().await;
+        let mut last = limited.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.tried_at = Some(Instant::now());
         match read {
-            Ok(queues) => {
-                cached.queues = Arc::new(queues);
-                cached.read_at = Some(Instant::now());
-            }
+            Ok(queues) => last.queues = Arc::new(queues),
             Err(err) => tracing::debug!(error = %err, "could not read the limited queues; using the last ones read"),
         }
-        cached.queues.clone()
+        last.queues.clone()
     }
 
     /// After a job of `queue` ended here: if the queue is limited, pushes its next pending jobs,
@@ -86,5 +125,58 @@ impl Worker {
                 tracing::warn!(queue, error = %err, "could not read a limited queue's next jobs; the promoter will push them")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bulk::Actor;
+    use crate::handler::Registry;
+    use crate::testing::TestEnv;
+
+    /// Connections the pool holds (busy or idle): each read that ran alongside another took one.
+    fn connections(env: &TestEnv) -> usize {
+        env.store.pool().status().size
+    }
+
+    #[tokio::test]
+    async fn jobs_ending_together_read_the_limited_queues_once() {
+        let env = TestEnv::with(|c| c.pg_pool_size = 32).await;
+        let change = crate::health::SettingsChange {
+            concurrency: Some(Some(2)),
+            ..Default::default()
+        };
+        let actor = Actor {
+            principal: "test".into(),
+            on_behalf_of: None,
+        };
+        env.jobs
+            .set_queue("narrow", change, &actor)
+            .await
+            .expect("a limited queue");
+        let worker = env.worker(Registry::new());
+        let callers = 200;
+
+        // None read yet: one reads, the others wait for it.
+        let before = connections(&env);
+        let sets = futures::future::join_all((0..callers).map(|_| worker.limited_queues())).await;
+        assert!(
+            sets.iter().all(|set| set.len() == 1 && set.contains("narrow")),
+            "every caller sees the limited queue: {sets:?}"
+        );
+        let opened = connections(&env) - before;
+        assert!(opened <= 1, "{callers} callers at once opened {opened} connections");
+
+        // Stale: one reads again, the others go on with the last set read.
+        tokio::time::sleep(FRESH_FOR + Duration::from_millis(100)).await;
+        let before = connections(&env);
+        let sets = futures::future::join_all((0..callers).map(|_| worker.limited_queues())).await;
+        assert!(sets.iter().all(|set| set.contains("narrow")), "{sets:?}");
+        let opened = connections(&env) - before;
+        assert!(
+            opened <= 1,
+            "{callers} callers of a stale set opened {opened} connections"
+        );
     }
 }

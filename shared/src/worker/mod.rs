@@ -154,7 +154,7 @@ struct Inner {
     queue: Queue,
     registry: Registry,
     config: WorkerConfig,
-    limited: std::sync::Mutex<limits::LimitedQueues>,
+    limited: limits::LimitedQueues,
     /// The limited queues whose next jobs are being pushed ([`Worker::refill`]), and whether a job
     /// ended since that push read them.
     refills: std::sync::Mutex<std::collections::HashMap<String, bool>>,
