@@ -276,7 +276,7 @@ async fn drain(env: &TestEnv, n: usize) -> anyhow::Result<f64> {
     let client = env.store.pool().get().await?;
     let done: i64 = client
         .query_one(
-            "SELECT count(*) FROM jobs j JOIN job_attempts a ON a.job_id = j.id \
+            "SELECT count(*) FROM jobs j JOIN job_attempt_history a ON a.job_id = j.id \
              WHERE j.status = $1 AND a.outcome = 'SUCCEEDED'",
             &[&Status::Completed.as_str()],
         )

@@ -932,7 +932,7 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         .query(
             "SELECT a.job_id::text, a.lease_token, a.attempt, a.worker_id, a.outcome, a.finished_at,
                     coalesce(a.error, ''), a.lease_token = j.lease_token, a.started_at
-             FROM job_attempts a JOIN jobs j ON j.id = a.job_id",
+             FROM job_attempt_history a JOIN jobs j ON j.id = a.job_id",
             &[],
         )
         .await
@@ -999,7 +999,7 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         .count();
     let still_running = count(
         &checks,
-        "SELECT count(*) FROM job_attempts WHERE outcome = 'RUNNING' OR finished_at IS NULL",
+        "SELECT count(*) FROM job_attempt_history WHERE outcome = 'RUNNING' OR finished_at IS NULL",
     )
     .await;
     let attempt_count_mismatches = count(
@@ -1007,7 +1007,7 @@ async fn chaos_soak_20000_jobs_through_partitions_latency_resets_redis_restarts_
         // One pass over each table: the count per job, correlated, once ran into jobq's statement
         // timeout in CI on a loaded machine.
         "SELECT count(*) FROM jobs j
-         LEFT JOIN (SELECT job_id, count(*) AS charged FROM job_attempts
+         LEFT JOIN (SELECT job_id, count(*) AS charged FROM job_attempt_history
                     WHERE outcome IN ('SUCCEEDED', 'FAILED', 'LEASE_EXPIRED') GROUP BY job_id) a
                 ON a.job_id = j.id
          WHERE j.attempts <> coalesce(a.charged, 0)",

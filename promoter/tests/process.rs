@@ -165,7 +165,10 @@ async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_fligh
     assert!(status.success(), "exit status {status:?}");
     let client = env.store.pool().get().await.expect("connection");
     let released: i64 = client
-        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'RELEASED'", &[])
+        .query_one(
+            "SELECT count(*) FROM job_attempt_history WHERE outcome = 'RELEASED'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
@@ -187,7 +190,10 @@ async fn sigterm_under_load_loses_no_job_and_releases_only_the_attempts_in_fligh
     signal(&second, "TERM");
     wait_exit(&mut second, Duration::from_secs(10)).await;
     let succeeded: i64 = client
-        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'SUCCEEDED'", &[])
+        .query_one(
+            "SELECT count(*) FROM job_attempt_history WHERE outcome = 'SUCCEEDED'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);

@@ -336,7 +336,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         "SELECT count(*) FROM jobs j
          WHERE status = 'FAILED' AND payload #>> '{}' <> 'FAIL_ALWAYS'
            AND attempts = max_attempts
-           AND EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.id AND a.outcome = 'LEASE_EXPIRED')",
+           AND EXISTS (SELECT 1 FROM job_attempt_history a WHERE a.job_id = j.id AND a.outcome = 'LEASE_EXPIRED')",
     )
     .await;
     // The TEST handler fails an attempt only when its payload says so (FAIL_TIMES=n: attempts 1..=n).
@@ -345,19 +345,19 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     // and replaced promoters kept cutting): by design, and rare; its earlier releases must be there.
     let charged_release = format!(
         "(a.error LIKE 'stopped unfinished: given back % times before%'
-          AND (SELECT count(*) FROM job_attempts r
+          AND (SELECT count(*) FROM job_attempt_history r
                WHERE r.job_id = a.job_id AND r.outcome = 'RELEASED' AND r.lease_token < a.lease_token)
               >= {MAX_FREE_RELEASES})"
     );
     let charged_releases = count(
         &env,
-        &format!("SELECT count(*) FROM job_attempts a WHERE a.outcome = 'FAILED' AND {charged_release}"),
+        &format!("SELECT count(*) FROM job_attempt_history a WHERE a.outcome = 'FAILED' AND {charged_release}"),
     )
     .await;
     let unexpected_failures = count(
         &env,
         &format!(
-            "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+            "SELECT count(*) FROM job_attempt_history a JOIN jobs j ON j.id = a.job_id
              WHERE a.outcome = 'FAILED' AND j.payload #>> '{{}}' <> 'FAIL_ALWAYS'
                AND a.attempt > CASE j.payload #>> '{{}}' WHEN 'FAIL_TIMES=1' THEN 1 WHEN 'FAIL_TIMES=2' THEN 2 ELSE 0 END
                AND NOT {charged_release}"
@@ -368,7 +368,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         .query(
             "SELECT j.id::text, j.payload #>> '{}',
                     string_agg(a.attempt || ':' || a.outcome || '@' || a.worker_id, ' ' ORDER BY a.lease_token)
-             FROM jobs j JOIN job_attempts a ON a.job_id = j.id
+             FROM jobs j JOIN job_attempt_history a ON a.job_id = j.id
              WHERE j.status = 'FAILED' AND j.payload #>> '{}' <> 'FAIL_ALWAYS'
              GROUP BY j.id LIMIT 20",
             &[],
@@ -383,7 +383,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         .query(
             &format!(
                 "SELECT j.id::text, j.payload #>> '{{}}', a.attempt, a.worker_id, coalesce(a.error, ''), j.releases
-             FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+             FROM job_attempt_history a JOIN jobs j ON j.id = a.job_id
              WHERE a.outcome = 'FAILED' AND j.payload #>> '{{}}' <> 'FAIL_ALWAYS'
                AND a.attempt > CASE j.payload #>> '{{}}' WHEN 'FAIL_TIMES=1' THEN 1 WHEN 'FAIL_TIMES=2' THEN 2 ELSE 0 END
                AND NOT {charged_release}
@@ -416,7 +416,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     let wrong_successes = count(
         &env,
         "SELECT count(*) FROM jobs j
-         WHERE (SELECT count(*) FROM job_attempts a WHERE a.job_id = j.id AND a.outcome = 'SUCCEEDED')
+         WHERE (SELECT count(*) FROM job_attempt_history a WHERE a.job_id = j.id AND a.outcome = 'SUCCEEDED')
                <> CASE WHEN j.status = 'COMPLETED' THEN 1 ELSE 0 END",
     )
     .await;
@@ -427,8 +427,8 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     // "unless the earlier one's lease had expired", is implied by this one.
     let overlapping = count(
         &env,
-        "SELECT count(*) FROM job_attempts a
-         JOIN job_attempts b ON a.job_id = b.job_id AND a.lease_token < b.lease_token
+        "SELECT count(*) FROM job_attempt_history a
+         JOIN job_attempt_history b ON a.job_id = b.job_id AND a.lease_token < b.lease_token
          WHERE a.finished_at IS NULL
             OR (b.started_at < a.finished_at
                 AND NOT (a.outcome = 'LEASE_EXPIRED'
@@ -437,14 +437,14 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     .await;
     let strictly_overlapping = count(
         &env,
-        "SELECT count(*) FROM job_attempts a
-         JOIN job_attempts b ON a.job_id = b.job_id AND a.lease_token < b.lease_token
+        "SELECT count(*) FROM job_attempt_history a
+         JOIN job_attempt_history b ON a.job_id = b.job_id AND a.lease_token < b.lease_token
          WHERE a.finished_at IS NULL OR b.started_at < a.finished_at",
     )
     .await;
     let still_running = count(
         &env,
-        "SELECT count(*) FROM job_attempts WHERE outcome = 'RUNNING' OR finished_at IS NULL",
+        "SELECT count(*) FROM job_attempt_history WHERE outcome = 'RUNNING' OR finished_at IS NULL",
     )
     .await;
 
@@ -453,7 +453,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     // succeed, would be a stale completion that got through.
     let stale_completions_accepted = count(
         &env,
-        "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+        "SELECT count(*) FROM job_attempt_history a JOIN jobs j ON j.id = a.job_id
          WHERE a.outcome = 'SUCCEEDED' AND (a.lease_token <> j.lease_token OR j.status <> 'COMPLETED')",
     )
     .await
@@ -461,7 +461,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
             &env,
             "SELECT count(*) FROM jobs j
              WHERE j.status = 'COMPLETED'
-               AND (SELECT a.outcome FROM job_attempts a WHERE a.job_id = j.id
+               AND (SELECT a.outcome FROM job_attempt_history a WHERE a.job_id = j.id
                     ORDER BY a.lease_token DESC LIMIT 1) IS DISTINCT FROM 'SUCCEEDED'",
         )
         .await;
@@ -470,7 +470,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     let attempt_count_mismatches = count(
         &env,
         "SELECT count(*) FROM jobs j
-         WHERE j.attempts <> (SELECT count(*) FROM job_attempts a
+         WHERE j.attempts <> (SELECT count(*) FROM job_attempt_history a
                               WHERE a.job_id = j.id AND a.outcome IN ('SUCCEEDED', 'FAILED', 'LEASE_EXPIRED'))",
     )
     .await;
@@ -481,14 +481,18 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
     .await;
     let lease_expired = count(
         &env,
-        "SELECT count(*) FROM job_attempts WHERE outcome = 'LEASE_EXPIRED'",
+        "SELECT count(*) FROM job_attempt_history WHERE outcome = 'LEASE_EXPIRED'",
     )
     .await;
-    let released = count(&env, "SELECT count(*) FROM job_attempts WHERE outcome = 'RELEASED'").await;
-    let attempts_total = count(&env, "SELECT count(*) FROM job_attempts").await;
+    let released = count(
+        &env,
+        "SELECT count(*) FROM job_attempt_history WHERE outcome = 'RELEASED'",
+    )
+    .await;
+    let attempts_total = count(&env, "SELECT count(*) FROM job_attempt_history").await;
     let by_function = count(
         &env,
-        "SELECT count(*) FROM job_attempts WHERE worker_id NOT LIKE 'soak-promoter-%'",
+        "SELECT count(*) FROM job_attempt_history WHERE worker_id NOT LIKE 'soak-promoter-%'",
     )
     .await;
 
@@ -572,7 +576,7 @@ async fn soak_10000_jobs_with_random_failures_and_worker_kills_end_exactly_once(
         lambda_summary.released as i64,
         count(
             &env,
-            "SELECT count(*) FROM job_attempts WHERE outcome = 'RELEASED' AND worker_id NOT LIKE 'soak-promoter-%'"
+            "SELECT count(*) FROM job_attempt_history WHERE outcome = 'RELEASED' AND worker_id NOT LIKE 'soak-promoter-%'"
         )
         .await,
         "the worker function's releases are in the history"

@@ -425,7 +425,10 @@ async fn many_jobs_run_concurrently_and_each_completes_once() {
     assert_eq!(summary.retried, 20);
     let client = env.store.pool().get().await.expect("conn");
     let succeeded: i64 = client
-        .query_one("SELECT count(*) FROM job_attempts WHERE outcome = 'SUCCEEDED'", &[])
+        .query_one(
+            "SELECT count(*) FROM job_attempt_history WHERE outcome = 'SUCCEEDED'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);

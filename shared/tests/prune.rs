@@ -40,7 +40,7 @@ async fn exists(env: &TestEnv, id: JobId) -> (bool, bool, i64) {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT FROM jobs WHERE id = $1), EXISTS (SELECT FROM job_listing WHERE id = $1),
-                    (SELECT count(*) FROM job_attempts WHERE job_id = $1)",
+                    (SELECT count(*) FROM job_attempt_history WHERE job_id = $1)",
             &[&id.0],
         )
         .await

@@ -709,13 +709,85 @@ async fn an_attempt_a_previous_release_opened_is_finished_in_place() {
         let running = env.store.get(*id).await.expect("get").history;
         assert_eq!((running.len(), running[0].outcome), (1, Outcome::Running));
     }
-    // One batch of both kinds: the old rows are finished, the new one is written.
+    // One batch of both kinds: the old rows are finished, the new success stays in its job's row.
     let held: Vec<(JobId, i64)> = leases.iter().map(|lease| (lease.id(), lease.token())).collect();
     let done = env.store.complete_many(&held, at(2)).await.expect("complete_many");
     assert_eq!(done.done.len(), 3);
     for id in &ids {
         assert_eq!(only_attempt(&env, *id).await.outcome, Outcome::Succeeded);
     }
+}
+
+#[tokio::test]
+async fn a_success_stays_in_the_jobs_row_and_the_history_shows_it_once() {
+    let env = TestEnv::new().await;
+    let ids: Vec<JobId> =
+        futures::future::join_all((0..3).map(|_| env.insert_job_at(NewJob::new("TEST", json!(1)), at(0)))).await;
+    let stored = |id: JobId| {
+        let env = &env;
+        async move {
+            let client = env.store.pool().get().await.expect("connection");
+            let row = client
+                .query_one("SELECT count(*) FROM job_attempts WHERE job_id = $1", &[&id.0])
+                .await
+                .expect("count");
+            row.get::<_, i64>(0)
+        }
+    };
+
+    // A success writes no row of its own: the history reads it from the job's row.
+    let lease = env.claim_job(ids[0], "w1", at(1), LEASE).await;
+    env.store.complete(&lease, at(2)).await.expect("complete");
+    assert_eq!(stored(ids[0]).await, 0);
+    assert_eq!(only_attempt(&env, ids[0]).await.outcome, Outcome::Succeeded);
+
+    // A success the previous release recorded is in both places, and shown once.
+    let lease = env.claim_job(ids[1], "w1", at(1), LEASE).await;
+    env.store.complete(&lease, at(2)).await.expect("complete");
+    env.store
+        .pool()
+        .get()
+        .await
+        .expect("connection")
+        .execute(
+            "INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, finished_at, outcome)
+             VALUES ($1, 1, 1, 'w1', $2, $3, 'SUCCEEDED')",
+            &[&ids[1].0, &at(1), &at(2)],
+        )
+        .await
+        .expect("as the previous release completes");
+    assert_eq!(only_attempt(&env, ids[1]).await.outcome, Outcome::Succeeded);
+
+    // A failure is written when it ends; the success after it stays in the row.
+    let lease = env.claim_job(ids[2], "w1", at(1), LEASE).await;
+    env.store
+        .fail(&lease, at(2), "boom", true, at(2), Outcome::Failed)
+        .await
+        .expect("retry");
+    let lease = env.claim_job(ids[2], "w2", at(3), LEASE).await;
+    env.store.complete(&lease, at(4)).await.expect("complete");
+    assert_eq!(stored(ids[2]).await, 1);
+    let history = env.store.get(ids[2]).await.expect("get").history;
+    let seen: Vec<_> = history
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.lease_token,
+                a.worker_id.as_str(),
+                a.started_at,
+                a.finished_at,
+                a.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, 1, "w1", at(1), Some(at(2)), Outcome::Failed),
+            (2, 2, "w2", at(3), Some(at(4)), Outcome::Succeeded),
+        ]
+    );
 }
 
 /// Rows a plan's nodes produced or looked at and threw away, over all their loops.

@@ -5,10 +5,10 @@
 -- `status || ''` keeps the plan on the primary key, as in claim_many.sql: with statistics taken
 -- while the jobs were pending, the planner may take the running-jobs index for a handful of rows
 -- and rescan it for every id (a 1,000-id completion took over a second so).
--- The attempt's row is written here, from the job's row (`attempt` below); an attempt that a claim
--- of the previous release opened as a RUNNING row is finished in place (`opened`; see
--- V18__attempts_at_the_end.sql). The other outcomes (retry.sql, bury.sql, release.sql,
--- cancel_running.sql) do the same.
+-- The successful attempt stays in the job's row, where the claim opened it, and no row is written
+-- into job_attempts (V19__successes_in_the_job_row.sql; job_attempt_history reads it from there).
+-- An attempt that a claim of an older release opened as a RUNNING row is finished in that row
+-- (`opened`; see V18__attempts_at_the_end.sql).
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int8[]) AS t(id, lease_token)
 ), done AS (
@@ -17,11 +17,7 @@ WITH input AS (
         last_error = NULL, dependents_pending = j.has_dependents
     FROM input
     WHERE j.id = input.id AND j.status || '' = 'IN_PROGRESS' AND j.lease_token = input.lease_token
-    RETURNING j.id, j.lease_token, j.queue, j.has_dependents, j.attempts, j.worker_id, j.attempt_started_at, j.attempt_token
-), attempt AS (
-    INSERT INTO job_attempts (job_id, lease_token, attempt, worker_id, started_at, finished_at, outcome)
-    SELECT id, lease_token, attempts, worker_id, attempt_started_at, $3, 'SUCCEEDED'
-    FROM done WHERE attempt_token = lease_token
+    RETURNING j.id, j.lease_token, j.queue, j.has_dependents, j.attempt_token
 ), opened AS (
     UPDATE job_attempts a SET finished_at = $3, outcome = 'SUCCEEDED'
     FROM done
